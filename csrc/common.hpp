@@ -1,0 +1,90 @@
+// Shared inline helpers: row-block threading and the family functions.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <thread>
+#include <vector>
+
+#include "kernels.hpp"
+
+namespace pyglmm {
+
+// Rows per thread below which extra threads cost more than they save.
+constexpr int64_t kMinRowsPerBlock = 16384;
+
+// Number of row blocks for n rows and a requested thread count.  The numba
+// and numpy backends use the same rule (pyglmm/_blocks.py).
+inline int64_t n_blocks(int64_t n, int nthreads) {
+  int64_t t = std::max<int64_t>(1, nthreads);
+  return std::max<int64_t>(1, std::min<int64_t>(t, n / kMinRowsPerBlock));
+}
+
+inline int64_t block_begin(int64_t n, int64_t nb, int64_t i) { return n * i / nb; }
+
+// Runs fn(block, begin, end) for each block, one thread per block.
+template <class F>
+void run_blocks(int64_t n, int64_t nb, F&& fn) {
+  if (nb == 1) {
+    fn(int64_t{0}, int64_t{0}, n);
+    return;
+  }
+  std::vector<std::thread> pool;
+  pool.reserve(static_cast<size_t>(nb - 1));
+  for (int64_t t = 1; t < nb; ++t)
+    pool.emplace_back(fn, t, block_begin(n, nb, t), block_begin(n, nb, t + 1));
+  fn(int64_t{0}, int64_t{0}, block_begin(n, nb, 1));
+  for (auto& th : pool) th.join();
+}
+
+// Logistic function without overflow.
+inline double expit(double x) {
+  if (x >= 0) return 1.0 / (1.0 + std::exp(-x));
+  const double e = std::exp(x);
+  return e / (1.0 + e);
+}
+
+// The linear predictor is clamped to [-30, 30] inside IRLS (as R's
+// binomial()$linkinv does), so V(mu) >= 9.4e-14 and z stays finite.
+constexpr double kEtaClamp = 30.0;
+
+struct Irls {
+  double mu, var;  // mean and variance function V(mu)
+};
+
+inline Irls irls_point(int family, double eta) {
+  if (family == BINOMIAL) {
+    const double mu = expit(std::min(kEtaClamp, std::max(-kEtaClamp, eta)));
+    return {mu, mu * (1.0 - mu)};
+  }
+  return {eta, 1.0};
+}
+
+}  // namespace pyglmm
+
+namespace pyglmm {
+
+// Calls fn(begin, end, acc) on each row block with a zeroed private
+// accumulator of `size` doubles and returns the accumulators' sum, taken in
+// block order.
+template <class F>
+std::vector<double> reduce_blocks(int64_t n, int nthreads, size_t size, F&& fn) {
+  const int64_t nb = n_blocks(n, nthreads);
+  std::vector<std::vector<double>> acc(static_cast<size_t>(nb));
+  run_blocks(n, nb, [&](int64_t t, int64_t begin, int64_t end) {
+    acc[t].assign(size, 0.0);
+    fn(begin, end, acc[t].data());
+  });
+  for (int64_t t = 1; t < nb; ++t)
+    for (size_t i = 0; i < size; ++i) acc[0][i] += acc[t][i];
+  return std::move(acc[0]);
+}
+
+// Copies the upper triangle of a p x p row-major matrix into its lower one.
+inline void mirror_upper(int64_t p, double* a) {
+  for (int64_t j = 0; j < p; ++j)
+    for (int64_t l = j + 1; l < p; ++l) a[l * p + j] = a[j * p + l];
+}
+
+}  // namespace pyglmm

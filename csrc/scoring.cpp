@@ -1,0 +1,35 @@
+// Elementwise passes: the fused scorer and the IRLS quantities.
+#include "common.hpp"
+
+namespace pyglmm {
+
+void linear_predictor(const Rows& r, const double* beta, const double* b,
+                      const double* offset, double* eta, int nthreads) {
+  const int64_t p = r.p, k = r.k;
+  run_blocks(r.n, n_blocks(r.n, nthreads), [&](int64_t, int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const double* x = r.X + i * p;
+      const int32_t* c = r.codes + i * k;
+      double e = offset ? offset[i] : 0.0;
+      for (int64_t j = 0; j < p; ++j) e += x[j] * beta[j];
+      for (int64_t j = 0; j < k; ++j)
+        if (c[j] >= 0) e += b[c[j]];
+      eta[i] = e;
+    }
+  });
+}
+
+void irls_quantities(int family, int64_t n, const double* eta, const double* y,
+                     const double* prior, const double* offset, double* mu,
+                     double* w, double* z, int nthreads) {
+  run_blocks(n, n_blocks(n, nthreads), [&](int64_t, int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const Irls q = irls_point(family, eta[i]);
+      mu[i] = q.mu;
+      w[i] = (prior ? prior[i] : 1.0) * q.var;
+      z[i] = eta[i] - (offset ? offset[i] : 0.0) + (y[i] - q.mu) / q.var;
+    }
+  });
+}
+
+}  // namespace pyglmm

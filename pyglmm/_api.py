@@ -1,0 +1,240 @@
+"""Public fitting functions: :func:`glmm` (formula + DataFrame) and
+:func:`glmm_from_arrays` (arrays)."""
+
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from . import _backend
+from ._design import build_design
+from ._exceptions import ConvergenceWarning, SingularFitWarning
+from ._family import get_family
+from ._formula import check_columns, fixed_matrix, parse_formula, required_columns
+from ._inference import beta_covariance, naive_comparison
+from ._results import GLMMResult
+from ._schall import FitOptions, fit_schall
+
+SINGULAR_THETA = 1e-4  # sigma_k / sqrt(phi) below this is a boundary fit (lme4's default)
+
+_FIT_DOC = r"""
+    The model, for grouping factors :math:`k = 1..K` with levels :math:`g`:
+
+    .. math::
+
+        g(\mu_i) = \eta_i = o_i + x_i^\top\beta + \sum_k b_{k, g_k(i)}, \qquad
+        b_{k,g} \overset{iid}{\sim} N(0, \sigma_k^2), \qquad
+        \mathrm{Var}(y_i \mid b) = \phi V(\mu_i) / a_i,
+
+    binomial-logit (:math:`V = \mu(1-\mu)`) or gaussian-identity (:math:`V = 1`),
+    prior weights :math:`a_i` (times trials).  It is fitted by Schall's PQL
+    (Ghosh, Hastie & Owen 2022): each outer iteration solves the penalised
+    weighted least squares problem
+
+    .. math::
+
+        \min_{\beta, b}\; \sum_i w_i (z_i - x_i^\top\beta - \textstyle\sum_k b_{k,g_k(i)})^2
+        + \sum_k \|b_k\|^2 / \sigma_k^2
+
+    for the working response :math:`z` and weights :math:`w_i = a_i V(\mu_i)/\phi`
+    by clubbed backfitting, then updates :math:`\sigma_k^2 = \|b_k\|^2/(q_k-\nu_k)`
+    with the diagonal trace approximation :math:`\nu_k = \lambda_k\sum_g
+    (W_{k,g}+\lambda_k)^{-1}`, and :math:`\phi` by Pearson's statistic (eq. 15)
+    when estimated.  Each iteration costs O(N): one pass over X, then passes over
+    the weights and level codes only.  For binary data PQL is known to shrink
+    :math:`\hat\beta_0` and :math:`\hat\sigma_k` slightly: it sits near glmer's
+    ``nAGQ=0``.
+
+    Common parameters
+    -----------------
+    family : {"binomial", "gaussian"}
+    dispersion : {"fixed", "estimate"}, optional
+        :math:`\phi` fixed at 1 (default for binomial, as in glmer) or estimated
+        by eq. (15) (the paper's code always estimates it; default for gaussian,
+        where :math:`\phi` is the residual variance).
+    tol, inner_tol : float
+        Relative change of the linear predictor that stops the outer loop
+        (default 1e-8, as the paper) and the inner backfitting loop (1e-8).
+    max_iter, max_inner_iter : int
+        Iteration limits (100 and 1000); reaching one is reported and warned about.
+    se : bool
+        Compute :math:`\widehat{\mathrm{cov}}(\hat\beta)` by eq. (24) (default True).
+    compare_naive : bool
+        Also fit the naive regression without random effects and report the
+        naivete and inefficiency ratios of Section 6.
+    backend : {"cpp", "numba", "numpy"}, optional
+        Kernel backend (default: the active one, see :func:`pyglmm.backend`).
+    threads : int, optional
+        Kernel threads (default: :func:`pyglmm.get_num_threads`).
+    progress : callable, optional
+        Called with a dict after every outer iteration.
+
+    Returns
+    -------
+    GLMMResult
+    """
+
+
+def glmm(formula, data, family="binomial", *, weights=None, trials=None, offset=None,
+         dispersion=None, tol=1e-8, inner_tol=1e-8, max_iter=100, max_inner_iter=1000,
+         se=True, compare_naive=False, backend=None, threads=None, progress=None):
+    start = time.perf_counter()
+    parsed = parse_formula(formula)
+    named = {"weights": weights, "trials": trials, "offset": offset}
+    check_columns(data, required_columns(parsed, [v for v in named.values() if isinstance(v, str)]))
+    X, names, spec = fixed_matrix(parsed, data)
+    extra = {k: (data[v].to_numpy() if isinstance(v, str) else v) for k, v in named.items()}
+    fam = get_family(family)
+    d = build_design(X, data[parsed.response].to_numpy(), {g: data[g] for g in parsed.groups},
+                     fam, feature_names=names, response_name=parsed.response,
+                     index=data.index, **extra)
+    return _fit(d, fam, formula, start, dispersion, tol, inner_tol, max_iter, max_inner_iter,
+                se, compare_naive, backend, threads, progress,
+                intercept=False, offset_name=offset if isinstance(offset, str) else None,
+                model_spec=spec)
+
+
+glmm.__doc__ = r"""Fit a crossed random-effects GLMM from an lme4-style formula.
+
+    Parameters
+    ----------
+    formula : str
+        ``y ~ x1 + C(cat) + (1|user) + (1|item)``: fixed effects as formulaic
+        reads them (treatment coding, first sorted level as reference, intercept
+        ``Intercept``) and one ``(1|g)`` term per grouping column.
+    data : pandas.DataFrame
+    weights, trials, offset : str or array-like, optional
+        Prior weights, binomial trials (the response is then the number of
+        successes) and offset: column names or per-row arrays.
+""" + _FIT_DOC
+
+
+def glmm_from_arrays(X, y, groups, family="binomial", *, feature_names=None, intercept=True,
+                     weights=None, trials=None, offset=None, dispersion=None, tol=1e-8,
+                     inner_tol=1e-8, max_iter=100, max_inner_iter=1000, se=True,
+                     compare_naive=False, backend=None, threads=None, progress=None):
+    start = time.perf_counter()
+    if isinstance(X, pd.DataFrame):
+        feature_names = feature_names or [str(c) for c in X.columns]
+        X = X.to_numpy(dtype=np.float64)
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-dimensional, got shape {X.shape}")
+    names = list(feature_names) if feature_names is not None else [f"x{j + 1}" for j in range(X.shape[1])]
+    if len(names) != X.shape[1]:
+        raise ValueError(f"feature_names has {len(names)} names for {X.shape[1]} columns")
+    if intercept:
+        X = np.column_stack([np.ones(X.shape[0]), X])
+        names = ["Intercept"] + names
+    if not isinstance(groups, dict):
+        raise TypeError("groups must be a dict {factor name: per-row labels}")
+    fam = get_family(family)
+    d = build_design(X, y, groups, fam, feature_names=names, response_name="y",
+                     weights=weights, trials=trials, offset=offset)
+    formula = "y ~ " + " + ".join((["1"] if intercept else ["0"]) + names[int(intercept):]
+                                  + [f"(1|{g})" for g in groups])
+    return _fit(d, fam, formula, start, dispersion, tol, inner_tol, max_iter, max_inner_iter,
+                se, compare_naive, backend, threads, progress, intercept=intercept)
+
+
+glmm_from_arrays.__doc__ = r"""Fit a crossed random-effects GLMM from arrays.
+
+    Parameters
+    ----------
+    X : array-like or DataFrame, shape (n, p)
+        Covariates (float64, C-contiguous avoids a copy when ``intercept=False``).
+    y : array-like, shape (n,)
+        0/1 response, successes when ``trials`` is given, or a gaussian response.
+    groups : dict
+        ``{factor name: per-row labels}``; labels may be any hashable values.
+    feature_names : list of str, optional
+        Names of X's columns (default ``x1..xp`` or the DataFrame's columns).
+    intercept : bool
+        Prepend a column of ones named ``Intercept`` (default True).
+    weights, trials, offset : array-like, optional
+""" + _FIT_DOC
+
+
+def _fit(d, fam, formula, start, dispersion, tol, inner_tol, max_iter, max_inner_iter, se,
+         compare_naive, backend, threads, progress, **predict_info):
+    dispersion = dispersion or fam.default_dispersion
+    if dispersion not in ("fixed", "estimate"):
+        raise ValueError(f"dispersion must be 'fixed' or 'estimate', got {dispersion!r}")
+    opts = FitOptions(tol, inner_tol, max_iter, max_inner_iter, dispersion == "estimate")
+    name = _backend.backend(backend)
+    kern = _backend.kernels(name)
+    threads = 1 if name == "numpy" else (int(threads) if threads is not None
+                                           else _backend.get_num_threads())
+    timings = {"design": time.perf_counter() - start}
+    t = time.perf_counter()
+    fit = fit_schall(d, fam, opts, kern, threads, progress)
+    timings["schall"] = time.perf_counter() - t
+    names = d.feature_names
+    cov = None
+    if se:
+        t = time.perf_counter()
+        cov_arr, _ = beta_covariance(d, fit, kern, threads)
+        cov = pd.DataFrame(cov_arr, names, names)
+        timings["covariance"] = time.perf_counter() - t
+    naive = naive_summary = None
+    if compare_naive:
+        t = time.perf_counter()
+        cov_glmm = cov.to_numpy() if cov is not None else beta_covariance(d, fit, kern, threads)[0]
+        naive, naive_summary = naive_comparison(d, fam, fit, cov_glmm, kern, threads)
+        timings["naive"] = time.perf_counter() - t
+    t = time.perf_counter()
+    deviance = _deviance(d, fam, fit, kern, threads)
+    timings["deviance"] = time.perf_counter() - t
+
+    sigma = pd.Series(np.sqrt(fit.sigma2), index=d.factor_names, name="sd")
+    singular = [f for f, s in sigma.items() if s / np.sqrt(fit.phi) < SINGULAR_THETA]
+    notes = []
+    if not fit.converged:
+        notes.append(f"Schall's loop did not converge in {max_iter} iterations "
+                     f"(relative change {fit.rel_change:.3g} > tol {tol:g})")
+    if not fit.inner_converged:
+        notes.append(f"the last inner backfitting loop stopped at {max_inner_iter} sweeps "
+                     f"before inner_tol {inner_tol:g}")
+    for note in notes:
+        warnings.warn(note, ConvergenceWarning, stacklevel=3)
+    if singular:
+        note = ("boundary (singular) fit: the variance of " + ", ".join(map(repr, singular))
+                + " is estimated at ~0; consider dropping that term")
+        warnings.warn(note, SingularFitWarning, stacklevel=3)
+        notes.append(note)
+    if naive_summary is not None and not naive_summary["naive_converged"]:
+        notes.append("the naive regression did not converge (separation?)")
+
+    slices = d.factor_slices()
+    lam = np.repeat(1.0 / fit.sigma2, d.n_levels)
+    cond_var = 1.0 / (fit.Wq0 / fit.phi + lam)
+    b = {f: pd.Series(fit.b[lv], index=lv_idx, name=f)
+         for f, lv, lv_idx in zip(d.factor_names, slices, d.levels)}
+    b_var = {f: pd.Series(cond_var[lv], index=lv_idx, name=f)
+             for f, lv, lv_idx in zip(d.factor_names, slices, d.levels)}
+    history = pd.DataFrame(fit.history)
+    if len(history):
+        sig = pd.DataFrame(np.sqrt(np.array(history.pop("sigma2").tolist())),
+                           columns=[f"sigma_{f}" for f in d.factor_names])
+        history = pd.concat([history, sig], axis=1)
+    return GLMMResult(
+        formula=formula, family=fam.name, link=fam.link, dispersion_mode=dispersion,
+        coef=pd.Series(fit.beta, index=names, name="coef"), cov=cov, sigma=sigma,
+        dispersion=fit.phi, b=b, b_var=b_var, n_obs=d.n,
+        n_levels=dict(zip(d.factor_names, d.n_levels.tolist())),
+        df_resid=float(d.n_eff - d.p - np.sum(d.n_levels - fit.nu)),
+        pearson_chi2=fit.pearson, deviance=deviance, iterations=len(fit.history),
+        inner_sweeps=int(sum(h["inner_sweeps"] for h in fit.history)),
+        converged=fit.converged and fit.inner_converged, singular=singular, history=history,
+        seconds=time.perf_counter() - start, timings=timings, backend=name, threads=threads,
+        warnings=notes, naive=naive, naive_summary=naive_summary, **predict_info)
+
+
+def _deviance(d, fam, fit, kern, threads):
+    """Deviance of the conditional model at the modes (the fused scorer + IRLS kernels;
+    IRLS clamps eta to [-30, 30], which keeps the logarithms finite)."""
+    eta, mu, w, z = (np.empty(d.n) for _ in range(4))
+    kern.linear_predictor(d.X, d.codes, fit.beta, fit.b, d.offset, eta, threads)
+    kern.irls_quantities(fam.code, eta, d.y, d.prior, d.offset, mu, w, z, threads)
+    return fam.deviance(d.y, mu, d.prior if d.prior.size else 1.0)

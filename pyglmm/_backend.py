@@ -1,0 +1,88 @@
+"""Kernel backend registry: ``cpp`` > ``numba`` > ``numpy``.
+
+The active backend is the first available one unless ``PYGLMM_BACKEND`` names
+one; a named backend that cannot be loaded is an error, never a silent
+fallback.  Every kernel module has the same functions with the same
+signatures (``csrc/kernels.hpp`` documents them).
+
+Threads: ``PYGLMM_NUM_THREADS`` or :func:`set_num_threads` (default: all
+cores).  Results are identical for a given thread count.
+"""
+
+import importlib
+import os
+
+BACKENDS = ("cpp", "numba", "numpy")
+_MODULES = {"cpp": "pyglmm._core", "numba": "pyglmm._kernels_numba", "numpy": "pyglmm._kernels_numpy"}
+
+_loaded = {}
+_num_threads = None
+
+
+class BackendUnavailableError(RuntimeError):
+    """A backend that was asked for by name cannot be loaded."""
+
+
+def _load(name):
+    if name not in _MODULES:
+        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    if name not in _loaded:
+        try:
+            _loaded[name] = importlib.import_module(_MODULES[name])
+        except ImportError as exc:
+            _loaded[name] = exc
+    return _loaded[name]
+
+
+def available_backends():
+    """Names of the backends that load on this machine, fastest first."""
+    return [name for name in BACKENDS if not isinstance(_load(name), ImportError)]
+
+
+def _resolve(name=None):
+    name = name or os.environ.get("PYGLMM_BACKEND") or None
+    if name is None:
+        return available_backends()[0]
+    mod = _load(name)
+    if isinstance(mod, ImportError):
+        hint = {"cpp": "the C++ extension was not built (reinstall with a C++17 compiler; "
+                       "PYGLMM_REQUIRE_CPP=1 makes a failed build an error)",
+                "numba": "install numba (pip install 'pyglmm[numba]')"}.get(name, "")
+        raise BackendUnavailableError(f"backend {name!r} is not available: {hint} ({mod})")
+    return name
+
+
+def backend(name=None):
+    """Name of the backend that fits use: ``name`` if given, else the active one.
+
+    Raises
+    ------
+    BackendUnavailableError
+        If the backend asked for (by ``name`` or ``PYGLMM_BACKEND``) cannot be loaded.
+    """
+    return _resolve(name)
+
+
+def kernels(name=None):
+    """The kernel module of :func:`backend`."""
+    return _load(_resolve(name))
+
+
+def get_num_threads():
+    """Threads the kernels use (``PYGLMM_NUM_THREADS``, else all cores)."""
+    if _num_threads is not None:
+        return _num_threads
+    env = os.environ.get("PYGLMM_NUM_THREADS")
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            raise ValueError(f"PYGLMM_NUM_THREADS must be a positive integer, got {env!r}")
+        return int(env)
+    return os.cpu_count() or 1
+
+
+def set_num_threads(n):
+    """Set the kernels' thread count (``None`` restores the default)."""
+    global _num_threads
+    if n is not None and (int(n) != n or n < 1):
+        raise ValueError(f"number of threads must be a positive integer, got {n!r}")
+    _num_threads = None if n is None else int(n)

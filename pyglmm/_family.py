@@ -1,0 +1,57 @@
+"""Families supported by the crossed-effects fit: binomial-logit and gaussian-identity."""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._kernels_numpy import BINOMIAL, GAUSSIAN, expit
+
+
+@dataclass(frozen=True)
+class Family:
+    """A GLM family with its canonical link.
+
+    Attributes
+    ----------
+    name, link : str
+        As R spells them (``binomial``/``logit``, ``gaussian``/``identity``).
+    code : int
+        The kernels' family id.
+    irls : bool
+        Whether the working weights depend on the fit (no for gaussian).
+    default_dispersion : str
+        ``"fixed"`` (phi = 1, textbook for Bernoulli data) or ``"estimate"``.
+    """
+
+    name: str
+    link: str
+    code: int
+    irls: bool
+    default_dispersion: str
+
+    def deviance(self, y, mu, prior):
+        """Deviance of means ``mu`` for responses ``y`` (proportions) with prior weights."""
+        if self.code == GAUSSIAN:
+            return float(np.sum(prior * (y - mu) ** 2))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t1 = np.where(y > 0, y * np.log(y / mu), 0.0)
+            t0 = np.where(y < 1, (1 - y) * np.log((1 - y) / (1 - mu)), 0.0)
+        return float(2.0 * np.sum(prior * (t1 + t0)))
+
+    def mean(self, eta):
+        """Inverse link (the overflow-safe logistic for binomial)."""
+        return expit(eta) if self.code == BINOMIAL else eta
+
+
+FAMILIES = {
+    "binomial": Family("binomial", "logit", BINOMIAL, True, "fixed"),
+    "gaussian": Family("gaussian", "identity", GAUSSIAN, False, "estimate"),
+}
+
+
+def get_family(name):
+    """The :class:`Family` called ``name``."""
+    try:
+        return FAMILIES[str(name).lower()]
+    except KeyError:
+        raise ValueError(f"unknown family {name!r}; choose one of {', '.join(FAMILIES)}") from None

@@ -1,0 +1,327 @@
+"""numba kernels: loop-for-loop twins of ``csrc/*.cpp`` (see ``csrc/kernels.hpp``).
+
+Rows are split into the same contiguous blocks as in C++ (``n_blocks``), each
+block accumulates privately, and blocks are reduced in order, so results are
+identical for a given thread count.  Optional arrays are empty when absent.
+"""
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+GAUSSIAN, BINOMIAL = 0, 1
+ETA_CLAMP = 30.0
+MIN_ROWS_PER_BLOCK = 16384  # as kMinRowsPerBlock in csrc/common.hpp
+
+
+def n_blocks(n, nthreads):
+    """Row blocks for n rows: one per thread, each at least MIN_ROWS_PER_BLOCK rows."""
+    return max(1, min(max(1, nthreads), n // MIN_ROWS_PER_BLOCK))
+
+
+def _threads(nthreads):
+    numba.set_num_threads(max(1, min(nthreads, numba.config.NUMBA_NUM_THREADS)))
+
+
+@njit(cache=True, inline="always")
+def _expit(x):
+    if x >= 0:
+        return 1.0 / (1.0 + np.exp(-x))
+    e = np.exp(x)
+    return e / (1.0 + e)
+
+
+@njit(cache=True, inline="always")
+def _irls_point(family, eta):
+    if family == BINOMIAL:
+        mu = _expit(min(ETA_CLAMP, max(-ETA_CLAMP, eta)))
+        return mu, mu * (1.0 - mu)
+    return eta, 1.0
+
+
+@njit(cache=True, parallel=True)
+def _linear_predictor(X, codes, beta, b, offset, eta, nb):
+    n, p = X.shape
+    for t in prange(nb):
+        for i in range(n * t // nb, n * (t + 1) // nb):
+            e = offset[i] if offset.size else 0.0
+            for j in range(p):
+                e += X[i, j] * beta[j]
+            for j in range(codes.shape[1]):
+                if codes[i, j] >= 0:
+                    e += b[codes[i, j]]
+            eta[i] = e
+
+
+def linear_predictor(X, codes, beta, b, offset, eta, nthreads):
+    _threads(nthreads)
+    _linear_predictor(X, codes, beta, b, offset, eta, n_blocks(X.shape[0], nthreads))
+
+
+@njit(cache=True, parallel=True)
+def _irls_quantities(family, eta, y, prior, offset, mu, w, z, nb):
+    n = eta.shape[0]
+    for t in prange(nb):
+        for i in range(n * t // nb, n * (t + 1) // nb):
+            m, v = _irls_point(family, eta[i])
+            mu[i] = m
+            w[i] = (prior[i] if prior.size else 1.0) * v
+            z[i] = eta[i] - (offset[i] if offset.size else 0.0) + (y[i] - m) / v
+
+
+def irls_quantities(family, eta, y, prior, offset, mu, w, z, nthreads):
+    _threads(nthreads)
+    _irls_quantities(family, eta, y, prior, offset, mu, w, z, n_blocks(eta.shape[0], nthreads))
+
+
+@njit(cache=True, parallel=True)
+def _stats_pass(family, X, codes, y, prior, offset, beta, b, dbeta, db, design,
+                w, nb, Q):
+    n, p = X.shape
+    k = codes.shape[1]
+    sc = np.zeros((nb, 4))
+    G = np.zeros((nb, p, p)) if design else np.zeros((nb, 0, 0))
+    h = np.zeros((nb, p))
+    s = np.zeros((nb, Q, p)) if design else np.zeros((nb, 0, 0))
+    Wq = np.zeros((nb, Q))
+    tq = np.zeros((nb, Q))
+    for t in prange(nb):
+        wx = np.empty(p)
+        for i in range(n * t // nb, n * (t + 1) // nb):
+            zeta = 0.0
+            dz = 0.0
+            for j in range(p):
+                zeta += X[i, j] * beta[j]
+                dz += X[i, j] * dbeta[j]
+            for j in range(k):
+                zeta += b[codes[i, j]]
+                dz += db[codes[i, j]]
+            old = zeta - dz
+            sc[t, 1] += zeta * zeta
+            sc[t, 2] += dz * dz
+            sc[t, 3] += old * old
+            pw = prior[i] if prior.size else 1.0
+            mu, var = _irls_point(family, zeta + (offset[i] if offset.size else 0.0))
+            res = y[i] - mu
+            sc[t, 0] += pw * res * res / var
+            if not design:
+                continue
+            wi = pw * var
+            w[i] = wi
+            if wi == 0.0:
+                continue
+            zi = zeta + res / var
+            for j in range(p):
+                v = wi * X[i, j]
+                wx[j] = v
+                for l in range(j, p):
+                    G[t, j, l] += v * X[i, l]
+                h[t, j] += v * zi
+            for j in range(k):
+                g = codes[i, j]
+                for l in range(p):
+                    s[t, g, l] += wx[l]
+                Wq[t, g] += wi
+                tq[t, g] += wi * zi
+    for t in range(1, nb):
+        sc[0] += sc[t]
+        if design:
+            G[0] += G[t]
+            h[0] += h[t]
+            s[0] += s[t]
+            Wq[0] += Wq[t]
+            tq[0] += tq[t]
+    return sc[0], G[0], h[0], s[0], Wq[0], tq[0]
+
+
+def stats_pass(family, X, codes, y, prior, offset, beta, b, dbeta, db, design,
+               w, G, h, s, Wq, tq, nthreads):
+    _threads(nthreads)
+    sc, G_, h_, s_, Wq_, tq_ = _stats_pass(family, X, codes, y, prior, offset, beta, b,
+                                           dbeta, db, design, w,
+                                           n_blocks(X.shape[0], nthreads), b.shape[0])
+    if design:
+        G[:] = np.triu(G_) + np.triu(G_, 1).T
+        h[:], s[:], Wq[:], tq[:] = h_, s_, Wq_, tq_
+    return sc
+
+
+@njit(cache=True, parallel=True)
+def _group_cross_sums(codes, factor, lo, w, table, q, nb):
+    n, k = codes.shape
+    m = table.shape[1]
+    acc = np.zeros((nb, q, m))
+    for t in prange(nb):
+        for i in range(n * t // nb, n * (t + 1) // nb):
+            wi = w[i]
+            if wi == 0.0:
+                continue
+            g = codes[i, factor] - lo
+            for j in range(k):
+                if j == factor:
+                    continue
+                c = codes[i, j]
+                for l in range(m):
+                    acc[t, g, l] += wi * table[c, l]
+    for t in range(1, nb):
+        acc[0] += acc[t]
+    return acc[0]
+
+
+def group_cross_sums(codes, factor, lo, w, scale, table, out, nthreads):
+    _threads(nthreads)
+    acc = _group_cross_sums(codes, factor, lo, w, table, out.shape[0],
+                            n_blocks(codes.shape[0], nthreads))
+    out[:] = scale * acc
+
+
+@njit(cache=True)
+def _chol_solve(L, x):
+    p = x.shape[0]
+    for i in range(p):
+        v = x[i]
+        for j in range(i):
+            v -= L[i, j] * x[j]
+        x[i] = v / L[i, i]
+    for i in range(p - 1, -1, -1):
+        v = x[i]
+        for j in range(i + 1, p):
+            v -= L[j, i] * x[j]
+        x[i] = v / L[i, i]
+
+
+@njit(cache=True)
+def _quad_form(M, v):
+    out = 0.0
+    for i in range(v.shape[0]):
+        row = 0.0
+        for j in range(v.shape[0]):
+            row += M[i, j] * v[j]
+        out += v[i] * row
+    return out
+
+
+@njit(cache=True)
+def _club_backfit(codes, offsets, w, scale, h, s, D, tq, chol, XtX, counts, beta, b,
+                  tol, max_iter, nb):
+    k = codes.shape[1]
+    p = beta.shape[0]
+    v = np.zeros((k, p))
+    for f in range(k):
+        for g in range(offsets[f], offsets[f + 1]):
+            for l in range(p):
+                v[f, l] += s[g, l] * b[g]
+    bcol = b.reshape(b.shape[0], 1)
+    sweeps = 0
+    rel = 0.0
+    while sweeps < max_iter:
+        sweeps += 1
+        beta0 = beta.copy()
+        num_b = 0.0
+        den_b = 0.0
+        for f in range(k):
+            lo = offsets[f]
+            hi = offsets[f + 1]
+            u = _group_cross_sums(codes, f, lo, w, bcol, hi - lo, nb)[:, 0] * scale
+            rhs = h.copy()
+            for j in range(k):
+                if j != f:
+                    rhs -= v[j]
+            for g in range(lo, hi):
+                u[g - lo] = tq[g] - u[g - lo]
+                ratio = u[g - lo] / D[g]
+                for l in range(p):
+                    rhs[l] -= s[g, l] * ratio
+            _chol_solve(chol[f], rhs)
+            beta[:] = rhs
+            v[f] = 0.0
+            for g in range(lo, hi):
+                fit = 0.0
+                for l in range(p):
+                    fit += s[g, l] * beta[l]
+                bn = (u[g - lo] - fit) / D[g]
+                d = bn - b[g]
+                num_b += counts[g] * d * d
+                den_b += counts[g] * b[g] * b[g]
+                b[g] = bn
+                for l in range(p):
+                    v[f, l] += s[g, l] * bn
+        dbeta = beta - beta0
+        num = _quad_form(XtX, dbeta) + num_b
+        den = _quad_form(XtX, beta0) + den_b
+        if den > 0.0:
+            rel = num / den
+        else:
+            rel = np.inf if num > 0.0 else 0.0
+        if rel <= tol:
+            break
+    return sweeps, rel
+
+
+def club_backfit(codes, offsets, w, scale, h, s, D, tq, chol, XtX, counts, beta, b,
+                 tol, max_iter, nthreads):
+    _threads(nthreads)
+    sweeps, rel = _club_backfit(codes, offsets, w, scale, h, s, D, tq, chol, XtX, counts,
+                                beta, b, tol, max_iter, n_blocks(codes.shape[0], nthreads))
+    return int(sweeps), float(rel)
+
+
+@njit(cache=True, parallel=True)
+def _sandwich_pass(X, codes, A, wu, scale, wm, nb, Q):
+    n, p = X.shape
+    k = codes.shape[1]
+    H = np.zeros((nb, p, p))
+    M0 = np.zeros((nb, p, p))
+    ZU = np.zeros((nb, Q, p))
+    for t in prange(nb):
+        rt = np.empty(p)
+        u = np.empty(p)
+        for i in range(n * t // nb, n * (t + 1) // nb):
+            wui = scale * wu[i]
+            wmi = wm[i] if wm.size else wui
+            if wui == 0.0 and wmi == 0.0:
+                continue
+            for l in range(p):
+                rt[l] = X[i, l]
+            if A.size:
+                for j in range(k):
+                    for l in range(p):
+                        rt[l] -= A[codes[i, j], l]
+            for l in range(p):
+                u[l] = wui * rt[l]
+            for j in range(p):
+                for l in range(p):
+                    H[t, j, l] += X[i, j] * u[l]
+                v = wmi * rt[j]
+                for l in range(j, p):
+                    M0[t, j, l] += v * rt[l]
+            for j in range(k):
+                g = codes[i, j]
+                for l in range(p):
+                    ZU[t, g, l] += u[l]
+    for t in range(1, nb):
+        H[0] += H[t]
+        M0[0] += M0[t]
+        ZU[0] += ZU[t]
+    return H[0], M0[0], ZU[0]
+
+
+def sandwich_pass(X, codes, A, wu, scale, wm, H, ZU, M0, nthreads):
+    _threads(nthreads)
+    H_, M_, Z_ = _sandwich_pass(X, codes, A, wu, scale, wm, n_blocks(X.shape[0], nthreads),
+                                ZU.shape[0])
+    H[:] = H_
+    M0[:] = np.triu(M_) + np.triu(M_, 1).T
+    ZU[:] = Z_
+
+
+@njit(cache=True)
+def schall_update(offsets, Wq, b, lam, nu, sigma2):
+    for f in range(lam.shape[0]):
+        df = 0.0
+        ss = 0.0
+        for g in range(offsets[f], offsets[f + 1]):
+            df += Wq[g] / (Wq[g] + lam[f])
+            ss += b[g] * b[g]
+        nu[f] = (offsets[f + 1] - offsets[f]) - df
+        sigma2[f] = ss / df
