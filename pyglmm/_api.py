@@ -14,9 +14,7 @@ from ._family import get_family
 from ._formula import check_columns, fixed_matrix, parse_formula, required_columns
 from ._inference import beta_covariance, naive_comparison
 from ._results import GLMMResult
-from ._schall import FitOptions, fit_schall
-
-SINGULAR_THETA = 1e-4  # sigma_k / sqrt(phi) below this is a boundary fit (lme4's default)
+from ._schall import BOUNDARY, FitOptions, fit_schall
 
 _FIT_DOC = r"""
     The model, for grouping factors :math:`k = 1..K` with levels :math:`g`:
@@ -56,6 +54,11 @@ _FIT_DOC = r"""
     tol, inner_tol : float
         Relative change of the linear predictor that stops the outer loop
         (default 1e-8, as the paper) and the inner backfitting loop (1e-8).
+    var_tol : float
+        The outer loop also waits until every :math:`\sigma_k` changes by at
+        most this much (relative, default 1e-3) or reaches the boundary
+        :math:`\sigma_k/\sqrt\phi < 10^{-4}`, which is then reported as a
+        singular fit.
     max_iter, max_inner_iter : int
         Iteration limits (100 and 1000); reaching one is reported and warned about.
     se : bool
@@ -68,7 +71,8 @@ _FIT_DOC = r"""
     threads : int, optional
         Kernel threads (default: :func:`pyglmm.get_num_threads`).
     progress : callable, optional
-        Called with a dict after every outer iteration.
+        Called after every outer iteration with a dict (``iteration``,
+        ``inner_sweeps``, ``rel_change``, ``seconds``, ``phi``, ``sigma``).
 
     Returns
     -------
@@ -77,8 +81,8 @@ _FIT_DOC = r"""
 
 
 def glmm(formula, data, family="binomial", *, weights=None, trials=None, offset=None,
-         dispersion=None, tol=1e-8, inner_tol=1e-8, max_iter=100, max_inner_iter=1000,
-         se=True, compare_naive=False, backend=None, threads=None, progress=None):
+         dispersion=None, tol=1e-8, inner_tol=1e-8, var_tol=1e-3, max_iter=100,
+         max_inner_iter=1000, se=True, compare_naive=False, backend=None, threads=None, progress=None):
     start = time.perf_counter()
     parsed = parse_formula(formula)
     named = {"weights": weights, "trials": trials, "offset": offset}
@@ -89,8 +93,8 @@ def glmm(formula, data, family="binomial", *, weights=None, trials=None, offset=
     d = build_design(X, data[parsed.response].to_numpy(), {g: data[g] for g in parsed.groups},
                      fam, feature_names=names, response_name=parsed.response,
                      index=data.index, **extra)
-    return _fit(d, fam, formula, start, dispersion, tol, inner_tol, max_iter, max_inner_iter,
-                se, compare_naive, backend, threads, progress,
+    opts = _options(fam, dispersion, tol, inner_tol, var_tol, max_iter, max_inner_iter)
+    return _fit(d, fam, formula, start, opts, se, compare_naive, backend, threads, progress,
                 intercept=False, offset_name=offset if isinstance(offset, str) else None,
                 model_spec=spec)
 
@@ -112,7 +116,7 @@ glmm.__doc__ = r"""Fit a crossed random-effects GLMM from an lme4-style formula.
 
 def glmm_from_arrays(X, y, groups, family="binomial", *, feature_names=None, intercept=True,
                      weights=None, trials=None, offset=None, dispersion=None, tol=1e-8,
-                     inner_tol=1e-8, max_iter=100, max_inner_iter=1000, se=True,
+                     inner_tol=1e-8, var_tol=1e-3, max_iter=100, max_inner_iter=1000, se=True,
                      compare_naive=False, backend=None, threads=None, progress=None):
     start = time.perf_counter()
     if isinstance(X, pd.DataFrame):
@@ -134,8 +138,9 @@ def glmm_from_arrays(X, y, groups, family="binomial", *, feature_names=None, int
                      weights=weights, trials=trials, offset=offset)
     formula = "y ~ " + " + ".join((["1"] if intercept else ["0"]) + names[int(intercept):]
                                   + [f"(1|{g})" for g in groups])
-    return _fit(d, fam, formula, start, dispersion, tol, inner_tol, max_iter, max_inner_iter,
-                se, compare_naive, backend, threads, progress, intercept=intercept)
+    opts = _options(fam, dispersion, tol, inner_tol, var_tol, max_iter, max_inner_iter)
+    return _fit(d, fam, formula, start, opts, se, compare_naive, backend, threads, progress,
+                intercept=intercept)
 
 
 glmm_from_arrays.__doc__ = r"""Fit a crossed random-effects GLMM from arrays.
@@ -156,19 +161,22 @@ glmm_from_arrays.__doc__ = r"""Fit a crossed random-effects GLMM from arrays.
 """ + _FIT_DOC
 
 
-def _fit(d, fam, formula, start, dispersion, tol, inner_tol, max_iter, max_inner_iter, se,
-         compare_naive, backend, threads, progress, **predict_info):
+def _options(fam, dispersion, tol, inner_tol, var_tol, max_iter, max_inner_iter):
     dispersion = dispersion or fam.default_dispersion
     if dispersion not in ("fixed", "estimate"):
         raise ValueError(f"dispersion must be 'fixed' or 'estimate', got {dispersion!r}")
-    opts = FitOptions(tol, inner_tol, max_iter, max_inner_iter, dispersion == "estimate")
+    return FitOptions(tol, inner_tol, var_tol, max_iter, max_inner_iter, dispersion == "estimate")
+
+
+def _fit(d, fam, formula, start, opts, se, compare_naive, backend, threads, progress,
+         **predict_info):
     name = _backend.backend(backend)
     kern = _backend.kernels(name)
     threads = 1 if name == "numpy" else (int(threads) if threads is not None
                                            else _backend.get_num_threads())
     timings = {"design": time.perf_counter() - start}
     t = time.perf_counter()
-    fit = fit_schall(d, fam, opts, kern, threads, progress)
+    fit = fit_schall(d, fam, opts, kern, threads, _named_progress(progress, d.factor_names))
     timings["schall"] = time.perf_counter() - t
     names = d.feature_names
     cov = None
@@ -188,14 +196,14 @@ def _fit(d, fam, formula, start, dispersion, tol, inner_tol, max_iter, max_inner
     timings["deviance"] = time.perf_counter() - t
 
     sigma = pd.Series(np.sqrt(fit.sigma2), index=d.factor_names, name="sd")
-    singular = [f for f, s in sigma.items() if s / np.sqrt(fit.phi) < SINGULAR_THETA]
+    singular = [f for f, s in sigma.items() if s / np.sqrt(fit.phi) < BOUNDARY]
     notes = []
     if not fit.converged:
-        notes.append(f"Schall's loop did not converge in {max_iter} iterations "
-                     f"(relative change {fit.rel_change:.3g} > tol {tol:g})")
+        notes.append(f"Schall's loop did not converge in {opts.max_iter} iterations (relative "
+                     f"change {fit.rel_change:.3g}, tol {opts.tol:g}, var_tol {opts.var_tol:g})")
     if not fit.inner_converged:
-        notes.append(f"the last inner backfitting loop stopped at {max_inner_iter} sweeps "
-                     f"before inner_tol {inner_tol:g}")
+        notes.append(f"the last inner backfitting loop stopped at {opts.max_inner_iter} sweeps "
+                     f"before inner_tol {opts.inner_tol:g}")
     for note in notes:
         warnings.warn(note, ConvergenceWarning, stacklevel=3)
     if singular:
@@ -215,11 +223,13 @@ def _fit(d, fam, formula, start, dispersion, tol, inner_tol, max_iter, max_inner
              for f, lv, lv_idx in zip(d.factor_names, slices, d.levels)}
     history = pd.DataFrame(fit.history)
     if len(history):
+        history.pop("old_sigma2")
         sig = pd.DataFrame(np.sqrt(np.array(history.pop("sigma2").tolist())),
                            columns=[f"sigma_{f}" for f in d.factor_names])
         history = pd.concat([history, sig], axis=1)
     return GLMMResult(
-        formula=formula, family=fam.name, link=fam.link, dispersion_mode=dispersion,
+        formula=formula, family=fam.name, link=fam.link,
+        dispersion_mode="estimate" if opts.estimate_dispersion else "fixed",
         coef=pd.Series(fit.beta, index=names, name="coef"), cov=cov, sigma=sigma,
         dispersion=fit.phi, b=b, b_var=b_var, n_obs=d.n,
         n_levels=dict(zip(d.factor_names, d.n_levels.tolist())),
@@ -229,6 +239,17 @@ def _fit(d, fam, formula, start, dispersion, tol, inner_tol, max_iter, max_inner
         converged=fit.converged and fit.inner_converged, singular=singular, history=history,
         seconds=time.perf_counter() - start, timings=timings, backend=name, threads=threads,
         warnings=notes, naive=naive, naive_summary=naive_summary, **predict_info)
+
+
+def _named_progress(progress, names):
+    """Wrap a progress callback so that it gets {"sigma": {factor: sd}} rows."""
+    if progress is None:
+        return None
+
+    def report(row):
+        shown = {k: v for k, v in row.items() if k not in ("sigma2", "old_sigma2")}
+        progress({**shown, "sigma": dict(zip(names, np.sqrt(row["sigma2"]).tolist()))})
+    return report
 
 
 def _deviance(d, fam, fit, kern, threads):

@@ -28,6 +28,16 @@ with prior weights :math:`a_i` (times binomial trials).  Outer iteration
    :math:`\nu_k = \lambda_k \sum_g 1/(W_{k,g} + \lambda_k)`, :math:`\lambda_k = 1/\sigma_k^2`,
    :math:`\sigma_k^2 \leftarrow \|b_k\|^2 / (q_k - \nu_k)`.
 
+Besides the paper's criterion on :math:`\zeta`, the loop also waits until every
+:math:`\sigma_k` changes by at most ``var_tol`` (relative) per iteration or
+has reached the boundary :math:`\sigma_k/\sqrt\phi <` ``BOUNDARY`` (lme4's
+singular-fit threshold): Schall's update approaches a zero variance slowly
+(geometrically), and the change of :math:`\zeta` alone would stop it half-way.
+When a :math:`\sigma_k` converges that slowly (three successive changes of one
+sign whose ratios agree and lie in [0.5, 1), once :math:`\zeta` has nearly
+settled), Aitken's :math:`\Delta^2` extrapolation jumps it to the limit of
+the geometric sequence; the fixed point, and so the estimate, is unchanged.
+
 Start: :math:`\beta = 0, b = 0`, :math:`\sigma_k^2 = \phi = 1` (the paper's
 defaults) for binomial; for gaussian both start at the weighted variance of
 :math:`y - o`, which makes the iterations equivariant to the response's scale.
@@ -44,6 +54,8 @@ import numpy as np
 from ._exceptions import DataError
 
 SIGMA2_FLOOR = 1e-12  # relative to phi: keeps lambda finite once a variance collapses
+BOUNDARY = 1e-4  # sigma_k / sqrt(phi) below this is a boundary (singular) fit, as lme4
+AITKEN_ZETA = 1e-4  # extrapolate variances only once zeta's relative change is this small
 
 
 @dataclass
@@ -52,12 +64,13 @@ class FitOptions:
 
     tol: float = 1e-8
     inner_tol: float = 1e-8
+    var_tol: float = 1e-3
     max_iter: int = 100
     max_inner_iter: int = 1000
     estimate_dispersion: bool = False
 
     def __post_init__(self):
-        for name in ("tol", "inner_tol"):
+        for name in ("tol", "inner_tol", "var_tol"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
         for name in ("max_iter", "max_inner_iter"):
@@ -88,6 +101,32 @@ def _relative(num, den):
     if den > 0:
         return num / den
     return np.inf if num > 0 else 0.0
+
+
+def _variances_settled(history, phi, var_tol):
+    """Whether the last Schall update moved every sigma_k by at most var_tol
+    (relative), or left it at the boundary."""
+    new, old = np.sqrt(history[-1]["sigma2"]), np.sqrt(history[-1]["old_sigma2"])
+    return bool(np.all((np.abs(new - old) <= var_tol * old) | (new / np.sqrt(phi) < BOUNDARY)))
+
+
+def _aitken(history, sigma2, floor):
+    """Aitken's extrapolation of the sds from the natural updates since the last jump
+    (the last three rows and ``sigma2``); None unless every factor's series is
+    in its linear regime and at least one converges slowly."""
+    since = [h["sigma2"] for h in history[-3:]]
+    if len(since) < 3 or any(h["accelerated"] for h in history[-2:]):
+        return None
+    s = np.sqrt(np.array(since + [sigma2.tolist()]))  # (4, K)
+    d = np.diff(s, axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = d[1:] / d[:-1]
+    slow = (r[1] >= 0.5) & (r[1] < 1) & (np.abs(r[1] - r[0]) < 0.05) & (r[0] > 0)
+    settled = np.abs(d[-1]) <= 1e-12 * np.maximum(s[-1], 1e-300)
+    if not np.any(slow) or not np.all(slow | settled):
+        return None
+    limit = np.where(slow, s[-1] + d[-1] * r[1] / (1 - np.where(slow, r[1], 0)), s[-1])
+    return np.maximum(np.maximum(limit, 0.0) ** 2, floor)
 
 
 def _initial_scale(d, family):
@@ -140,7 +179,7 @@ def fit_schall(d, family, opts, kern, nthreads, progress=None):
             history[-1]["rel_change"] = rel
             if progress is not None:
                 progress(history[-1])
-            converged = rel <= opts.tol
+            converged = rel <= opts.tol and _variances_settled(history, phi, opts.var_tol)
             if opts.estimate_dispersion:
                 dof = d.n_eff - p - np.sum(q - nu)
                 if dof <= 0:
@@ -162,10 +201,17 @@ def fit_schall(d, family, opts, kern, nthreads, progress=None):
         np.subtract(b, b_old, out=db)
         new_sigma2 = np.empty(K)
         kern.schall_update(d.offsets, Wq, b, lam, nu, new_sigma2)
-        sigma2 = np.maximum(new_sigma2, SIGMA2_FLOOR * phi)
-        history.append({"iteration": it, "inner_sweeps": int(sweeps), "inner_rel": float(inner_rel),
-                        "seconds": time.perf_counter() - start, "rel_change": np.nan,
-                        "sigma2": sigma2.tolist(), "phi": phi})
+        old_sigma2, sigma2 = sigma2, np.maximum(new_sigma2, SIGMA2_FLOOR * phi)
+        row = {"iteration": it, "inner_sweeps": int(sweeps), "inner_rel": float(inner_rel),
+               "seconds": 0.0, "rel_change": np.nan, "sigma2": sigma2.tolist(),
+               "old_sigma2": old_sigma2.tolist(), "phi": phi, "accelerated": False}
+        if rel <= AITKEN_ZETA:
+            jumped = _aitken(history, sigma2, SIGMA2_FLOOR * phi)
+            if jumped is not None:
+                sigma2 = jumped
+                row.update(sigma2=sigma2.tolist(), accelerated=True)
+        row["seconds"] = time.perf_counter() - start
+        history.append(row)
     inner_ok = bool(history) and history[-1]["inner_rel"] <= opts.inner_tol
     return SchallFit(beta, b, sigma2, float(phi), nu, pearson, w0, s0, Wq0,
                      bool(converged), inner_ok, float(rel), history)

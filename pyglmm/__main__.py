@@ -1,0 +1,3 @@
+from pyglmm.cli import main
+import sys
+sys.exit(main())

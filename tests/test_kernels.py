@@ -1,0 +1,211 @@
+"""Every backend's kernels against the numpy reference, on random inputs and edge cases."""
+
+import numpy as np
+import pytest
+
+from pyglmm import _backend
+
+REF = _backend.kernels("numpy")
+
+
+def make_problem(seed, n=3000, p=4, levels=(40, 7), edge=None):
+    """Random kernel inputs; ``edge`` adds one edge case."""
+    rng = np.random.default_rng(seed)
+    levels = list(levels)
+    K = len(levels)
+    local = np.column_stack([rng.integers(0, q, n) for q in levels]).astype(np.int32)
+    w = rng.uniform(0.05, 0.25, n)
+    if edge == "empty_level":        # the last level of factor 0 has no rows
+        local[:, 0] = np.minimum(local[:, 0], levels[0] - 2)
+    elif edge == "one_level":        # factor 0 has a single level
+        levels[0] = 1
+        local[:, 0] = 0
+    elif edge == "zero_weights":     # a third of the rows weigh nothing, and all of level 0
+        w[rng.random(n) < 1 / 3] = 0.0
+        w[local[:, 0] == 0] = 0.0
+    elif edge == "single_row_level":  # level 0 of factor 0 has exactly one row
+        local[:, 0] = np.maximum(local[:, 0], 1)
+        local[5, 0] = 0
+    offsets = np.concatenate([[0], np.cumsum(levels)]).astype(np.int64)
+    codes = np.ascontiguousarray(local + offsets[:-1].astype(np.int32))
+    Q = int(offsets[-1])
+    X = np.column_stack([np.ones(n), rng.standard_normal((n, p - 1))])
+    y = (rng.random(n) < 0.3).astype(float)
+    return dict(X=X, codes=codes, offsets=offsets, Q=Q, w=w, y=y, rng=rng,
+                prior=rng.uniform(0.5, 2, n), offset=rng.normal(0, 0.1, n),
+                beta=rng.normal(0, 0.5, p), b=rng.normal(0, 0.5, Q),
+                dbeta=rng.normal(0, 0.1, p), db=rng.normal(0, 0.1, Q))
+
+
+EDGES = [None, "empty_level", "one_level", "zero_weights", "single_row_level"]
+# A problem big enough for several row blocks (threads), and a small one.
+SIZES = [dict(n=3000), dict(n=70000, levels=(900, 31))]
+
+
+def close(a, b):
+    np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-11)
+
+
+@pytest.mark.parametrize("edge", EDGES)
+@pytest.mark.parametrize("size", SIZES, ids=["small", "blocks"])
+@pytest.mark.parametrize("family", [0, 1])
+@pytest.mark.parametrize("optional", [True, False], ids=["prior+offset", "absent"])
+def test_stats_pass(backend, edge, size, family, optional):
+    P = make_problem(1, edge=edge, **size)
+    n, p, Q = P["X"].shape[0], P["X"].shape[1], P["Q"]
+    prior = P["prior"] if optional else np.empty(0)
+    offset = P["offset"] if optional else np.empty(0)
+    outs = {}
+    for name, kern in [("ref", REF), ("test", _backend.kernels(backend))]:
+        bufs = [np.empty(n), np.empty((p, p)), np.empty(p), np.empty((Q, p)), np.empty(Q), np.empty(Q)]
+        sc = kern.stats_pass(family, P["X"], P["codes"], P["y"], prior, offset, P["beta"], P["b"],
+                             P["dbeta"], P["db"], True, *bufs, 2)
+        outs[name] = [sc] + bufs
+    for got, want in zip(outs["test"], outs["ref"]):
+        close(got, want)
+    if edge == "empty_level":
+        assert outs["test"][5][P["offsets"][1] - 1] == 0.0  # no weight on the empty level
+
+
+@pytest.mark.parametrize("edge", EDGES)
+@pytest.mark.parametrize("size", SIZES, ids=["small", "blocks"])
+def test_group_cross_sums(backend, edge, size):
+    P = make_problem(2, edge=edge, **size)
+    kern = _backend.kernels(backend)
+    for factor in range(P["codes"].shape[1]):
+        lo, hi = P["offsets"][factor], P["offsets"][factor + 1]
+        for m in (1, 3):
+            table = P["rng"].standard_normal((P["Q"], m))
+            want, got = np.empty((hi - lo, m)), np.empty((hi - lo, m))
+            REF.group_cross_sums(P["codes"], factor, lo, P["w"], 0.7, table, want, 1)
+            kern.group_cross_sums(P["codes"], factor, lo, P["w"], 0.7, table, got, 2)
+            close(got, want)
+
+
+def club_inputs(P):
+    """Consistent inputs for the clubbed inner loop, built with the reference kernels."""
+    n, p, Q = P["X"].shape[0], P["X"].shape[1], P["Q"]
+    w, G, h = np.empty(n), np.empty((p, p)), np.empty(p)
+    s, Wq, tq = np.empty((Q, p)), np.empty(Q), np.empty(Q)
+    zero = np.zeros(Q)
+    REF.stats_pass(1, P["X"], P["codes"], P["y"], np.empty(0), np.empty(0), P["beta"], zero,
+                   np.zeros(p), zero, True, w, G, h, s, Wq, tq, 1)
+    lam = np.array([1.3, 2.1, 0.8])[: P["codes"].shape[1]]
+    D = Wq + np.repeat(lam, np.diff(P["offsets"]))
+    chol = np.stack([np.linalg.cholesky(G - s[a:b].T @ (s[a:b] / D[a:b, None]))
+                     for a, b in zip(P["offsets"][:-1], P["offsets"][1:])])
+    counts = np.bincount(P["codes"].ravel(), minlength=Q).astype(float)
+    return dict(w=w, h=h, s=s, D=D, tq=tq, chol=chol, XtX=P["X"].T @ P["X"], counts=counts,
+                G=G, Wq=Wq, lam=lam)
+
+
+@pytest.mark.parametrize("edge", EDGES)
+@pytest.mark.parametrize("levels", [(40, 7), (40, 7, 5), (25,)], ids=["K2", "K3", "K1"])
+def test_club_backfit(backend, edge, levels):
+    P = make_problem(3, levels=levels, edge=edge)
+    I = club_inputs(P)
+    results = {}
+    for name, kern in [("ref", REF), ("test", _backend.kernels(backend))]:
+        beta, b = np.zeros(P["X"].shape[1]), np.zeros(P["Q"])
+        sweeps, rel = kern.club_backfit(P["codes"], P["offsets"], I["w"], 1.0, I["h"], I["s"],
+                                        I["D"], I["tq"], I["chol"], I["XtX"], I["counts"], beta, b,
+                                        1e-12, 500, 2)
+        results[name] = (sweeps, rel, beta, b)
+    assert results["test"][0] == results["ref"][0]
+    assert results["ref"][1] <= 1e-12
+    close(results["test"][2], results["ref"][2])
+    close(results["test"][3], results["ref"][3])
+
+
+@pytest.mark.parametrize("edge", EDGES)
+@pytest.mark.parametrize("with_A", [True, False])
+@pytest.mark.parametrize("size", SIZES, ids=["small", "blocks"])
+def test_sandwich_pass(backend, edge, with_A, size):
+    P = make_problem(4, edge=edge, **size)
+    n, p, Q = P["X"].shape[0], P["X"].shape[1], P["Q"]
+    A = P["rng"].standard_normal((Q, p)) if with_A else np.empty((0, 0))
+    wm = np.empty(0) if with_A else P["prior"]
+    outs = {}
+    for name, kern in [("ref", REF), ("test", _backend.kernels(backend))]:
+        bufs = [np.empty((p, p)), np.empty((Q, p)), np.empty((p, p))]
+        kern.sandwich_pass(P["X"], P["codes"], A, P["w"], 1.5, wm, *bufs, 2)
+        outs[name] = bufs
+    for got, want in zip(outs["test"], outs["ref"]):
+        close(got, want)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=["small", "blocks"])
+def test_linear_predictor_and_irls(backend, size):
+    P = make_problem(5, **size)
+    n = P["X"].shape[0]
+    codes = P["codes"].copy()
+    codes[::7, 1] = -1  # unseen levels score 0
+    kern = _backend.kernels(backend)
+    want, got = np.empty(n), np.empty(n)
+    REF.linear_predictor(P["X"], codes, P["beta"], P["b"], P["offset"], want, 1)
+    kern.linear_predictor(P["X"], codes, P["beta"], P["b"], P["offset"], got, 2)
+    close(got, want)
+    manual = P["offset"] + P["X"] @ P["beta"] + P["b"][P["codes"][:, 0]]
+    manual += np.where(codes[:, 1] >= 0, P["b"][np.maximum(codes[:, 1], 0)], 0.0)
+    close(want, manual)
+    eta = 40 * P["rng"].standard_normal(n)  # far beyond exp's comfort zone on both sides
+    for family in (0, 1):
+        outs = {}
+        for name, k in [("ref", REF), ("test", kern)]:
+            bufs = [np.empty(n), np.empty(n), np.empty(n)]
+            k.irls_quantities(family, eta, P["y"], P["prior"], P["offset"], *bufs, 2)
+            outs[name] = bufs
+        for got_, want_ in zip(outs["test"], outs["ref"]):
+            assert np.all(np.isfinite(got_))
+            close(got_, want_)
+
+
+@pytest.mark.parametrize("edge", EDGES)
+def test_schall_update(backend, edge):
+    P = make_problem(6, edge=edge)
+    I = club_inputs(P)
+    outs = {}
+    for name, kern in [("ref", REF), ("test", _backend.kernels(backend))]:
+        nu, s2 = np.empty(len(I["lam"])), np.empty(len(I["lam"]))
+        kern.schall_update(P["offsets"], I["Wq"], P["b"], I["lam"], nu, s2)
+        outs[name] = (nu, s2)
+    close(outs["test"][0], outs["ref"][0])
+    close(outs["test"][1], outs["ref"][1])
+    # the diagonal trace by its definition
+    a, b = P["offsets"][0], P["offsets"][1]
+    nu0 = I["lam"][0] * np.sum(1 / (I["Wq"][a:b] + I["lam"][0]))
+    close(outs["ref"][0][0], nu0)
+    close(outs["ref"][1][0], np.sum(P["b"][a:b] ** 2) / ((b - a) - nu0))
+
+
+def test_results_identical_for_a_thread_count(backend):
+    P = make_problem(7, n=70000, levels=(900, 31))
+    n, p, Q = P["X"].shape[0], P["X"].shape[1], P["Q"]
+    kern = _backend.kernels(backend)
+    runs = []
+    for _ in range(2):
+        bufs = [np.empty(n), np.empty((p, p)), np.empty(p), np.empty((Q, p)), np.empty(Q), np.empty(Q)]
+        sc = kern.stats_pass(1, P["X"], P["codes"], P["y"], P["prior"], P["offset"], P["beta"],
+                             P["b"], P["dbeta"], P["db"], True, *bufs, 2)
+        runs.append([sc] + bufs)
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_cpp_rejects_bad_arrays():
+    if "cpp" not in _backend.available_backends():
+        pytest.skip("C++ backend not built")
+    kern = _backend.kernels("cpp")
+    X = np.ones((5, 2))
+    codes = np.zeros((5, 1), dtype=np.int32)
+    eta = np.empty(5)
+    with pytest.raises(ValueError, match="X: array must be C-contiguous"):
+        kern.linear_predictor(np.ones((2, 5)).T, codes, np.ones(2), np.ones(1), np.empty(0), eta, 1)
+    with pytest.raises(ValueError, match="codes: wrong dtype"):
+        kern.linear_predictor(X, codes.astype(np.int64), np.ones(2), np.ones(1), np.empty(0), eta, 1)
+    with pytest.raises(ValueError, match="beta: wrong shape"):
+        kern.linear_predictor(X, codes, np.ones(3), np.ones(1), np.empty(0), eta, 1)
+    ro = np.empty(5)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="eta: array is read-only"):
+        kern.linear_predictor(X, codes, np.ones(2), np.ones(1), np.empty(0), ro, 1)
