@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ._exceptions import DataError
-from ._validation import check_finite
+from ._validation import show_value, check_finite
 
 _RANDOM = re.compile(r"\(\s*([^()|]*?)\s*\|\s*([^()|]*?)\s*\)")
 
@@ -75,7 +75,7 @@ def fixed_matrix(parsed, data, spec=None):
         if col.isna().any():
             pos = int(np.flatnonzero(col.isna().to_numpy())[0])
             raise DataError(f"column {var!r} has {int(col.isna().sum())} missing value(s), "
-                            f"first at row {data.index[pos]!r}")
+                            f"first at row {show_value(data.index[pos])}")
         if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
             check_finite(var, col.to_numpy(dtype=np.float64), data.index)
     try:

@@ -8,8 +8,13 @@ from ._exceptions import DataError
 CHUNK = 1 << 20  # rows per chunk when scanning large arrays
 
 
+def show_value(value):
+    """repr of a value, with numpy scalars shown as plain Python ones."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
 def _row_label(index, pos):
-    return f"row {index[pos]!r}" if index is not None else f"row {pos}"
+    return f"row {show_value(index[pos])}" if index is not None else f"row {int(pos)}"
 
 
 def check_numeric(name, values):
@@ -45,7 +50,7 @@ def check_response(family, y, trials, name, index=None):
         bad = (y != 0) & (y != 1)
         if bad.any():
             pos = np.flatnonzero(bad)
-            examples = ", ".join(repr(v) for v in np.unique(y[pos])[:5])
+            examples = ", ".join(show_value(v) for v in np.unique(y[pos])[:5])
             raise DataError(f"response {name!r} must be 0/1 for the binomial family: "
                             f"{pos.size} row(s) hold other values ({examples}), first at "
                             f"{_row_label(index, pos[0])}; give successes with trials= for counts")
@@ -54,7 +59,8 @@ def check_response(family, y, trials, name, index=None):
     if bad.any():
         pos = np.flatnonzero(bad)[0]
         raise DataError(f"response {name!r} must lie in [0, trials] with trials > 0: "
-                        f"{y[pos]!r} successes of {trials[pos]!r} trials at {_row_label(index, pos)}")
+                        f"{show_value(y[pos])} successes of {show_value(trials[pos])} trials at "
+                        f"{_row_label(index, pos)}")
     return y / trials
 
 
@@ -74,7 +80,7 @@ def factorize(name, values):
     if (codes < 0).any():
         pos = int(np.flatnonzero(codes < 0)[0])
         index = values.index if isinstance(values, pd.Series) else None
-        raise DataError(f"grouping column {name!r} has {(codes < 0).sum()} missing value(s), "
+        raise DataError(f"grouping column {name!r} has {int((codes < 0).sum())} missing value(s), "
                         f"first at {_row_label(index, pos)}")
     if len(levels) >= 2**31:
         raise DataError(f"grouping column {name!r} has too many levels ({len(levels)})")

@@ -1,0 +1,85 @@
+"""The command line: pyglmm fit / pyglmm demo, their JSON, and their errors."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+import pyglmm
+from pyglmm.cli import main
+from conftest import DATA, case_formula, load_case
+
+CASE = DATA / "crossed_trend_s1e4.csv"
+
+
+def test_fit_csv_prints_summary_and_writes_json(tmp_path, capsys):
+    out = tmp_path / "fit.json"
+    df, _ = load_case("crossed_trend_s1e4")
+    assert main(["fit", str(CASE), "--formula", case_formula(df), "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "Variance components:" in text and "Fixed effects:" in text
+    d = json.loads(out.read_text())
+    assert set(d) == {"coef", "se", "sigma", "dispersion", "n_obs", "n_levels", "iterations",
+                      "converged", "seconds", "backend"}
+    api = pyglmm.glmm(case_formula(df), df)
+    assert d["coef"] == pytest.approx(api.coef.to_dict(), rel=1e-12)
+    assert d["se"] == pytest.approx(api.se.to_dict(), rel=1e-12)
+    assert d["sigma"] == pytest.approx(api.sigma.to_dict(), rel=1e-12)
+    assert d["backend"] == pyglmm.backend() and d["converged"] and d["seconds"] > 0
+    assert list(d["coef"])[0] == "Intercept"
+
+
+def test_fit_parquet_gaussian_with_options(tmp_path, capsys):
+    df, _ = load_case("crossed_gauss_s3e3")
+    path = tmp_path / "g.parquet"
+    df.to_parquet(path)
+    out = tmp_path / "g.json"
+    code = main(["fit", str(path), "--formula", case_formula(df), "--family", "gaussian",
+                 "--backend", "numpy", "--json", str(out), "--save", str(tmp_path / "all.json"),
+                 "--verbose"])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "iteration   1:" in err
+    d = json.loads(out.read_text())
+    assert d["backend"] == "numpy" and d["dispersion"] > 0.5
+    assert pyglmm.load(tmp_path / "all.json").family == "gaussian"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--formula", "y ~ x1 + zz + (1|row)"], "unknown column(s) 'zz'"),
+    (["--formula", "x1 ~ x2 + (1|row)"], "response 'x1' must be 0/1"),
+    (["--formula", "y ~ x1 + (1|row)", "--dispersion", "estimate", "--family", "binomial",
+      "--trials", "nope"], "unknown column(s) 'nope'"),
+])
+def test_fit_errors_exit_nonzero_with_a_message(args, message, capsys):
+    assert main(["fit", str(CASE)] + args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("pyglmm: error:") and message in err
+
+
+def test_missing_file(capsys):
+    assert main(["fit", "no/such/file.csv", "--formula", "y ~ x + (1|g)"]) == 1
+    assert "pyglmm: error:" in capsys.readouterr().err
+
+
+def test_demo_small(tmp_path, capsys):
+    out = tmp_path / "demo.json"
+    assert main(["demo", "--rows", "20000", "--quiet", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    for piece in ["Fixed effects:", "Naive logistic regression", "Truth:", "Timing: fit"]:
+        assert piece in text
+    d = json.loads(out.read_text())
+    assert 15000 < d["n_obs"] < 25000 and d["converged"]
+
+
+def test_installed_entry_point():
+    exe = shutil.which("pyglmm")
+    cmd = [exe] if exe else [sys.executable, "-m", "pyglmm"]
+    run = subprocess.run(cmd + ["demo", "--rows", "5000", "--quiet"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "Generalized linear mixed model" in run.stdout
+    bad = subprocess.run(cmd + ["fit", str(CASE), "--formula", "y ~ (1|nope)"], capture_output=True, text=True)
+    assert bad.returncode == 1 and "unknown column(s) 'nope'" in bad.stderr

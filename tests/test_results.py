@@ -1,0 +1,119 @@
+"""The result object: tables, display, JSON, save/load and streaming predict."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import pyglmm
+from conftest import case_formula, load_case, small_crossed
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    df, _ = load_case("crossed_trend_s1e4")
+    return df, pyglmm.glmm(case_formula(df), df, compare_naive=True)
+
+
+def test_summary_layout(fitted):
+    _, res = fitted
+    text = str(res)
+    for piece in ["Formula: y ~ x1 +", "Family: binomial (logit); dispersion fixed at 1",
+                  "converged", "Variance components:", "row          173", "Number of obs: 11,236",
+                  "Fixed effects:", "Intercept", "Std. Error", "Pr(>|z|)", "Naive logistic regression",
+                  "naivete", "backend " + res.backend]:
+        assert piece in text, piece
+    assert repr(res).startswith("<GLMMResult 'y ~ x1")
+
+
+def test_tables(fitted):
+    _, res = fitted
+    tab = res.coef_table()
+    assert list(tab.columns) == ["coef", "se", "z", "p_value", "ci_lower", "ci_upper"]
+    assert list(tab.index) == ["Intercept"] + [f"x{i}" for i in range(1, 8)]
+    np.testing.assert_allclose(tab.z, tab.coef / tab.se)
+    np.testing.assert_allclose(tab.ci_upper - tab.ci_lower, 2 * 1.959963984540054 * tab.se)
+    assert (res.to_frame() == tab).all().all()
+    vc = res.variance_components()
+    assert list(vc.index) == ["row", "col"] and vc.loc["row", "levels"] == 173
+    np.testing.assert_allclose(vc["variance"], res.sigma**2)
+    re_ = res.random_effects("row")
+    assert list(re_.columns) == ["mode", "cond_var"] and len(re_) == 173
+    assert (re_.cond_var > 0).all() and (re_.cond_var < res.sigma["row"] ** 2).all()
+    assert list(res.history.columns[:2]) == ["iteration", "inner_sweeps"]
+    assert "sigma_row" in res.history and len(res.history) == res.iterations
+    assert res.history.rel_change.iloc[-1] <= 1e-8
+
+
+def test_json_brief_schema(fitted):
+    _, res = fitted
+    d = json.loads(res.to_json())
+    assert set(d) == {"coef", "se", "sigma", "dispersion", "n_obs", "n_levels", "iterations",
+                      "converged", "seconds", "backend"}
+    assert d["coef"]["Intercept"] == pytest.approx(res.coef["Intercept"])
+    assert d["n_levels"] == {"row": 173, "col": 173} and d["n_obs"] == 11236
+
+
+def test_save_load_predict_roundtrip(fitted, tmp_path):
+    df, res = fitted
+    res.save(tmp_path / "fit.json")
+    back = pyglmm.load(tmp_path / "fit.json")
+    pd.testing.assert_series_equal(back.coef, res.coef, check_names=False)
+    pd.testing.assert_frame_equal(back.cov, res.cov)
+    assert str(back) == str(res)
+    np.testing.assert_allclose(back.predict(df), res.predict(df), rtol=1e-14)
+
+
+def test_predict_training_rows_is_the_linear_predictor(fitted):
+    df, res = fitted
+    eta = res.predict(df)
+    X = np.column_stack([np.ones(len(df))] + [df[f"x{i}"] for i in range(1, 8)])
+    manual = X @ res.coef.to_numpy() + res.b["row"].loc[df.row].to_numpy() + res.b["col"].loc[df.col].to_numpy()
+    np.testing.assert_allclose(eta, manual, rtol=1e-12)
+    np.testing.assert_allclose(res.predict(df, type="response"), 1 / (1 + np.exp(-manual)), rtol=1e-12)
+    # streaming in chunks gives the same numbers
+    np.testing.assert_allclose(res.predict(df, chunk_size=1000), eta, rtol=1e-15)
+
+
+def test_predict_unseen_levels_are_population_level(fitted):
+    df, res = fitted
+    new = df.head(4).copy()
+    new["row"] = [10**6, 10**6 + 1, df.row.iloc[2], np.nan]
+    eta = res.predict(new)
+    X = np.column_stack([np.ones(4)] + [new[f"x{i}"] for i in range(1, 8)])
+    fixed = X @ res.coef.to_numpy() + res.b["col"].loc[new.col].to_numpy()
+    np.testing.assert_allclose(eta[[0, 1, 3]], fixed[[0, 1, 3]], rtol=1e-12)
+    assert eta[2] == pytest.approx(fixed[2] + res.b["row"].loc[df.row.iloc[2]])
+    with pytest.raises(ValueError, match="newdata lacks column"):
+        res.predict(new.drop(columns="col"))
+
+
+def test_predict_formula_with_categorical_and_offset():
+    rng = np.random.default_rng(5)
+    n = 1500
+    data = pd.DataFrame({"x": rng.standard_normal(n), "cat": rng.choice(["lo", "mid", "hi"], n),
+                         "u": rng.integers(0, 30, n), "v": rng.integers(0, 20, n),
+                         "off": rng.normal(0, 0.3, n)})
+    eta = data.off + 0.5 * data.x + (data.cat == "mid") + rng.normal(0, 0.7, 30)[data.u]
+    data["y"] = (rng.random(n) < 1 / (1 + np.exp(-eta))).astype(int)
+    res = pyglmm.glmm("y ~ x + C(cat) + (1|u) + (1|v)", data, offset="off")
+    assert list(res.coef.index) == ["Intercept", "x", "C(cat)[T.lo]", "C(cat)[T.mid]"]  # 'hi' first sorted
+    got = res.predict(data.iloc[::7])
+    rows = data.iloc[::7]
+    manual = (rows.off + res.coef["Intercept"] + res.coef["x"] * rows.x
+              + res.coef["C(cat)[T.lo]"] * (rows.cat == "lo") + res.coef["C(cat)[T.mid]"] * (rows.cat == "mid")
+              + res.b["u"].loc[rows.u].to_numpy() + res.b["v"].loc[rows.v].to_numpy())
+    np.testing.assert_allclose(got, manual, rtol=1e-12)
+
+
+def test_predict_arrays():
+    X, y, groups = small_crossed()
+    res = pyglmm.glmm_from_arrays(X, y, groups)
+    eta = res.predict(X=X, groups=groups)
+    manual = res.coef["Intercept"] + X @ res.coef[["x1", "x2"]].to_numpy() + sum(
+        res.b[f].loc[groups[f]].to_numpy() for f in groups)
+    np.testing.assert_allclose(eta, manual, rtol=1e-12)
+    np.testing.assert_allclose(res.predict(X=X, groups=groups, chunk_size=7), eta, rtol=1e-15)
+    with pytest.raises(ValueError, match="pass X= and groups="):
+        res.predict(pd.DataFrame())

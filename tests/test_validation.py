@@ -1,0 +1,145 @@
+"""Bad input gets a clear error naming the column, row or level, never a wrong number."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import pyglmm
+from pyglmm import DataError
+
+F = "y ~ x + C(cat) + (1|user) + (1|item)"
+
+
+@pytest.fixture
+def df():
+    rng = np.random.default_rng(0)
+    n = 200
+    return pd.DataFrame({"y": rng.integers(0, 2, n), "x": rng.standard_normal(n),
+                         "cat": rng.choice(["a", "b", "c"], n), "user": rng.integers(0, 15, n),
+                         "item": rng.integers(0, 9, n)}, index=np.arange(1000, 1000 + n))
+
+
+def fit(data, formula=F, **kw):
+    return pyglmm.glmm(formula, data, **kw)
+
+
+def test_unknown_column(df):
+    with pytest.raises(DataError, match=r"unknown column\(s\) 'z'"):
+        fit(df, "y ~ x + z + (1|user)")
+    with pytest.raises(DataError, match=r"unknown column\(s\) 'shop'"):
+        fit(df, "y ~ x + (1|shop)")
+    with pytest.raises(DataError, match=r"unknown column\(s\) 'w'"):
+        fit(df, weights="w")
+
+
+@pytest.mark.parametrize("col", ["y", "x"])
+def test_nan_and_inf_name_column_and_row(df, col):
+    bad = df.astype({col: float})
+    bad.loc[1007, col] = np.nan
+    with pytest.raises(DataError, match=rf"'{col}' has 1 .*missing|'{col}' has 1 NaN.* row 1007"):
+        fit(bad)
+    bad.loc[1007, col] = np.inf
+    with pytest.raises(DataError, match=rf"column '{col}' has 1 NaN or infinite value\(s\), first at row 1007"):
+        fit(bad)
+
+
+def test_missing_group_label(df):
+    bad = df.astype({"item": float})
+    bad.loc[1003, "item"] = np.nan
+    with pytest.raises(DataError, match=r"grouping column 'item' has 1 missing value\(s\), first at row 1003"):
+        fit(bad)
+
+
+def test_non_binary_response(df):
+    bad = df.copy()
+    bad.loc[1010, "y"] = 2
+    with pytest.raises(DataError, match=r"response 'y' must be 0/1 .* 1 row\(s\) hold other values \(2\.0\), first at row 1010"):
+        fit(bad)
+
+
+def test_non_numeric_response(df):
+    bad = df.assign(y=np.where(df.y == 1, "yes", "no"))
+    with pytest.raises(DataError, match=r"column 'y' must be numeric"):
+        fit(bad)
+
+
+def test_trials_out_of_range(df):
+    data = df.assign(n=3, s=np.minimum(df.y * 4, 4))
+    with pytest.raises(DataError, match=r"response 's' must lie in \[0, trials\].* 4.0 successes of 3.0 trials at row"):
+        pyglmm.glmm("s ~ x + (1|user)", data, trials="n")
+
+
+def test_negative_weights(df):
+    with pytest.raises(DataError, match=r"column 'weights' has negative weights, first at row 1004"):
+        fit(df, weights=np.where(np.arange(len(df)) == 4, -1.0, 1.0))
+
+
+def test_aliased_columns_are_named(df):
+    data = df.assign(x2=2 * df.x + 1)
+    with pytest.raises(DataError, match=r"aliased .*'x2' is a linear combination of 'Intercept', 'x'"):
+        fit(data, "y ~ x + x2 + (1|user) + (1|item)")
+    with pytest.raises(DataError, match=r"'zero' is all zeros"):
+        fit(df.assign(zero=0.0), "y ~ x + zero + (1|user)")
+
+
+def test_empty_data(df):
+    with pytest.raises(DataError, match="the data have no rows"):
+        fit(df.iloc[:0])
+
+
+def test_formula_errors(df):
+    with pytest.raises(ValueError, match="no random-effect term"):
+        fit(df, "y ~ x")
+    with pytest.raises(NotImplementedError, match=r"random slopes \(x\|user\)"):
+        fit(df, "y ~ x + (x|user)")
+    with pytest.raises(ValueError, match="appears twice"):
+        fit(df, "y ~ x + (1|user) + (1|user)")
+    with pytest.raises(ValueError, match="formula must look like"):
+        fit(df, "y x + (1|user)")
+
+
+def test_bad_options(df):
+    with pytest.raises(ValueError, match="unknown family 'poisson'"):
+        fit(df, family="poisson")
+    with pytest.raises(ValueError, match="dispersion must be 'fixed' or 'estimate'"):
+        fit(df, dispersion="pearson")
+    with pytest.raises(ValueError, match="tol must be positive"):
+        fit(df, tol=0)
+    with pytest.raises(pyglmm.BackendUnavailableError if "cpp" not in pyglmm.available_backends()
+                       else ValueError, match="backend"):
+        fit(df, backend="cuda" if "cpp" in pyglmm.available_backends() else "cpp")
+
+
+def test_array_interface_errors():
+    X = np.ones((10, 2))
+    with pytest.raises(DataError, match="grouping column 'g' has 9 rows, expected 10"):
+        pyglmm.glmm_from_arrays(X, np.zeros(10), {"g": np.arange(9)})
+    with pytest.raises(DataError, match="no random-effect term"):
+        pyglmm.glmm_from_arrays(X, np.zeros(10), {})
+    with pytest.raises(ValueError, match="feature_names has 1 names for 2 columns"):
+        pyglmm.glmm_from_arrays(X, np.zeros(10), {"g": np.arange(10)}, feature_names=["a"])
+    Xn = np.random.default_rng(0).standard_normal((10, 2))
+    Xn[3, 1] = np.nan
+    with pytest.raises(DataError, match="column 'x2' has 1 NaN or infinite value\\(s\\), first at row 3"):
+        pyglmm.glmm_from_arrays(Xn, np.zeros(10), {"g": np.arange(10)})
+
+
+def test_nonconvergence_is_flagged_and_warned(df):
+    with pytest.warns(pyglmm.ConvergenceWarning, match="did not converge in 2 iterations"):
+        res = fit(df, max_iter=2)
+    assert not res.converged
+    assert "did not converge" in str(res)
+
+
+def test_singular_fit_is_flagged_and_warned():
+    rng = np.random.default_rng(1)
+    n = 3000
+    data = pd.DataFrame({"user": rng.integers(0, 60, n), "item": rng.integers(0, 40, n),
+                         "x": rng.standard_normal(n)})
+    eta = 0.3 * data.x + rng.normal(0, 0.8, 60)[data.user]  # no item effect at all
+    data["y"] = (rng.random(n) < 1 / (1 + np.exp(-eta))).astype(int)
+    with pytest.warns(pyglmm.SingularFitWarning, match="variance of 'item' is estimated at ~0"):
+        res = pyglmm.glmm("y ~ x + (1|user) + (1|item)", data)
+    assert res.singular == ["item"] and res.converged
+    assert res.sigma["item"] < 1e-4 and 0.5 < res.sigma["user"] < 1.1
+    assert "boundary (singular) fit" in str(res)
