@@ -153,65 +153,118 @@ def _club_factors(G, s, D, slices):
     return chol
 
 
+@dataclass
+class ClubInputs:
+    """What the clubbed inner loop reads besides the rows (see ``club_backfit``)."""
+
+    scale: float
+    h: np.ndarray
+    s: np.ndarray
+    Wq: np.ndarray
+    D: np.ndarray
+    tq: np.ndarray
+    chol: np.ndarray
+    lam: np.ndarray
+
+
+class SchallState:
+    """The iterate of Schall's loop and the buffers of its fused pass.
+
+    One outer iteration is :meth:`pass_` (the fused pass at the current fit)
+    followed by :meth:`solve` (clubbed backfitting and Schall's update).
+    """
+
+    def __init__(self, d, family, kern, nthreads):
+        K, p, Q = d.codes.shape[1], d.p, int(d.offsets[-1])
+        self.d, self.family, self.kern, self.nthreads = d, family, kern, nthreads
+        self.level_factor = np.repeat(np.arange(K), d.n_levels)
+        self.beta, self.b = np.zeros(p), np.zeros(Q)
+        self.dbeta, self.db = np.zeros(p), np.zeros(Q)
+        self.phi = _initial_scale(d, family)
+        self.sigma2 = np.full(K, self.phi)
+        self.nu = np.zeros(K)
+        self.w0, self.G0, self.h0 = np.empty(d.n), np.empty((p, p)), np.empty(p)
+        self.s0, self.Wq0, self.tq0 = np.empty((Q, p)), np.empty(Q), np.empty(Q)
+        self.passes = 0
+
+    def pass_(self):
+        """The fused pass; returns [pearson, |zeta|^2, |dzeta|^2, |zeta - dzeta|^2].
+
+        The gaussian family's sums do not change after the first pass."""
+        d = self.d
+        design = self.family.irls or self.passes == 0
+        self.passes += 1
+        return self.kern.stats_pass(self.family.code, d.X, d.codes, d.y, d.prior, d.offset,
+                                    self.beta, self.b, self.dbeta, self.db, design, self.w0,
+                                    self.G0, self.h0, self.s0, self.Wq0, self.tq0, self.nthreads)
+
+    def prepare(self):
+        """Inputs of the clubbed inner loop at the current weights and variances:
+        the sums scaled by 1/phi, D = Z'w + 1/sigma^2 and the Cholesky factors."""
+        scale = 1.0 / self.phi
+        h, s, Wq, tq = self.h0 * scale, self.s0 * scale, self.Wq0 * scale, self.tq0 * scale
+        lam = 1.0 / self.sigma2
+        D = Wq + lam[self.level_factor]
+        chol = _club_factors(self.G0 * scale, s, D, self.d.factor_slices())
+        return ClubInputs(scale, h, s, Wq, D, tq, chol, lam)
+
+    def backfit(self, c, inner_tol, max_inner_iter):
+        """Clubbed backfitting from the current (beta, b); returns (sweeps, rel)."""
+        d = self.d
+        sweeps, rel = self.kern.club_backfit(d.codes, d.offsets, self.w0, c.scale, c.h, c.s, c.D,
+                                             c.tq, c.chol, d.XtX, d.counts, self.beta, self.b,
+                                             inner_tol, max_inner_iter, self.nthreads)
+        return int(sweeps), float(rel)
+
+    def solve(self, inner_tol, max_inner_iter):
+        """Clubbed backfitting at the current weights, then Schall's update.
+
+        Returns ``(sweeps, inner_rel, old_sigma2)``; ``self.sigma2`` is updated."""
+        c = self.prepare()
+        beta_old, b_old = self.beta.copy(), self.b.copy()
+        sweeps, inner_rel = self.backfit(c, inner_tol, max_inner_iter)
+        np.subtract(self.beta, beta_old, out=self.dbeta)
+        np.subtract(self.b, b_old, out=self.db)
+        new_sigma2 = np.empty_like(self.sigma2)
+        self.kern.schall_update(self.d.offsets, c.Wq, self.b, c.lam, self.nu, new_sigma2)
+        old_sigma2, self.sigma2 = self.sigma2, np.maximum(new_sigma2, SIGMA2_FLOOR * self.phi)
+        return sweeps, inner_rel, old_sigma2
+
+
 def fit_schall(d, family, opts, kern, nthreads, progress=None):
     """Run Schall's algorithm on design ``d`` with kernel module ``kern``."""
-    K, p, Q = d.codes.shape[1], d.p, int(d.offsets[-1])
-    slices = d.factor_slices()
-    level_factor = np.repeat(np.arange(K), d.n_levels)
+    st = SchallState(d, family, kern, nthreads)
     q = d.n_levels.astype(np.float64)
-
-    beta, b = np.zeros(p), np.zeros(Q)
-    dbeta, db = np.zeros(p), np.zeros(Q)
-    phi = _initial_scale(d, family)
-    sigma2 = np.full(K, phi)
-    nu = np.zeros(K)
-    w0, G0, h0 = np.empty(d.n), np.empty((p, p)), np.empty(p)
-    s0, Wq0, tq0 = np.empty((Q, p)), np.empty(Q), np.empty(Q)
     history, converged, rel, pearson = [], False, np.inf, np.nan
     for it in range(1, opts.max_iter + 2):
         start = time.perf_counter()
-        sc = kern.stats_pass(family.code, d.X, d.codes, d.y, d.prior, d.offset, beta, b,
-                             dbeta, db, family.irls or it == 1, w0, G0, h0, s0, Wq0, tq0,
-                             nthreads)
+        sc = st.pass_()
         pearson = float(sc[0])
         if history:
             rel = _relative(sc[2], sc[3])
             history[-1]["rel_change"] = rel
             if progress is not None:
                 progress(history[-1])
-            converged = rel <= opts.tol and _variances_settled(history, phi, opts.var_tol)
+            converged = rel <= opts.tol and _variances_settled(history, st.phi, opts.var_tol)
             if opts.estimate_dispersion:
-                dof = d.n_eff - p - np.sum(q - nu)
+                dof = d.n_eff - d.p - np.sum(q - st.nu)
                 if dof <= 0:
                     raise DataError(f"too few rows to estimate the dispersion ({dof:.1f} "
                                     "residual degrees of freedom)")
-                phi = pearson / dof
+                st.phi = pearson / dof
         if converged or it > opts.max_iter:
             break
-        scale = 1.0 / phi
-        h, s, Wq, tq = h0 * scale, s0 * scale, Wq0 * scale, tq0 * scale
-        lam = 1.0 / sigma2
-        D = Wq + lam[level_factor]
-        chol = _club_factors(G0 * scale, s, D, slices)
-        beta_old, b_old = beta.copy(), b.copy()
-        sweeps, inner_rel = kern.club_backfit(d.codes, d.offsets, w0, scale, h, s, D, tq, chol,
-                                              d.XtX, d.counts, beta, b, opts.inner_tol,
-                                              opts.max_inner_iter, nthreads)
-        np.subtract(beta, beta_old, out=dbeta)
-        np.subtract(b, b_old, out=db)
-        new_sigma2 = np.empty(K)
-        kern.schall_update(d.offsets, Wq, b, lam, nu, new_sigma2)
-        old_sigma2, sigma2 = sigma2, np.maximum(new_sigma2, SIGMA2_FLOOR * phi)
-        row = {"iteration": it, "inner_sweeps": int(sweeps), "inner_rel": float(inner_rel),
-               "seconds": 0.0, "rel_change": np.nan, "sigma2": sigma2.tolist(),
-               "old_sigma2": old_sigma2.tolist(), "phi": phi, "accelerated": False}
+        sweeps, inner_rel, old_sigma2 = st.solve(opts.inner_tol, opts.max_inner_iter)
+        row = {"iteration": it, "inner_sweeps": sweeps, "inner_rel": inner_rel,
+               "seconds": 0.0, "rel_change": np.nan, "sigma2": st.sigma2.tolist(),
+               "old_sigma2": old_sigma2.tolist(), "phi": st.phi, "accelerated": False}
         if rel <= AITKEN_ZETA:
-            jumped = _aitken(history, sigma2, SIGMA2_FLOOR * phi)
+            jumped = _aitken(history, st.sigma2, SIGMA2_FLOOR * st.phi)
             if jumped is not None:
-                sigma2 = jumped
-                row.update(sigma2=sigma2.tolist(), accelerated=True)
+                st.sigma2 = jumped
+                row.update(sigma2=jumped.tolist(), accelerated=True)
         row["seconds"] = time.perf_counter() - start
         history.append(row)
     inner_ok = bool(history) and history[-1]["inner_rel"] <= opts.inner_tol
-    return SchallFit(beta, b, sigma2, float(phi), nu, pearson, w0, s0, Wq0,
-                     bool(converged), inner_ok, float(rel), history)
+    return SchallFit(st.beta, st.b, st.sigma2, float(st.phi), st.nu, pearson, st.w0, st.s0,
+                     st.Wq0, bool(converged), inner_ok, float(rel), history)

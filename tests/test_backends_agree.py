@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import pyglmm
-from conftest import case_formula, load_case
+from cases import case_formula, load_case
 
 TOL = dict(rtol=1e-8, atol=1e-10)
 

@@ -10,7 +10,7 @@ import pytest
 
 import pyglmm
 from pyglmm.cli import main
-from conftest import DATA, case_formula, load_case
+from cases import DATA, case_formula, load_case
 
 CASE = DATA / "crossed_trend_s1e4.csv"
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import pyglmm
-from conftest import small_crossed
+from cases import small_crossed
 
 
 def dense_eq24(X, groups, res, prior=None):

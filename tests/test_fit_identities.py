@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pyglmm
-from conftest import small_crossed
+from cases import small_crossed
 
 TOL = dict(rtol=1e-7, atol=1e-9)
 # The identities hold at the fixed point: converge to it closely.

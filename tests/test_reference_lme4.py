@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import pyglmm
-from conftest import case_formula, load_case
+from cases import case_formula, load_case
 
 CROSSED = ["crossed_trend_s1e4", "crossed_zero_s1e4"]
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import pyglmm
-from conftest import case_formula, load_case, small_crossed
+from cases import case_formula, load_case, small_crossed
 
 
 @pytest.fixture(scope="module")
