@@ -81,6 +81,39 @@ std::vector<double> reduce_blocks(int64_t n, int nthreads, size_t size, F&& fn) 
   return std::move(acc[0]);
 }
 
+// Row tiles for the Gram accumulations: kTile rows are gathered into buffers
+// whose rows are padded with zeros to a multiple of 4 columns, and the tile's
+// contribution A'B is added in 4 x 4 register blocks: each accumulator
+// element is written once per tile, not once per row.
+constexpr int64_t kTile = 64;
+
+inline int64_t padded(int64_t p) { return (p + 3) / 4 * 4; }
+
+// out (P x P, P = padded(p)) += A' B over nr rows of the P-wide tile buffers A
+// and B; with upper = true only the blocks on or above the diagonal.
+inline void gram_tile(int64_t nr, int64_t P, const double* A, const double* B, double* out,
+                      bool upper) {
+  for (int64_t jb = 0; jb < P; jb += 4) {
+    for (int64_t lb = upper ? jb : 0; lb < P; lb += 4) {
+      double acc[4][4] = {};
+      for (int64_t r = 0; r < nr; ++r) {
+        const double* a = A + r * P + jb;
+        const double* b = B + r * P + lb;
+        for (int u = 0; u < 4; ++u)
+          for (int v = 0; v < 4; ++v) acc[u][v] += a[u] * b[v];
+      }
+      for (int u = 0; u < 4; ++u)
+        for (int v = 0; v < 4; ++v) out[(jb + u) * P + lb + v] += acc[u][v];
+    }
+  }
+}
+
+// Copies the top-left p x p block of a P x P matrix (row-major) into out.
+inline void unpad(int64_t p, int64_t P, const double* in, double* out) {
+  for (int64_t j = 0; j < p; ++j)
+    for (int64_t l = 0; l < p; ++l) out[j * p + l] = in[j * P + l];
+}
+
 // Copies the upper triangle of a p x p row-major matrix into its lower one.
 inline void mirror_upper(int64_t p, double* a) {
   for (int64_t j = 0; j < p; ++j)

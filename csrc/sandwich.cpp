@@ -7,39 +7,46 @@ namespace pyglmm {
 void sandwich_pass(const Rows& r, int64_t Q, const double* A, const double* wu,
                    double scale, const double* wm, double* H, double* ZU,
                    double* M0, int nthreads) {
-  const int64_t p = r.p, k = r.k;
-  // Accumulator layout: [H (p*p) | M0 (p*p) | ZU (Q*p)].
-  const size_t oM = p * p, oZ = 2 * p * p;
+  const int64_t p = r.p, k = r.k, P = padded(p);
+  // Accumulator layout: [H (P*P) | M0 (P*P) | ZU (Q*p)], H and M0 padded.
+  const size_t oM = P * P, oZ = 2 * P * P;
   std::vector<double> acc = reduce_blocks(r.n, nthreads, oZ + Q * p, [&](int64_t begin, int64_t end, double* a) {
-    std::vector<double> rt(static_cast<size_t>(p)), u(static_cast<size_t>(p));
-    for (int64_t i = begin; i < end; ++i) {
-      const double wui = scale * wu[i];
-      const double wmi = wm ? wm[i] : wui;
-      if (wui == 0.0 && wmi == 0.0) continue;
-      const double* x = r.X + i * p;
-      const int32_t* c = r.codes + i * k;
-      for (int64_t l = 0; l < p; ++l) rt[l] = x[l];
-      if (A)
-        for (int64_t j = 0; j < k; ++j) {
-          const double* ag = A + static_cast<int64_t>(c[j]) * p;
-          for (int64_t l = 0; l < p; ++l) rt[l] -= ag[l];
+    // Tile buffers (zero-padded to P columns): x, u = wu r, r and wm r.
+    std::vector<double> xt(kTile * P, 0.0), ut(kTile * P, 0.0), rt(kTile * P, 0.0), mt(kTile * P, 0.0);
+    for (int64_t t0 = begin; t0 < end; t0 += kTile) {
+      const int64_t nr = std::min(kTile, end - t0);
+      for (int64_t t = 0; t < nr; ++t) {
+        const int64_t i = t0 + t;
+        const double wui = scale * wu[i];
+        const double wmi = wm ? wm[i] : wui;
+        const double* __restrict x = r.X + i * p;
+        const int32_t* c = r.codes + i * k;
+        double* __restrict xr = xt.data() + t * P;
+        double* __restrict rr = rt.data() + t * P;
+        for (int64_t l = 0; l < p; ++l) xr[l] = rr[l] = x[l];
+        if (A)
+          for (int64_t j = 0; j < k; ++j) {
+            const double* ag = A + static_cast<int64_t>(c[j]) * p;
+            for (int64_t l = 0; l < p; ++l) rr[l] -= ag[l];
+          }
+        double* __restrict ur = ut.data() + t * P;
+        double* __restrict mr = mt.data() + t * P;
+        for (int64_t l = 0; l < p; ++l) {
+          ur[l] = wui * rr[l];
+          mr[l] = wmi * rr[l];
         }
-      for (int64_t l = 0; l < p; ++l) u[l] = wui * rt[l];
-      for (int64_t j = 0; j < p; ++j) {
-        double* Hj = a + j * p;
-        for (int64_t l = 0; l < p; ++l) Hj[l] += x[j] * u[l];
-        const double v = wmi * rt[j];
-        double* Mj = a + oM + j * p;
-        for (int64_t l = j; l < p; ++l) Mj[l] += v * rt[l];
+        if (wui == 0.0) continue;
+        for (int64_t j = 0; j < k; ++j) {
+          double* __restrict zg = a + oZ + static_cast<int64_t>(c[j]) * p;
+          for (int64_t l = 0; l < p; ++l) zg[l] += ur[l];
+        }
       }
-      for (int64_t j = 0; j < k; ++j) {
-        double* zg = a + oZ + static_cast<int64_t>(c[j]) * p;
-        for (int64_t l = 0; l < p; ++l) zg[l] += u[l];
-      }
+      gram_tile(nr, P, xt.data(), ut.data(), a, false);
+      gram_tile(nr, P, mt.data(), rt.data(), a + oM, true);
     }
   });
-  std::copy(acc.begin(), acc.begin() + oM, H);
-  std::copy(acc.begin() + oM, acc.begin() + oZ, M0);
+  unpad(p, P, acc.data(), H);
+  unpad(p, P, acc.data() + oM, M0);
   mirror_upper(p, M0);
   std::copy(acc.begin() + oZ, acc.end(), ZU);
 }

@@ -9,56 +9,64 @@ void stats_pass(int family, const Rows& r, int64_t Q, const double* y,
                 const double* b, const double* dbeta, const double* db,
                 bool design, double* w, double* G, double* h, double* s,
                 double* Wq, double* tq, double* scalars, int nthreads) {
-  const int64_t p = r.p, k = r.k;
-  // Accumulator layout: [scalars(4) | G (p*p) | h (p) | s (Q*p) | Wq (Q) | tq (Q)].
-  const size_t oG = 4, oh = oG + p * p, os = oh + p, oW = os + Q * p, ot = oW + Q;
+  const int64_t p = r.p, k = r.k, P = padded(p);
+  // Accumulator layout: [scalars(4) | G (P*P, padded) | h (p) | s (Q*p) | Wq (Q) | tq (Q)].
+  const size_t oG = 4, oh = oG + P * P, os = oh + p, oW = os + Q * p, ot = oW + Q;
   const size_t size = design ? ot + Q : oG;
   std::vector<double> acc = reduce_blocks(r.n, nthreads, size, [&](int64_t begin, int64_t end, double* a) {
-    std::vector<double> wx(static_cast<size_t>(p));
-    for (int64_t i = begin; i < end; ++i) {
-      const double* x = r.X + i * p;
-      const int32_t* c = r.codes + i * k;
-      double zeta = 0.0, dz = 0.0;
-      for (int64_t j = 0; j < p; ++j) {
-        zeta += x[j] * beta[j];
-        dz += x[j] * dbeta[j];
+    // Tile buffers: x and w x of kTile rows, zero-padded to P columns.
+    std::vector<double> xt(design ? kTile * P : 0, 0.0), wxt(design ? kTile * P : 0, 0.0);
+    double* __restrict hs = a + oh;
+    for (int64_t t0 = begin; t0 < end; t0 += kTile) {
+      const int64_t nr = std::min(kTile, end - t0);
+      for (int64_t t = 0; t < nr; ++t) {
+        const int64_t i = t0 + t;
+        const double* __restrict x = r.X + i * p;
+        const int32_t* c = r.codes + i * k;
+        double zeta = 0.0, dz = 0.0;
+        for (int64_t j = 0; j < p; ++j) {
+          zeta += x[j] * beta[j];
+          dz += x[j] * dbeta[j];
+        }
+        for (int64_t j = 0; j < k; ++j) {
+          zeta += b[c[j]];
+          dz += db[c[j]];
+        }
+        const double old = zeta - dz;
+        a[1] += zeta * zeta;
+        a[2] += dz * dz;
+        a[3] += old * old;
+        const double pw = prior ? prior[i] : 1.0;
+        const Irls q = irls_point(family, zeta + (offset ? offset[i] : 0.0));
+        const double res = y[i] - q.mu;
+        const double rv = res / q.var;
+        a[0] += pw * res * rv;
+        if (!design) continue;
+        const double wi = pw * q.var;
+        w[i] = wi;
+        const double zi = zeta + rv;
+        double* __restrict xr = xt.data() + t * P;
+        double* __restrict wxr = wxt.data() + t * P;
+        for (int64_t j = 0; j < p; ++j) {
+          xr[j] = x[j];
+          wxr[j] = wi * x[j];
+          hs[j] += wxr[j] * zi;
+        }
+        if (wi == 0.0) continue;
+        for (int64_t j = 0; j < k; ++j) {
+          const int64_t g = c[j];
+          double* __restrict sg = a + os + g * p;
+          for (int64_t l = 0; l < p; ++l) sg[l] += wxr[l];
+          a[oW + g] += wi;
+          a[ot + g] += wi * zi;
+        }
       }
-      for (int64_t j = 0; j < k; ++j) {
-        zeta += b[c[j]];
-        dz += db[c[j]];
-      }
-      const double old = zeta - dz;
-      a[1] += zeta * zeta;
-      a[2] += dz * dz;
-      a[3] += old * old;
-      const double pw = prior ? prior[i] : 1.0;
-      const Irls q = irls_point(family, zeta + (offset ? offset[i] : 0.0));
-      const double res = y[i] - q.mu;
-      a[0] += pw * res * res / q.var;
-      if (!design) continue;
-      const double wi = pw * q.var;
-      w[i] = wi;
-      if (wi == 0.0) continue;
-      const double zi = zeta + res / q.var;
-      for (int64_t j = 0; j < p; ++j) {
-        const double v = wi * x[j];
-        wx[j] = v;
-        double* Gj = a + oG + j * p;
-        for (int64_t l = j; l < p; ++l) Gj[l] += v * x[l];
-        a[oh + j] += v * zi;
-      }
-      for (int64_t j = 0; j < k; ++j) {
-        const int64_t g = c[j];
-        double* sg = a + os + g * p;
-        for (int64_t l = 0; l < p; ++l) sg[l] += wx[l];
-        a[oW + g] += wi;
-        a[ot + g] += wi * zi;
-      }
+      if (design) gram_tile(nr, P, wxt.data(), xt.data(), a + oG, true);
     }
   });
   std::copy(acc.begin(), acc.begin() + 4, scalars);
   if (!design) return;
-  std::copy(acc.begin() + oG, acc.begin() + oh, G);
+  unpad(p, P, acc.data() + oG, G);
   mirror_upper(p, G);
   std::copy(acc.begin() + oh, acc.begin() + os, h);
   std::copy(acc.begin() + os, acc.begin() + oW, s);

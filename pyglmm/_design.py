@@ -134,7 +134,7 @@ def build_design(X, y, groups, family, *, feature_names, response_name, weights=
     problems = aliased_columns(XtX, list(feature_names))
     if problems:
         raise DataError("fixed-effect columns are aliased (linearly dependent): " + "; ".join(problems))
-    colsum = X.sum(axis=0)
+    colsum = np.ones(n) @ X  # BLAS: several times faster than X.sum(axis=0) on C order
     has_intercept = bool(np.any((colsum != 0) & np.isclose(colsum**2, n * np.diag(XtX), rtol=1e-12)))
     return Design(X, y, prior, offset, codes, offsets, counts, XtX, list(feature_names),
                   list(groups), levels, response_name, has_intercept)

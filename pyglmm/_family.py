@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import rel_entr
 
 from ._kernels_numpy import BINOMIAL, GAUSSIAN, expit
 
@@ -33,10 +34,8 @@ class Family:
         """Deviance of means ``mu`` for responses ``y`` (proportions) with prior weights."""
         if self.code == GAUSSIAN:
             return float(np.sum(prior * (y - mu) ** 2))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t1 = np.where(y > 0, y * np.log(y / mu), 0.0)
-            t0 = np.where(y < 1, (1 - y) * np.log((1 - y) / (1 - mu)), 0.0)
-        return float(2.0 * np.sum(prior * (t1 + t0)))
+        # 2 sum a [y log(y/mu) + (1-y) log((1-y)/(1-mu))], with 0 log 0 = 0
+        return float(2.0 * np.sum(prior * (rel_entr(y, mu) + rel_entr(1 - y, 1 - mu))))
 
     def mean(self, eta):
         """Inverse link (the overflow-safe logistic for binomial)."""

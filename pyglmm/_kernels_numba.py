@@ -103,14 +103,15 @@ def _stats_pass(family, X, codes, y, prior, offset, beta, b, dbeta, db, design,
             pw = prior[i] if prior.size else 1.0
             mu, var = _irls_point(family, zeta + (offset[i] if offset.size else 0.0))
             res = y[i] - mu
-            sc[t, 0] += pw * res * res / var
+            rv = res / var
+            sc[t, 0] += pw * res * rv
             if not design:
                 continue
             wi = pw * var
             w[i] = wi
             if wi == 0.0:
                 continue
-            zi = zeta + res / var
+            zi = zeta + rv
             for j in range(p):
                 v = wi * X[i, j]
                 wx[j] = v

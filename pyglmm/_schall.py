@@ -245,7 +245,10 @@ def fit_schall(d, family, opts, kern, nthreads, progress=None):
             history[-1]["rel_change"] = rel
             if progress is not None:
                 progress(history[-1])
-            converged = rel <= opts.tol and _variances_settled(history, st.phi, opts.var_tol)
+            # an extrapolated step is always followed by a natural one, so that the
+            # returned modes are the solution at the returned variances
+            converged = (rel <= opts.tol and not history[-1]["accelerated"]
+                         and _variances_settled(history, st.phi, opts.var_tol))
             if opts.estimate_dispersion:
                 dof = d.n_eff - d.p - np.sum(q - st.nu)
                 if dof <= 0:

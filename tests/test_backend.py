@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -11,8 +12,11 @@ from pyglmm import _backend
 
 
 def run_python(code, **env):
+    """Run code in a fresh interpreter outside the source tree (so that it imports the
+    installed package, as a user would)."""
     full = {**os.environ, **env}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full,
+                          cwd=tempfile.gettempdir())
 
 
 def test_automatic_choice_is_the_fastest_available():

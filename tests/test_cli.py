@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import pandas as pd
 import pytest
@@ -78,8 +79,11 @@ def test_demo_small(tmp_path, capsys):
 def test_installed_entry_point():
     exe = shutil.which("pyglmm")
     cmd = [exe] if exe else [sys.executable, "-m", "pyglmm"]
-    run = subprocess.run(cmd + ["demo", "--rows", "5000", "--quiet"], capture_output=True, text=True)
+    outside = tempfile.gettempdir()  # not the source tree: run what is installed
+    run = subprocess.run(cmd + ["demo", "--rows", "5000", "--quiet"], capture_output=True, text=True,
+                         cwd=outside)
     assert run.returncode == 0, run.stderr
     assert "Generalized linear mixed model" in run.stdout
-    bad = subprocess.run(cmd + ["fit", str(CASE), "--formula", "y ~ (1|nope)"], capture_output=True, text=True)
+    bad = subprocess.run(cmd + ["fit", str(CASE), "--formula", "y ~ (1|nope)"], capture_output=True,
+                         text=True, cwd=outside)
     assert bad.returncode == 1 and "unknown column(s) 'nope'" in bad.stderr

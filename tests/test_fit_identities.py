@@ -115,3 +115,18 @@ def test_row_order_and_level_labels_do_not_matter(seed):
     b = pyglmm.glmm_from_arrays(X[perm], y[perm], {f: v[perm] for f, v in relabel.items()}, **TIGHT)
     np.testing.assert_allclose(a.coef, b.coef, rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(a.sigma, b.sigma, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.filterwarnings("ignore::pyglmm.SingularFitWarning")
+def test_boundary_fit_returns_modes_at_the_returned_variances():
+    """Found by hypothesis: a fit that stopped on an extrapolated step returned the
+    modes of the previous variances."""
+    X, y, groups = small_crossed(n=66, R=24, C=2, K=3, seed=287611)
+    y = y + X[:, 0] + np.random.default_rng(287611).standard_normal(66)
+    res = pyglmm.glmm_from_arrays(X, y, groups, family="gaussian", inner_tol=1e-14, tol=1e-14,
+                                  var_tol=1e-10, max_iter=10_000, se=False)
+    assert not res.history.accelerated.iloc[-1]
+    Xd = np.column_stack([np.ones(66), X])
+    Zs = [(groups[f][:, None] == res.b[f].index.to_numpy()[None, :]).astype(float) for f in groups]
+    beta, b = dense_pls(Xd, y, np.full(66, 1 / res.dispersion), Zs, res.sigma.to_numpy() ** 2)
+    np.testing.assert_allclose(np.concatenate([res.b[f] for f in groups]), b, atol=1e-8)
