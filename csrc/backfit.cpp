@@ -22,21 +22,21 @@ void group_cross_sums(const Rows& r, int64_t factor, int64_t lo, int64_t q,
                       const double* w, double scale, const double* table,
                       int64_t m, double* out, int nthreads) {
   const int64_t k = r.k;
-  std::vector<double> acc = reduce_blocks(r.n, nthreads, static_cast<size_t>(q * m),
-                                          [&](int64_t begin, int64_t end, double* a) {
+  reduce_blocks(r, nthreads, 0, m, out, q, lo, factor,
+                [&](int64_t begin, int64_t end, double*, LevelSlab& slab) {
     for (int64_t i = begin; i < end; ++i) {
       const double wi = w[i];
       if (wi == 0.0) continue;
       const int32_t* c = r.codes + i * k;
-      double* o = a + (c[factor] - lo) * m;
+      double* __restrict o = slab.at(factor, c[factor]);
       for (int64_t j = 0; j < k; ++j) {
         if (j == factor) continue;
-        const double* t = table + static_cast<int64_t>(c[j]) * m;
+        const double* __restrict t = table + static_cast<int64_t>(c[j]) * m;
         for (int64_t l = 0; l < m; ++l) o[l] += wi * t[l];
       }
     }
   });
-  for (int64_t i = 0; i < q * m; ++i) out[i] = scale * acc[i];
+  for (int64_t i = 0; i < q * m; ++i) out[i] *= scale;
 }
 
 namespace {

@@ -104,8 +104,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("stats_pass", [](int family, py::array X, py::array codes, py::array y,
                          py::array prior, py::array offset, py::array beta, py::array b,
                          py::array dbeta, py::array db, bool design, py::array w,
-                         py::array G, py::array h, py::array s, py::array Wq, py::array tq,
-                         int nthreads) {
+                         py::array G, py::array h, py::array S, int nthreads) {
     const auto r = rows(X, codes);
     const int64_t Q = b.shape(0);
     const double* py_ = in<double>(y, "y", {r.n});
@@ -118,15 +117,13 @@ PYBIND11_MODULE(_core, m) {
     double* pw = out<double>(w, "w", {r.n});
     double* pG = out<double>(G, "G", {r.p, r.p});
     double* ph = out<double>(h, "h", {r.p});
-    double* ps = out<double>(s, "s", {Q, r.p});
-    double* pWq = out<double>(Wq, "Wq", {Q});
-    double* ptq = out<double>(tq, "tq", {Q});
+    double* pS = out<double>(S, "S", {Q, r.p + 2});
     py::array_t<double> scalars(4);
     double* psc = scalars.mutable_data();
     {
       py::gil_scoped_release release;
       pyglmm::stats_pass(family, r, Q, py_, pp, po, pbeta, pb, pdbeta, pdb, design, pw, pG,
-                         ph, ps, pWq, ptq, psc, nthreads);
+                         ph, pS, psc, nthreads);
     }
     return scalars;
   }, "Fused pass; returns [pearson, sum zeta^2, sum dzeta^2, sum (zeta-dzeta)^2].");

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -65,19 +67,68 @@ inline Irls irls_point(int family, double eta) {
 
 namespace pyglmm {
 
-// Calls fn(begin, end, acc) on each row block with a zeroed private
-// accumulator of `size` doubles and returns the accumulators' sum, taken in
-// block order.
+// A row block's private per-level accumulator, `width` doubles per level,
+// covering for each factor only the range of levels the block's rows touch.
+// With rows sorted by a factor, blocks touch disjoint ranges of it, so the
+// accumulators of all blocks together are about one table, not one per thread.
+class LevelSlab {
+ public:
+  // only >= 0 restricts the slab to that factor.
+  LevelSlab(const Rows& r, int64_t begin, int64_t end, int64_t width, int64_t only = -1)
+      : k_(r.k), width_(width), lo_(r.k, 0), base_(r.k + 1, 0) {
+    if (width == 0) return;  // nothing to accumulate: no scan
+    std::vector<int64_t> hi(r.k, -1);
+    for (int64_t f = 0; f < k_; ++f) lo_[f] = std::numeric_limits<int64_t>::max();
+    for (int64_t i = begin; i < end; ++i)
+      for (int64_t f = 0; f < k_; ++f) {
+        if (only >= 0 && f != only) continue;
+        const int64_t g = r.codes[i * k_ + f];
+        lo_[f] = std::min(lo_[f], g);
+        hi[f] = std::max(hi[f], g);
+      }
+    for (int64_t f = 0; f < k_; ++f) base_[f + 1] = base_[f] + (hi[f] >= lo_[f] ? hi[f] - lo_[f] + 1 : 0);
+    data_.assign(static_cast<size_t>(base_[k_] * width_), 0.0);
+  }
+  double* at(int64_t f, int64_t g) { return data_.data() + (base_[f] + g - lo_[f]) * width_; }
+  // out[(g - shift) * width + c] += this block's sum for level g, column c.
+  void add_to(double* out, int64_t shift = 0) const {
+    for (int64_t f = 0; f < k_; ++f)
+      for (int64_t j = 0; j < base_[f + 1] - base_[f]; ++j) {
+        const double* src = data_.data() + (base_[f] + j) * width_;
+        double* dst = out + (lo_[f] + j - shift) * width_;
+        for (int64_t c = 0; c < width_; ++c) dst[c] += src[c];
+      }
+  }
+
+ private:
+  int64_t k_, width_;
+  std::vector<int64_t> lo_, base_;
+  std::vector<double> data_;
+};
+
+// Runs fn(begin, end, acc, slab) on each row block, with a zeroed private
+// accumulator of `size` doubles and a LevelSlab of `width` doubles per level
+// (restricted to factor `only` if >= 0).  Afterwards, in block order, the
+// accumulators are summed into the returned vector and the slabs added into
+// `table` (zeroed first, `rows` x `width`, level g at row g - shift).
 template <class F>
-std::vector<double> reduce_blocks(int64_t n, int nthreads, size_t size, F&& fn) {
-  const int64_t nb = n_blocks(n, nthreads);
+std::vector<double> reduce_blocks(const Rows& r, int nthreads, size_t size, int64_t width,
+                                  double* table, int64_t rows, int64_t shift, int64_t only,
+                                  F&& fn) {
+  const int64_t nb = n_blocks(r.n, nthreads);
   std::vector<std::vector<double>> acc(static_cast<size_t>(nb));
-  run_blocks(n, nb, [&](int64_t t, int64_t begin, int64_t end) {
+  std::vector<std::optional<LevelSlab>> slabs(static_cast<size_t>(nb));
+  run_blocks(r.n, nb, [&](int64_t t, int64_t begin, int64_t end) {
     acc[t].assign(size, 0.0);
-    fn(begin, end, acc[t].data());
+    slabs[t].emplace(r, begin, end, width, only);
+    fn(begin, end, acc[t].data(), *slabs[t]);
   });
-  for (int64_t t = 1; t < nb; ++t)
-    for (size_t i = 0; i < size; ++i) acc[0][i] += acc[t][i];
+  std::fill(table, table + rows * width, 0.0);
+  for (int64_t t = 0; t < nb; ++t) {
+    if (t > 0)
+      for (size_t i = 0; i < size; ++i) acc[0][i] += acc[t][i];
+    slabs[t]->add_to(table, shift);
+  }
   return std::move(acc[0]);
 }
 

@@ -44,13 +44,13 @@ void irls_quantities(int family, int64_t n, const double* eta, const double* y,
 //   zeta = X beta + Z b, eta = zeta + offset, IRLS quantities, and
 //   scalars = [pearson, sum zeta^2, sum dzeta^2, sum (zeta - dzeta)^2]
 //   with dzeta = X dbeta + Z db (the change since the previous pass).
-// With design = true it also writes w and accumulates
-//   G = X'WX, h = X'Wz, s = Z'WX (Q x p), Wq = Z'w, tq = Z'Wz.
+// With design = true it also writes w and accumulates G = X'WX, h = X'Wz and
+// the per-level sums S = Z'W [X, 1, z] (Q x (p + 2): Z'WX, Z'w, Z'Wz).
 void stats_pass(int family, const Rows& r, int64_t Q, const double* y,
                 const double* prior, const double* offset, const double* beta,
                 const double* b, const double* dbeta, const double* db,
-                bool design, double* w, double* G, double* h, double* s,
-                double* Wq, double* tq, double* scalars, int nthreads);
+                bool design, double* w, double* G, double* h, double* S,
+                double* scalars, int nthreads);
 
 // Weighted group sums, over factor `factor`'s levels, of the implicit n x m
 // block sum_{j != factor} Z_j T (T = table, Q x m):

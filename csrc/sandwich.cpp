@@ -8,9 +8,10 @@ void sandwich_pass(const Rows& r, int64_t Q, const double* A, const double* wu,
                    double scale, const double* wm, double* H, double* ZU,
                    double* M0, int nthreads) {
   const int64_t p = r.p, k = r.k, P = padded(p);
-  // Accumulator layout: [H (P*P) | M0 (P*P) | ZU (Q*p)], H and M0 padded.
-  const size_t oM = P * P, oZ = 2 * P * P;
-  std::vector<double> acc = reduce_blocks(r.n, nthreads, oZ + Q * p, [&](int64_t begin, int64_t end, double* a) {
+  // Block accumulator: [H (P*P) | M0 (P*P)], padded; ZU in per-level slabs.
+  const size_t oM = P * P;
+  std::vector<double> acc = reduce_blocks(r, nthreads, 2 * P * P, p, ZU, Q, 0, -1,
+                                          [&](int64_t begin, int64_t end, double* a, LevelSlab& slab) {
     // Tile buffers (zero-padded to P columns): x, u = wu r, r and wm r.
     std::vector<double> xt(kTile * P, 0.0), ut(kTile * P, 0.0), rt(kTile * P, 0.0), mt(kTile * P, 0.0);
     for (int64_t t0 = begin; t0 < end; t0 += kTile) {
@@ -37,7 +38,7 @@ void sandwich_pass(const Rows& r, int64_t Q, const double* A, const double* wu,
         }
         if (wui == 0.0) continue;
         for (int64_t j = 0; j < k; ++j) {
-          double* __restrict zg = a + oZ + static_cast<int64_t>(c[j]) * p;
+          double* __restrict zg = slab.at(j, c[j]);
           for (int64_t l = 0; l < p; ++l) zg[l] += ur[l];
         }
       }
@@ -48,7 +49,6 @@ void sandwich_pass(const Rows& r, int64_t Q, const double* A, const double* wu,
   unpad(p, P, acc.data(), H);
   unpad(p, P, acc.data() + oM, M0);
   mirror_upper(p, M0);
-  std::copy(acc.begin() + oZ, acc.end(), ZU);
 }
 
 }  // namespace pyglmm

@@ -7,13 +7,21 @@ namespace pyglmm {
 void stats_pass(int family, const Rows& r, int64_t Q, const double* y,
                 const double* prior, const double* offset, const double* beta,
                 const double* b, const double* dbeta, const double* db,
-                bool design, double* w, double* G, double* h, double* s,
-                double* Wq, double* tq, double* scalars, int nthreads) {
-  const int64_t p = r.p, k = r.k, P = padded(p);
-  // Accumulator layout: [scalars(4) | G (P*P, padded) | h (p) | s (Q*p) | Wq (Q) | tq (Q)].
-  const size_t oG = 4, oh = oG + P * P, os = oh + p, oW = os + Q * p, ot = oW + Q;
-  const size_t size = design ? ot + Q : oG;
-  std::vector<double> acc = reduce_blocks(r.n, nthreads, size, [&](int64_t begin, int64_t end, double* a) {
+                bool design, double* w, double* G, double* h, double* S,
+                double* scalars, int nthreads) {
+  const int64_t p = r.p, k = r.k, P = padded(p), width = p + 2;
+  // Block accumulator: [scalars(4) | G (P*P, padded) | h (p)]; per-level sums in slabs.
+  const size_t oG = 4, oh = oG + P * P;
+  const size_t size = design ? oh + p : oG;
+  std::vector<double> unused;
+  double* table = S;
+  if (!design) {  // no per-level sums: an empty slab and a dummy table
+    unused.assign(1, 0.0);
+    table = unused.data();
+  }
+  std::vector<double> acc = reduce_blocks(
+      r, nthreads, size, design ? width : 0, table, design ? Q : 0, 0, -1,
+      [&](int64_t begin, int64_t end, double* a, LevelSlab& slab) {
     // Tile buffers: x and w x of kTile rows, zero-padded to P columns.
     std::vector<double> xt(design ? kTile * P : 0, 0.0), wxt(design ? kTile * P : 0, 0.0);
     double* __restrict hs = a + oh;
@@ -54,11 +62,10 @@ void stats_pass(int family, const Rows& r, int64_t Q, const double* y,
         }
         if (wi == 0.0) continue;
         for (int64_t j = 0; j < k; ++j) {
-          const int64_t g = c[j];
-          double* __restrict sg = a + os + g * p;
+          double* __restrict sg = slab.at(j, c[j]);
           for (int64_t l = 0; l < p; ++l) sg[l] += wxr[l];
-          a[oW + g] += wi;
-          a[ot + g] += wi * zi;
+          sg[p] += wi;
+          sg[p + 1] += wi * zi;
         }
       }
       if (design) gram_tile(nr, P, wxt.data(), xt.data(), a + oG, true);
@@ -68,10 +75,7 @@ void stats_pass(int family, const Rows& r, int64_t Q, const double* y,
   if (!design) return;
   unpad(p, P, acc.data() + oG, G);
   mirror_upper(p, G);
-  std::copy(acc.begin() + oh, acc.begin() + os, h);
-  std::copy(acc.begin() + os, acc.begin() + oW, s);
-  std::copy(acc.begin() + oW, acc.begin() + ot, Wq);
-  std::copy(acc.begin() + ot, acc.end(), tq);
+  std::copy(acc.begin() + oh, acc.end(), h);
 }
 
 }  // namespace pyglmm

@@ -10,6 +10,10 @@ from ._validation import (aliased_columns, check_finite, check_numeric,
                           check_response, check_weights, factorize)
 
 EMPTY = np.empty(0)
+# Rows are reordered by the factor with the most levels when its per-level
+# sums (levels x p doubles) exceed this: every pass then streams that table
+# instead of scattering into it at random, which is what limits throughput.
+SORT_ABOVE_BYTES = 1 << 22
 
 
 @dataclass
@@ -32,6 +36,9 @@ class Design:
         Rows per level.
     XtX : ndarray (p, p)
         Unweighted X'X (the inner loop's convergence norm, the alias check).
+    row_order : ndarray or None
+        When rows were reordered (see ``SORT_ABOVE_BYTES``), the original
+        position of each row; the fit does not depend on row order.
     """
 
     X: np.ndarray
@@ -47,6 +54,7 @@ class Design:
     levels: list
     response_name: str
     has_intercept: bool
+    row_order: object = None
 
     @property
     def n(self):
@@ -136,8 +144,24 @@ def build_design(X, y, groups, family, *, feature_names, response_name, weights=
         raise DataError("fixed-effect columns are aliased (linearly dependent): " + "; ".join(problems))
     colsum = np.ones(n) @ X  # BLAS: several times faster than X.sum(axis=0) on C order
     has_intercept = bool(np.any((colsum != 0) & np.isclose(colsum**2, n * np.diag(XtX), rtol=1e-12)))
-    return Design(X, y, prior, offset, codes, offsets, counts, XtX, list(feature_names),
-                  list(groups), levels, response_name, has_intercept)
+    d = Design(X, y, prior, offset, codes, offsets, counts, XtX, list(feature_names),
+               list(groups), levels, response_name, has_intercept)
+    return _sorted_by_largest_factor(d)
+
+
+def _sorted_by_largest_factor(d):
+    """``d`` with rows in the order of its largest factor's levels, when that pays."""
+    k = int(np.argmax(d.n_levels))
+    if d.n_levels[k] * d.p * 8 <= SORT_ABOVE_BYTES:
+        return d
+    key = d.codes[:, k]
+    if np.all(key[1:] >= key[:-1]):
+        return d
+    order = np.argsort(key, kind="stable")
+    take = lambda a: np.ascontiguousarray(a[order]) if a.size else a  # noqa: E731
+    d.X, d.y, d.prior, d.offset, d.codes = (take(a) for a in (d.X, d.y, d.prior, d.offset, d.codes))
+    d.row_order = order
+    return d
 
 
 def _check_length(name, values, n):

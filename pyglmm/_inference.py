@@ -47,21 +47,22 @@ def smooth_columns(d, fit, kern, nthreads, tol=1e-10, max_iter=1000):
     """
     scale = 1.0 / fit.phi
     s = fit.s0 * scale
-    lam = np.repeat(1.0 / fit.sigma2, d.n_levels)
-    D = fit.Wq0 * scale + lam
+    D = fit.Wq0 * scale + np.repeat(1.0 / fit.sigma2, d.n_levels)
     A = np.zeros_like(s)
-    cross = np.empty(0)
+    new_buf = np.empty((int(d.n_levels.max()), d.p))
     rel, it = np.inf, 0
     for it in range(1, max_iter + 1):
         num = den = 0.0
         for k, lv in enumerate(d.factor_slices()):
-            cross = np.empty((lv.stop - lv.start, d.p))
-            kern.group_cross_sums(d.codes, k, lv.start, fit.w0, scale, A, cross, nthreads)
-            new = (s[lv] - cross) / D[lv, None]
-            if d.has_intercept:
-                new -= (new.sum(axis=0) / np.sum(1.0 / D[lv]))[None, :] / D[lv, None]
-            num += d.counts[lv] @ ((new - A[lv]) ** 2).sum(axis=1)
-            den += d.counts[lv] @ (A[lv] ** 2).sum(axis=1)
+            new = new_buf[: lv.stop - lv.start]
+            kern.group_cross_sums(d.codes, k, lv.start, fit.w0, scale, A, new, nthreads)
+            np.subtract(s[lv], new, out=new)
+            new /= D[lv, None]
+            if d.has_intercept:  # the constrained block minimum: sum_g A_kg = 0
+                new -= np.multiply.outer(1.0 / D[lv], new.sum(axis=0) / np.sum(1.0 / D[lv]))
+            den += np.einsum("g,gj,gj->", d.counts[lv], A[lv], A[lv])
+            A[lv] -= new
+            num += np.einsum("g,gj,gj->", d.counts[lv], A[lv], A[lv])
             A[lv] = new
         rel = _relative(num, den)
         if rel <= tol:
@@ -100,11 +101,11 @@ def naive_fit(d, family, kern, nthreads, tol=1e-10, max_iter=100):
     n, p = d.X.shape
     no_codes, none = np.empty((n, 0), dtype=np.int32), np.empty(0)
     beta, dbeta = np.zeros(p), np.zeros(p)
-    w0, G, h = np.empty(n), np.empty((p, p)), np.empty(p)
+    w0, G, h, S = np.empty(n), np.empty((p, p)), np.empty(p), np.empty((0, p + 2))
     converged, it, sc = False, 0, None
     for it in range(max_iter + 1):
         sc = kern.stats_pass(family.code, d.X, no_codes, d.y, d.prior, d.offset, beta, none,
-                             dbeta, none, True, w0, G, h, np.empty((0, p)), none, none, nthreads)
+                             dbeta, none, True, w0, G, h, S, nthreads)
         if it > 0 and _relative(sc[2], sc[3]) <= tol:
             converged = True
             break

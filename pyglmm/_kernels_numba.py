@@ -82,9 +82,7 @@ def _stats_pass(family, X, codes, y, prior, offset, beta, b, dbeta, db, design,
     sc = np.zeros((nb, 4))
     G = np.zeros((nb, p, p)) if design else np.zeros((nb, 0, 0))
     h = np.zeros((nb, p))
-    s = np.zeros((nb, Q, p)) if design else np.zeros((nb, 0, 0))
-    Wq = np.zeros((nb, Q))
-    tq = np.zeros((nb, Q))
+    S = np.zeros((nb, Q, p + 2)) if design else np.zeros((nb, 0, 0))
     for t in prange(nb):
         wx = np.empty(p)
         for i in range(n * t // nb, n * (t + 1) // nb):
@@ -121,29 +119,26 @@ def _stats_pass(family, X, codes, y, prior, offset, beta, b, dbeta, db, design,
             for j in range(k):
                 g = codes[i, j]
                 for l in range(p):
-                    s[t, g, l] += wx[l]
-                Wq[t, g] += wi
-                tq[t, g] += wi * zi
+                    S[t, g, l] += wx[l]
+                S[t, g, p] += wi
+                S[t, g, p + 1] += wi * zi
     for t in range(1, nb):
         sc[0] += sc[t]
         if design:
             G[0] += G[t]
             h[0] += h[t]
-            s[0] += s[t]
-            Wq[0] += Wq[t]
-            tq[0] += tq[t]
-    return sc[0], G[0], h[0], s[0], Wq[0], tq[0]
+            S[0] += S[t]
+    return sc[0], G[0], h[0], S[0]
 
 
 def stats_pass(family, X, codes, y, prior, offset, beta, b, dbeta, db, design,
-               w, G, h, s, Wq, tq, nthreads):
+               w, G, h, S, nthreads):
     _threads(nthreads)
-    sc, G_, h_, s_, Wq_, tq_ = _stats_pass(family, X, codes, y, prior, offset, beta, b,
-                                           dbeta, db, design, w,
-                                           n_blocks(X.shape[0], nthreads), b.shape[0])
+    sc, G_, h_, S_ = _stats_pass(family, X, codes, y, prior, offset, beta, b, dbeta, db,
+                                 design, w, n_blocks(X.shape[0], nthreads), b.shape[0])
     if design:
         G[:] = np.triu(G_) + np.triu(G_, 1).T
-        h[:], s[:], Wq[:], tq[:] = h_, s_, Wq_, tq_
+        h[:], S[:] = h_, S_
     return sc
 
 

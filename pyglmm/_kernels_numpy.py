@@ -55,7 +55,7 @@ def irls_quantities(family, eta, y, prior, offset, mu, w, z, nthreads):
 
 
 def stats_pass(family, X, codes, y, prior, offset, beta, b, dbeta, db, design,
-               w, G, h, s, Wq, tq, nthreads):
+               w, G, h, S, nthreads):
     zeta = X @ beta + _gather(b, codes)
     dz = X @ dbeta + _gather(db, codes)
     mu, var = family_point(family, zeta + (offset if offset.size else 0.0))
@@ -69,14 +69,9 @@ def stats_pass(family, X, codes, y, prior, offset, beta, b, dbeta, db, design,
         WX = w[:, None] * X
         G[:] = X.T @ WX
         h[:] = X.T @ wz
-        Q = b.shape[0]
-        s[:] = 0.0
-        Wq[:] = 0.0
-        tq[:] = 0.0
-        for j in range(codes.shape[1]):
-            s += _group_sums(codes[:, j], WX, Q)
-            Wq += _group_sums(codes[:, j], w, Q)
-            tq += _group_sums(codes[:, j], wz, Q)
+        S[:] = 0.0
+        for j in range(codes.shape[1]):  # S = Z'W [X, 1, z]
+            S += _group_sums(codes[:, j], np.column_stack([WX, w, wz]), S.shape[0])
     return scalars
 
 

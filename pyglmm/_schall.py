@@ -89,8 +89,8 @@ class SchallFit:
     nu: np.ndarray
     pearson: float
     w0: np.ndarray  # final unscaled working weights (w = w0 / phi)
-    s0: np.ndarray  # final Z'W0X (Q x p)
-    Wq0: np.ndarray  # final Z'w0 (Q)
+    s0: np.ndarray  # final Z'W0X (Q x p, a view)
+    Wq0: np.ndarray  # final Z'w0 (Q, a view)
     converged: bool
     inner_converged: bool
     rel_change: float
@@ -140,11 +140,17 @@ def _initial_scale(d, family):
     return var if var > 0 else 1.0
 
 
+LEVEL_CHUNK = 1 << 16  # levels per chunk in s' D^-1 s: bounds the temporary to 64k x p
+
+
 def _club_factors(G, s, D, slices):
     """Cholesky factors of A_k = X'WX - s_k' D_k^{-1} s_k, one per factor."""
     chol = np.empty((len(slices),) + G.shape)
     for k, lv in enumerate(slices):
-        A = G - s[lv].T @ (s[lv] / D[lv, None])
+        A = G.copy()
+        for a in range(lv.start, lv.stop, LEVEL_CHUNK):
+            c = slice(a, min(lv.stop, a + LEVEL_CHUNK))
+            A -= s[c].T @ (s[c] / D[c, None])
         try:
             chol[k] = np.linalg.cholesky(A)
         except np.linalg.LinAlgError:
@@ -184,7 +190,9 @@ class SchallState:
         self.sigma2 = np.full(K, self.phi)
         self.nu = np.zeros(K)
         self.w0, self.G0, self.h0 = np.empty(d.n), np.empty((p, p)), np.empty(p)
-        self.s0, self.Wq0, self.tq0 = np.empty((Q, p)), np.empty(Q), np.empty(Q)
+        self.S0 = np.empty((Q, p + 2))  # Z'W0 [X, 1, z]: views s0, Wq0, tq0
+        self.s0, self.Wq0, self.tq0 = self.S0[:, :p], self.S0[:, p], self.S0[:, p + 1]
+        self.s = np.empty((Q, p))  # s0 / phi, rewritten in place every iteration
         self.passes = 0
 
     def pass_(self):
@@ -196,13 +204,14 @@ class SchallState:
         self.passes += 1
         return self.kern.stats_pass(self.family.code, d.X, d.codes, d.y, d.prior, d.offset,
                                     self.beta, self.b, self.dbeta, self.db, design, self.w0,
-                                    self.G0, self.h0, self.s0, self.Wq0, self.tq0, self.nthreads)
+                                    self.G0, self.h0, self.S0, self.nthreads)
 
     def prepare(self):
         """Inputs of the clubbed inner loop at the current weights and variances:
         the sums scaled by 1/phi, D = Z'w + 1/sigma^2 and the Cholesky factors."""
         scale = 1.0 / self.phi
-        h, s, Wq, tq = self.h0 * scale, self.s0 * scale, self.Wq0 * scale, self.tq0 * scale
+        s = np.multiply(self.s0, scale, out=self.s)
+        h, Wq, tq = self.h0 * scale, self.Wq0 * scale, self.tq0 * scale
         lam = 1.0 / self.sigma2
         D = Wq + lam[self.level_factor]
         chol = _club_factors(self.G0 * scale, s, D, self.d.factor_slices())

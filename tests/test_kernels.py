@@ -57,14 +57,14 @@ def test_stats_pass(backend, edge, size, family, optional):
     offset = P["offset"] if optional else np.empty(0)
     outs = {}
     for name, kern in [("ref", REF), ("test", _backend.kernels(backend))]:
-        bufs = [np.empty(n), np.empty((p, p)), np.empty(p), np.empty((Q, p)), np.empty(Q), np.empty(Q)]
+        bufs = [np.full(n, np.nan), np.empty((p, p)), np.empty(p), np.full((Q, p + 2), np.nan)]
         sc = kern.stats_pass(family, P["X"], P["codes"], P["y"], prior, offset, P["beta"], P["b"],
                              P["dbeta"], P["db"], True, *bufs, 2)
         outs[name] = [sc] + bufs
     for got, want in zip(outs["test"], outs["ref"]):
         close(got, want)
     if edge == "empty_level":
-        assert outs["test"][5][P["offsets"][1] - 1] == 0.0  # no weight on the empty level
+        assert outs["test"][4][P["offsets"][1] - 1, p] == 0.0  # no weight on the empty level
 
 
 @pytest.mark.parametrize("edge", EDGES)
@@ -85,11 +85,11 @@ def test_group_cross_sums(backend, edge, size):
 def club_inputs(P):
     """Consistent inputs for the clubbed inner loop, built with the reference kernels."""
     n, p, Q = P["X"].shape[0], P["X"].shape[1], P["Q"]
-    w, G, h = np.empty(n), np.empty((p, p)), np.empty(p)
-    s, Wq, tq = np.empty((Q, p)), np.empty(Q), np.empty(Q)
+    w, G, h, S = np.empty(n), np.empty((p, p)), np.empty(p), np.empty((Q, p + 2))
     zero = np.zeros(Q)
     REF.stats_pass(1, P["X"], P["codes"], P["y"], np.empty(0), np.empty(0), P["beta"], zero,
-                   np.zeros(p), zero, True, w, G, h, s, Wq, tq, 1)
+                   np.zeros(p), zero, True, w, G, h, S, 1)
+    s, Wq, tq = S[:, :p].copy(), S[:, p].copy(), S[:, p + 1].copy()
     lam = np.array([1.3, 2.1, 0.8])[: P["codes"].shape[1]]
     D = Wq + np.repeat(lam, np.diff(P["offsets"]))
     chol = np.stack([np.linalg.cholesky(G - s[a:b].T @ (s[a:b] / D[a:b, None]))
@@ -184,7 +184,7 @@ def test_results_identical_for_a_thread_count(backend):
     kern = _backend.kernels(backend)
     runs = []
     for _ in range(2):
-        bufs = [np.empty(n), np.empty((p, p)), np.empty(p), np.empty((Q, p)), np.empty(Q), np.empty(Q)]
+        bufs = [np.empty(n), np.empty((p, p)), np.empty(p), np.empty((Q, p + 2))]
         sc = kern.stats_pass(1, P["X"], P["codes"], P["y"], P["prior"], P["offset"], P["beta"],
                              P["b"], P["dbeta"], P["db"], True, *bufs, 2)
         runs.append([sc] + bufs)
