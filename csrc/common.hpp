@@ -68,49 +68,71 @@ inline Irls irls_point(int family, double eta) {
 namespace pyglmm {
 
 // A row block's private per-level accumulator, `width` doubles per level,
-// covering for each factor only the range of levels the block's rows touch.
-// With rows sorted by a factor, blocks touch disjoint ranges of it, so the
-// accumulators of all blocks together are about one table, not one per thread.
+// for the levels [lo, hi) of the global level space.  When that range holds
+// more than kDenseSlab doubles, the slab covers, for each factor, only the
+// levels the block's rows touch (found by a scan of the codes): with rows
+// sorted by a factor, blocks touch disjoint ranges of it, so the slabs of all
+// blocks together are about one table, not one per thread.
+constexpr int64_t kDenseSlab = 1 << 19;
+
 class LevelSlab {
  public:
-  // only >= 0 restricts the slab to that factor.
-  LevelSlab(const Rows& r, int64_t begin, int64_t end, int64_t width, int64_t only = -1)
-      : k_(r.k), width_(width), lo_(r.k, 0), base_(r.k + 1, 0) {
-    if (width == 0) return;  // nothing to accumulate: no scan
-    std::vector<int64_t> hi(r.k, -1);
-    for (int64_t f = 0; f < k_; ++f) lo_[f] = std::numeric_limits<int64_t>::max();
+  // only >= 0 restricts the scan to that factor (whose levels lie in [lo, hi)).
+  LevelSlab(const Rows& r, int64_t begin, int64_t end, int64_t width, int64_t only, int64_t lo,
+            int64_t hi)
+      : width_(width), lo_(r.k, lo), count_(r.k, 0), ptr_(r.k, nullptr) {
+    if (width == 0) return;
+    const bool dense = (hi - lo) * width <= kDenseSlab;
+    if (dense) {
+      data_.assign(static_cast<size_t>((hi - lo) * width), 0.0);
+      for (int64_t f = 0; f < r.k; ++f) ptr_[f] = data_.data() - lo * width;
+      count_.assign(1, hi - lo);  // one range, added once
+      lo_.assign(1, lo);
+      bases_.assign(1, 0);
+      return;
+    }
+    std::vector<int64_t> hi_seen(r.k, -1);
+    for (int64_t f = 0; f < r.k; ++f) lo_[f] = std::numeric_limits<int64_t>::max();
     for (int64_t i = begin; i < end; ++i)
-      for (int64_t f = 0; f < k_; ++f) {
+      for (int64_t f = 0; f < r.k; ++f) {
         if (only >= 0 && f != only) continue;
-        const int64_t g = r.codes[i * k_ + f];
+        const int64_t g = r.codes[i * r.k + f];
         lo_[f] = std::min(lo_[f], g);
-        hi[f] = std::max(hi[f], g);
+        hi_seen[f] = std::max(hi_seen[f], g);
       }
-    for (int64_t f = 0; f < k_; ++f) base_[f + 1] = base_[f] + (hi[f] >= lo_[f] ? hi[f] - lo_[f] + 1 : 0);
-    data_.assign(static_cast<size_t>(base_[k_] * width_), 0.0);
+    int64_t total = 0;
+    for (int64_t f = 0; f < r.k; ++f) {
+      count_[f] = hi_seen[f] >= lo_[f] ? hi_seen[f] - lo_[f] + 1 : 0;
+      bases_.push_back(total);
+      total += count_[f];
+    }
+    data_.assign(static_cast<size_t>(total * width), 0.0);
+    for (int64_t f = 0; f < r.k; ++f) ptr_[f] = data_.data() + (bases_[f] - lo_[f]) * width;
   }
-  double* at(int64_t f, int64_t g) { return data_.data() + (base_[f] + g - lo_[f]) * width_; }
+  double* at(int64_t f, int64_t g) const { return ptr_[f] + g * width_; }
   // out[(g - shift) * width + c] += this block's sum for level g, column c.
-  void add_to(double* out, int64_t shift = 0) const {
-    for (int64_t f = 0; f < k_; ++f)
-      for (int64_t j = 0; j < base_[f + 1] - base_[f]; ++j) {
-        const double* src = data_.data() + (base_[f] + j) * width_;
+  void add_to(double* out, int64_t shift) const {
+    for (size_t f = 0; f < count_.size(); ++f)
+      for (int64_t j = 0; j < count_[f]; ++j) {
+        const double* src = data_.data() + (bases_[f] + j) * width_;
         double* dst = out + (lo_[f] + j - shift) * width_;
         for (int64_t c = 0; c < width_; ++c) dst[c] += src[c];
       }
   }
 
  private:
-  int64_t k_, width_;
-  std::vector<int64_t> lo_, base_;
+  int64_t width_;
+  std::vector<int64_t> lo_, count_, bases_;
+  std::vector<double*> ptr_;
   std::vector<double> data_;
 };
 
 // Runs fn(begin, end, acc, slab) on each row block, with a zeroed private
 // accumulator of `size` doubles and a LevelSlab of `width` doubles per level
-// (restricted to factor `only` if >= 0).  Afterwards, in block order, the
-// accumulators are summed into the returned vector and the slabs added into
-// `table` (zeroed first, `rows` x `width`, level g at row g - shift).
+// for the levels [shift, shift + rows) (restricted to factor `only` if >= 0).
+// Afterwards, in block order, the accumulators are summed into the returned
+// vector and the slabs added into `table` (zeroed first, `rows` x `width`,
+// level g at row g - shift).
 template <class F>
 std::vector<double> reduce_blocks(const Rows& r, int nthreads, size_t size, int64_t width,
                                   double* table, int64_t rows, int64_t shift, int64_t only,
@@ -120,7 +142,7 @@ std::vector<double> reduce_blocks(const Rows& r, int nthreads, size_t size, int6
   std::vector<std::optional<LevelSlab>> slabs(static_cast<size_t>(nb));
   run_blocks(r.n, nb, [&](int64_t t, int64_t begin, int64_t end) {
     acc[t].assign(size, 0.0);
-    slabs[t].emplace(r, begin, end, width, only);
+    slabs[t].emplace(r, begin, end, width, only, shift, shift + rows);
     fn(begin, end, acc[t].data(), *slabs[t]);
   });
   std::fill(table, table + rows * width, 0.0);

@@ -8,8 +8,8 @@ from pyglmm import _backend
 REF = _backend.kernels("numpy")
 
 
-def make_problem(seed, n=3000, p=4, levels=(40, 7), edge=None):
-    """Random kernel inputs; ``edge`` adds one edge case."""
+def make_problem(seed, n=3000, p=4, levels=(40, 7), edge=None, sort=False):
+    """Random kernel inputs; ``edge`` adds one edge case; ``sort`` orders rows by factor 0."""
     rng = np.random.default_rng(seed)
     levels = list(levels)
     K = len(levels)
@@ -26,6 +26,9 @@ def make_problem(seed, n=3000, p=4, levels=(40, 7), edge=None):
     elif edge == "single_row_level":  # level 0 of factor 0 has exactly one row
         local[:, 0] = np.maximum(local[:, 0], 1)
         local[5, 0] = 0
+    if sort:
+        order = np.argsort(local[:, 0], kind="stable")
+        local, w = local[order], w[order]
     offsets = np.concatenate([[0], np.cumsum(levels)]).astype(np.int64)
     codes = np.ascontiguousarray(local + offsets[:-1].astype(np.int32))
     Q = int(offsets[-1])
@@ -38,8 +41,12 @@ def make_problem(seed, n=3000, p=4, levels=(40, 7), edge=None):
 
 
 EDGES = [None, "empty_level", "one_level", "zero_weights", "single_row_level"]
-# A problem big enough for several row blocks (threads), and a small one.
-SIZES = [dict(n=3000), dict(n=70000, levels=(900, 31))]
+# A small problem; one big enough for several row blocks (threads); and ones with
+# so many levels that the C++ blocks accumulate only the levels their rows touch
+# (rows in random order, or sorted by the big factor as pyglmm sorts them).
+SIZES = [dict(n=3000), dict(n=70000, levels=(900, 31)),
+         dict(n=70000, levels=(150000, 31)), dict(n=70000, levels=(150000, 31), sort=True)]
+SIZE_IDS = ["small", "blocks", "many_levels", "many_levels_sorted"]
 
 
 def close(a, b):
@@ -47,7 +54,7 @@ def close(a, b):
 
 
 @pytest.mark.parametrize("edge", EDGES)
-@pytest.mark.parametrize("size", SIZES, ids=["small", "blocks"])
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
 @pytest.mark.parametrize("family", [0, 1])
 @pytest.mark.parametrize("optional", [True, False], ids=["prior+offset", "absent"])
 def test_stats_pass(backend, edge, size, family, optional):
@@ -68,7 +75,7 @@ def test_stats_pass(backend, edge, size, family, optional):
 
 
 @pytest.mark.parametrize("edge", EDGES)
-@pytest.mark.parametrize("size", SIZES, ids=["small", "blocks"])
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
 def test_group_cross_sums(backend, edge, size):
     P = make_problem(2, edge=edge, **size)
     kern = _backend.kernels(backend)
@@ -119,7 +126,7 @@ def test_club_backfit(backend, edge, levels):
 
 @pytest.mark.parametrize("edge", EDGES)
 @pytest.mark.parametrize("with_A", [True, False])
-@pytest.mark.parametrize("size", SIZES, ids=["small", "blocks"])
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
 def test_sandwich_pass(backend, edge, with_A, size):
     P = make_problem(4, edge=edge, **size)
     n, p, Q = P["X"].shape[0], P["X"].shape[1], P["Q"]
@@ -134,7 +141,7 @@ def test_sandwich_pass(backend, edge, with_A, size):
         close(got, want)
 
 
-@pytest.mark.parametrize("size", SIZES, ids=["small", "blocks"])
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
 def test_linear_predictor_and_irls(backend, size):
     P = make_problem(5, **size)
     n = P["X"].shape[0]
