@@ -32,9 +32,11 @@ def make(name, n_rows):
     return stitchfix(n_rows) if name == "stitchfix" else seed_design(n_rows)
 
 
-def design(arrays):
+def design(arrays, backend):
+    """The Design a fit on ``backend`` works on (rows reordered as a fit reorders them)."""
     X, y, groups, names = arrays
-    return build_design(X, y, groups, get_family("binomial"), feature_names=names, response_name="y")
+    return build_design(X, y, groups, get_family("binomial"), feature_names=names, response_name="y",
+                        kern=pyglmm._backend.kernels(backend), nthreads=pyglmm.get_num_threads())
 
 
 def input_bytes(arrays):

@@ -24,8 +24,7 @@ WARM_ITERATIONS = 3
 def problem(request):
     smoke = request.config.getoption("benchmark_disable")
     name, n = (SMOKE if smoke else FULL)[request.param]
-    arrays = problems.make(name, n)
-    return request.param, arrays, problems.design(arrays)
+    return request.param, problems.make(name, n)
 
 
 def warm_state(d, backend):
@@ -52,7 +51,7 @@ def skip_numpy_at_scale(problem, backend, request):
 
 def test_outer_iteration(benchmark, backend, problem, request):
     skip_numpy_at_scale(problem, backend, request)
-    st, restore = warm_state(problem[2], backend)
+    st, restore = warm_state(problems.design(problem[1], backend), backend)
 
     def one():
         st.pass_()
@@ -63,7 +62,7 @@ def test_outer_iteration(benchmark, backend, problem, request):
 
 def test_inner_sweep(benchmark, backend, problem, request):
     skip_numpy_at_scale(problem, backend, request)
-    st, restore = warm_state(problem[2], backend)
+    st, restore = warm_state(problems.design(problem[1], backend), backend)
     st.pass_()
     inputs = st.prepare()
     sweeps, rel = benchmark.pedantic(st.backfit, args=(inputs, 0.0, 1), setup=restore, rounds=5)

@@ -86,6 +86,18 @@ PYBIND11_MODULE(_core, m) {
     pyglmm::linear_predictor(r, pb, pv, po, pe, nthreads);
   }, "eta = offset + X beta + sum_j b[codes[:, j]] (negative code -> 0).");
 
+  m.def("take_rows", [](py::array X, py::array order, py::array result, int nthreads) {
+    const double* px = in<double>(X, "X", {-1, -1});
+    const int64_t rows = X.shape(0), p = X.shape(1);
+    const int64_t* po = in<int64_t>(order, "order", {-1});
+    const int64_t n = order.shape(0);
+    for (int64_t i = 0; i < n; ++i)
+      if (po[i] < 0 || po[i] >= rows) throw std::invalid_argument("order: index out of range");
+    double* pr = out<double>(result, "out", {n, p});
+    py::gil_scoped_release release;
+    pyglmm::take_rows(px, p, po, n, pr, nthreads);
+  }, "out[i] = X[order[i]] (rows gathered in parallel).");
+
   m.def("irls_quantities", [](int family, py::array eta, py::array y, py::array prior,
                               py::array offset, py::array mu, py::array w, py::array z,
                               int nthreads) {

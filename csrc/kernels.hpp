@@ -33,6 +33,10 @@ struct Rows {
 void linear_predictor(const Rows& r, const double* beta, const double* b,
                       const double* offset, double* eta, int nthreads);
 
+// out[i, :] = X[order[i], :] (n rows of X gathered into out, p columns).
+void take_rows(const double* X, int64_t p, const int64_t* order, int64_t n, double* out,
+               int nthreads);
+
 // mu = h(eta); w = prior * V(mu) (unscaled by the dispersion);
 // z = (eta - offset) + (y - mu) / V(mu): the working response of the
 // offset-free linear predictor zeta.

@@ -1,7 +1,18 @@
-// Elementwise passes: the fused scorer and the IRLS quantities.
+// Row-wise passes: the fused scorer, the IRLS quantities and a row gather.
+#include <cstring>
+
 #include "common.hpp"
 
 namespace pyglmm {
+
+void take_rows(const double* X, int64_t p, const int64_t* order, int64_t n, double* out,
+               int nthreads) {
+  // Each thread writes (and so first touches) its own block of out.
+  run_blocks(n, n_blocks(n, nthreads), [&](int64_t, int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i)
+      std::memcpy(out + i * p, X + order[i] * p, static_cast<size_t>(p) * sizeof(double));
+  });
+}
 
 void linear_predictor(const Rows& r, const double* beta, const double* b,
                       const double* offset, double* eta, int nthreads) {

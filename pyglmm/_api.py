@@ -90,11 +90,12 @@ def glmm(formula, data, family="binomial", *, weights=None, trials=None, offset=
     X, names, spec = fixed_matrix(parsed, data)
     extra = {k: (data[v].to_numpy() if isinstance(v, str) else v) for k, v in named.items()}
     fam = get_family(family)
+    opts = _options(fam, dispersion, tol, inner_tol, var_tol, max_iter, max_inner_iter)
+    name, kern, threads = _kernels(backend, threads)
     d = build_design(X, data[parsed.response].to_numpy(), {g: data[g] for g in parsed.groups},
                      fam, feature_names=names, response_name=parsed.response,
-                     index=data.index, **extra)
-    opts = _options(fam, dispersion, tol, inner_tol, var_tol, max_iter, max_inner_iter)
-    return _fit(d, fam, formula, start, opts, se, compare_naive, backend, threads, progress,
+                     index=data.index, kern=kern, nthreads=threads, **extra)
+    return _fit(d, fam, formula, start, opts, se, compare_naive, name, kern, threads, progress,
                 intercept=False, offset_name=offset if isinstance(offset, str) else None,
                 model_spec=spec)
 
@@ -134,12 +135,13 @@ def glmm_from_arrays(X, y, groups, family="binomial", *, feature_names=None, int
     if not isinstance(groups, dict):
         raise TypeError("groups must be a dict {factor name: per-row labels}")
     fam = get_family(family)
+    opts = _options(fam, dispersion, tol, inner_tol, var_tol, max_iter, max_inner_iter)
+    name, kern, threads = _kernels(backend, threads)
     d = build_design(X, y, groups, fam, feature_names=names, response_name="y",
-                     weights=weights, trials=trials, offset=offset)
+                     weights=weights, trials=trials, offset=offset, kern=kern, nthreads=threads)
     formula = "y ~ " + " + ".join((["1"] if intercept else ["0"]) + names[int(intercept):]
                                   + [f"(1|{g})" for g in groups])
-    opts = _options(fam, dispersion, tol, inner_tol, var_tol, max_iter, max_inner_iter)
-    return _fit(d, fam, formula, start, opts, se, compare_naive, backend, threads, progress,
+    return _fit(d, fam, formula, start, opts, se, compare_naive, name, kern, threads, progress,
                 intercept=intercept)
 
 
@@ -168,12 +170,16 @@ def _options(fam, dispersion, tol, inner_tol, var_tol, max_iter, max_inner_iter)
     return FitOptions(tol, inner_tol, var_tol, max_iter, max_inner_iter, dispersion == "estimate")
 
 
-def _fit(d, fam, formula, start, opts, se, compare_naive, backend, threads, progress,
-         **predict_info):
+def _kernels(backend, threads):
+    """The backend's name, kernel module and the thread count a fit uses."""
     name = _backend.backend(backend)
-    kern = _backend.kernels(name)
     threads = 1 if name == "numpy" else (int(threads) if threads is not None
-                                           else _backend.get_num_threads())
+                                          else _backend.get_num_threads())
+    return name, _backend.kernels(name), threads
+
+
+def _fit(d, fam, formula, start, opts, se, compare_naive, name, kern, threads, progress,
+         **predict_info):
     timings = {"design": time.perf_counter() - start}
     t = time.perf_counter()
     fit = fit_schall(d, fam, opts, kern, threads, _named_progress(progress, d.factor_names))

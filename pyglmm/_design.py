@@ -88,11 +88,13 @@ def level_codes(levels, values_by_factor, offsets, n):
 
 
 def build_design(X, y, groups, family, *, feature_names, response_name, weights=None,
-                 trials=None, offset=None, index=None):
+                 trials=None, offset=None, index=None, kern=None, nthreads=1):
     """Validate the pieces of a model and assemble its :class:`Design`.
 
     ``groups`` maps factor names to per-row labels (any hashable values).
     ``weights``, ``trials`` and ``offset`` are per-row arrays or None.
+    ``kern`` (a kernel module) reorders the rows when that pays (see
+    ``SORT_ABOVE_BYTES``); without it rows keep their order.
     """
     X = np.ascontiguousarray(X, dtype=np.float64)
     if X.ndim != 2:
@@ -146,10 +148,20 @@ def build_design(X, y, groups, family, *, feature_names, response_name, weights=
     has_intercept = bool(np.any((colsum != 0) & np.isclose(colsum**2, n * np.diag(XtX), rtol=1e-12)))
     d = Design(X, y, prior, offset, codes, offsets, counts, XtX, list(feature_names),
                list(groups), levels, response_name, has_intercept)
-    return _sorted_by_largest_factor(d)
+    return d if kern is None else _sorted_by_largest_factor(d, kern, nthreads)
 
 
-def _sorted_by_largest_factor(d):
+def _stable_order(key):
+    """Stable argsort of non-negative int32 keys (packing key and position into one
+    int64 sorts about 3x faster than a stable argsort when they fit)."""
+    n = key.size
+    shift = max(1, (n - 1).bit_length())
+    if shift + max(1, int(key.max()).bit_length()) > 62:
+        return np.argsort(key, kind="stable")
+    return np.sort((key.astype(np.int64) << shift) | np.arange(n)) & ((1 << shift) - 1)
+
+
+def _sorted_by_largest_factor(d, kern, nthreads):
     """``d`` with rows in the order of its largest factor's levels, when that pays."""
     k = int(np.argmax(d.n_levels))
     if d.n_levels[k] * d.p * 8 <= SORT_ABOVE_BYTES:
@@ -157,9 +169,11 @@ def _sorted_by_largest_factor(d):
     key = d.codes[:, k]
     if np.all(key[1:] >= key[:-1]):
         return d
-    order = np.argsort(key, kind="stable")
+    order = _stable_order(key)
+    X = np.empty_like(d.X)
+    kern.take_rows(d.X, order, X, nthreads)
     take = lambda a: np.ascontiguousarray(a[order]) if a.size else a  # noqa: E731
-    d.X, d.y, d.prior, d.offset, d.codes = (take(a) for a in (d.X, d.y, d.prior, d.offset, d.codes))
+    d.X, d.y, d.prior, d.offset, d.codes = X, *(take(a) for a in (d.y, d.prior, d.offset, d.codes))
     d.row_order = order
     return d
 

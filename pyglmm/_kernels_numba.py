@@ -40,6 +40,21 @@ def _irls_point(family, eta):
 
 
 @njit(cache=True, parallel=True)
+def _take_rows(X, order, out, nb):
+    n = order.shape[0]
+    for t in prange(nb):
+        for i in range(n * t // nb, n * (t + 1) // nb):
+            out[i, :] = X[order[i], :]
+
+
+def take_rows(X, order, out, nthreads):
+    if np.any((order < 0) | (order >= X.shape[0])):
+        raise ValueError("order: index out of range")
+    _threads(nthreads)
+    _take_rows(X, order, out, n_blocks(order.shape[0], nthreads))
+
+
+@njit(cache=True, parallel=True)
 def _linear_predictor(X, codes, beta, b, offset, eta, nb):
     n, p = X.shape
     for t in prange(nb):

@@ -43,6 +43,12 @@ def _group_sums(codes, weights, n_levels):
                             for l in range(weights.shape[1])]).reshape(n_levels, weights.shape[1])
 
 
+def take_rows(X, order, out, nthreads):
+    if np.any((order < 0) | (order >= X.shape[0])):
+        raise ValueError("order: index out of range")
+    np.take(X, order, axis=0, out=out)
+
+
 def linear_predictor(X, codes, beta, b, offset, eta, nthreads):
     eta[:] = X @ beta + _gather(b, codes) + (offset if offset.size else 0.0)
 

@@ -130,3 +130,19 @@ def test_boundary_fit_returns_modes_at_the_returned_variances():
     Zs = [(groups[f][:, None] == res.b[f].index.to_numpy()[None, :]).astype(float) for f in groups]
     beta, b = dense_pls(Xd, y, np.full(66, 1 / res.dispersion), Zs, res.sigma.to_numpy() ** 2)
     np.testing.assert_allclose(np.concatenate([res.b[f] for f in groups]), b, atol=1e-8)
+
+
+def test_rows_reordered_by_the_largest_factor_give_the_same_fit(monkeypatch, backend):
+    """Fits reorder rows by their largest factor when its table is big; force it here."""
+    import pyglmm._design as design
+    X, y, groups = small_crossed(n=2000, R=300, C=40)
+    shuffle = np.random.default_rng(0).permutation(len(y))
+    X, y, groups = X[shuffle], y[shuffle], {k: v[shuffle] for k, v in groups.items()}
+    plain = pyglmm.glmm_from_arrays(X, y, groups, backend=backend, compare_naive=True)
+    monkeypatch.setattr(design, "SORT_ABOVE_BYTES", 0)
+    sorted_ = pyglmm.glmm_from_arrays(X, y, groups, backend=backend, compare_naive=True)
+    np.testing.assert_allclose(sorted_.coef, plain.coef, rtol=1e-9)
+    np.testing.assert_allclose(sorted_.se, plain.se, rtol=1e-9)
+    np.testing.assert_allclose(sorted_.sigma, plain.sigma, rtol=1e-9)
+    np.testing.assert_allclose(sorted_.naive.to_numpy(), plain.naive.to_numpy(), rtol=1e-9)
+    assert sorted_.iterations == plain.iterations

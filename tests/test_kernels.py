@@ -167,6 +167,18 @@ def test_linear_predictor_and_irls(backend, size):
             close(got_, want_)
 
 
+@pytest.mark.parametrize("size", SIZES[:2], ids=SIZE_IDS[:2])
+def test_take_rows(backend, size):
+    P = make_problem(8, **size)
+    order = P["rng"].permutation(P["X"].shape[0])
+    got = np.empty_like(P["X"])
+    _backend.kernels(backend).take_rows(P["X"], order, got, 2)
+    np.testing.assert_array_equal(got, P["X"][order])
+    with pytest.raises(ValueError, match="order: index out of range"):
+        _backend.kernels(backend).take_rows(P["X"], np.array([0, P["X"].shape[0]]),
+                                            np.empty((2, P["X"].shape[1])), 1)
+
+
 @pytest.mark.parametrize("edge", EDGES)
 def test_schall_update(backend, edge):
     P = make_problem(6, edge=edge)
