@@ -188,13 +188,12 @@ def _fit(d, fam, formula, start, opts, se, compare_naive, name, kern, threads, p
     cov = None
     if se:
         t = time.perf_counter()
-        cov_arr, _ = beta_covariance(d, fit, kern, threads)
-        cov = pd.DataFrame(cov_arr, names, names)
+        cov = pd.DataFrame(beta_covariance(d, fit, kern, threads), names, names)
         timings["covariance"] = time.perf_counter() - t
     naive = naive_summary = None
     if compare_naive:
         t = time.perf_counter()
-        cov_glmm = cov.to_numpy() if cov is not None else beta_covariance(d, fit, kern, threads)[0]
+        cov_glmm = cov.to_numpy() if cov is not None else beta_covariance(d, fit, kern, threads)
         naive, naive_summary = naive_comparison(d, fam, fit, cov_glmm, kern, threads)
         timings["naive"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -203,36 +202,8 @@ def _fit(d, fam, formula, start, opts, se, compare_naive, name, kern, threads, p
 
     sigma = pd.Series(np.sqrt(fit.sigma2), index=d.factor_names, name="sd")
     singular = [f for f, s in sigma.items() if s / np.sqrt(fit.phi) < BOUNDARY]
-    notes = []
-    if not fit.converged:
-        notes.append(f"Schall's loop did not converge in {opts.max_iter} iterations (relative "
-                     f"change {fit.rel_change:.3g}, tol {opts.tol:g}, var_tol {opts.var_tol:g})")
-    if not fit.inner_converged:
-        notes.append(f"the last inner backfitting loop stopped at {opts.max_inner_iter} sweeps "
-                     f"before inner_tol {opts.inner_tol:g}")
-    for note in notes:
-        warnings.warn(note, ConvergenceWarning, stacklevel=3)
-    if singular:
-        note = ("boundary (singular) fit: the variance of " + ", ".join(map(repr, singular))
-                + " is estimated at ~0; consider dropping that term")
-        warnings.warn(note, SingularFitWarning, stacklevel=3)
-        notes.append(note)
-    if naive_summary is not None and not naive_summary["naive_converged"]:
-        notes.append("the naive regression did not converge (separation?)")
-
-    slices = d.factor_slices()
-    lam = np.repeat(1.0 / fit.sigma2, d.n_levels)
-    cond_var = 1.0 / (fit.Wq0 / fit.phi + lam)
-    b = {f: pd.Series(fit.b[lv], index=lv_idx, name=f)
-         for f, lv, lv_idx in zip(d.factor_names, slices, d.levels)}
-    b_var = {f: pd.Series(cond_var[lv], index=lv_idx, name=f)
-             for f, lv, lv_idx in zip(d.factor_names, slices, d.levels)}
-    history = pd.DataFrame(fit.history)
-    if len(history):
-        history.pop("old_sigma2")
-        sig = pd.DataFrame(np.sqrt(np.array(history.pop("sigma2").tolist())),
-                           columns=[f"sigma_{f}" for f in d.factor_names])
-        history = pd.concat([history, sig], axis=1)
+    notes = _warn_about(fit, opts, singular, naive_summary)
+    b, b_var = _random_effects(d, fit)
     return GLMMResult(
         formula=formula, family=fam.name, link=fam.link,
         dispersion_mode="estimate" if opts.estimate_dispersion else "fixed",
@@ -242,9 +213,51 @@ def _fit(d, fam, formula, start, opts, se, compare_naive, name, kern, threads, p
         df_resid=float(d.n_eff - d.p - np.sum(d.n_levels - fit.nu)),
         pearson_chi2=fit.pearson, deviance=deviance, iterations=len(fit.history),
         inner_sweeps=int(sum(h["inner_sweeps"] for h in fit.history)),
-        converged=fit.converged and fit.inner_converged, singular=singular, history=history,
+        converged=fit.converged and fit.inner_converged, singular=singular,
+        history=_history_frame(fit.history, d.factor_names),
         seconds=time.perf_counter() - start, timings=timings, backend=name, threads=threads,
         warnings=notes, naive=naive, naive_summary=naive_summary, **predict_info)
+
+
+def _warn_about(fit, opts, singular, naive_summary):
+    """Warn about non-convergence and boundary fits; return the notes for the summary."""
+    notes = []
+    if not fit.converged:
+        notes.append(f"Schall's loop did not converge in {opts.max_iter} iterations (relative "
+                     f"change {fit.rel_change:.3g}, tol {opts.tol:g}, var_tol {opts.var_tol:g})")
+    if not fit.inner_converged:
+        notes.append(f"the last inner backfitting loop stopped at {opts.max_inner_iter} sweeps "
+                     f"before inner_tol {opts.inner_tol:g}")
+    for note in notes:
+        warnings.warn(note, ConvergenceWarning, stacklevel=4)
+    if singular:
+        note = ("boundary (singular) fit: the variance of " + ", ".join(map(repr, singular))
+                + " is estimated at ~0; consider dropping that term")
+        warnings.warn(note, SingularFitWarning, stacklevel=4)
+        notes.append(note)
+    if naive_summary is not None and not naive_summary["naive_converged"]:
+        notes.append("the naive regression did not converge (separation?)")
+    return notes
+
+
+def _random_effects(d, fit):
+    """Conditional modes and diagonal conditional variances, per factor, by level."""
+    cond_var = 1.0 / (fit.Wq0 / fit.phi + np.repeat(1.0 / fit.sigma2, d.n_levels))
+    b, b_var = {}, {}
+    for f, lv, levels in zip(d.factor_names, d.factor_slices(), d.levels):
+        b[f] = pd.Series(fit.b[lv], index=levels, name=f)
+        b_var[f] = pd.Series(cond_var[lv], index=levels, name=f)
+    return b, b_var
+
+
+def _history_frame(history, names):
+    """The per-iteration history as a DataFrame with one sigma_<factor> column each."""
+    frame = pd.DataFrame(history)
+    if not len(frame):
+        return frame
+    frame.pop("old_sigma2")
+    sd = np.sqrt(np.array(frame.pop("sigma2").tolist()))
+    return pd.concat([frame, pd.DataFrame(sd, columns=[f"sigma_{f}" for f in names])], axis=1)
 
 
 def _named_progress(progress, names):

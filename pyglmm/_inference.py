@@ -81,10 +81,10 @@ def _sandwich(d, kern, nthreads, A, wu, scale, wm, sigma2):
 
 
 def beta_covariance(d, fit, kern, nthreads):
-    """Eq. (24) at the converged weights; returns ``(cov, backfit_iterations)``."""
-    A, iterations, _ = smooth_columns(d, fit, kern, nthreads)
+    """Eq. (24) at the converged weights."""
+    A, _, _ = smooth_columns(d, fit, kern, nthreads)
     cov, _ = _sandwich(d, kern, nthreads, A, fit.w0, 1.0 / fit.phi, EMPTY, fit.sigma2)
-    return 0.5 * (cov + cov.T), iterations
+    return 0.5 * (cov + cov.T)
 
 
 @dataclass
