@@ -12,6 +12,7 @@ from numba import njit, prange
 GAUSSIAN, BINOMIAL = 0, 1
 ETA_CLAMP = 30.0
 MIN_ROWS_PER_BLOCK = 16384  # as kMinRowsPerBlock in csrc/common.hpp
+TILE = 64  # rows per Gram tile, as kTile in csrc/common.hpp
 
 
 def n_blocks(n, nthreads):
@@ -52,6 +53,20 @@ def take_rows(X, order, out, nthreads):
         raise ValueError("order: index out of range")
     _threads(nthreads)
     _take_rows(X, order, out, n_blocks(order.shape[0], nthreads))
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _gram_tile(nr, At, Bt, out, upper):
+    """out += A'B over the nr rows of a tile stored by columns (At[j, r] = A[r, j]).
+
+    Reassociation is allowed here only, so that the dot products vectorise."""
+    p = out.shape[0]
+    for j in range(p):
+        for l in range(j if upper else 0, p):
+            acc = 0.0
+            for r in range(nr):
+                acc += At[j, r] * Bt[l, r]
+            out[j, l] += acc
 
 
 @njit(cache=True, parallel=True)
@@ -99,8 +114,15 @@ def _stats_pass(family, X, codes, y, prior, offset, beta, b, dbeta, db, design,
     h = np.zeros((nb, p))
     S = np.zeros((nb, Q, p + 2)) if design else np.zeros((nb, 0, 0))
     for t in prange(nb):
-        wx = np.empty(p)
-        for i in range(n * t // nb, n * (t + 1) // nb):
+        # thread-local accumulators, written back once: no false sharing
+        s0 = s1 = s2 = s3 = 0.0
+        Gt = np.zeros((p, p)) if design else np.zeros((0, 0))
+        ht = np.zeros(p)
+        xt = np.zeros((p, TILE))  # the tile's x and w x, by columns
+        wxt = np.zeros((p, TILE))
+        lo, hi = n * t // nb, n * (t + 1) // nb
+        for i in range(lo, hi):
+            r = (i - lo) % TILE
             zeta = 0.0
             dz = 0.0
             for j in range(p):
@@ -110,33 +132,40 @@ def _stats_pass(family, X, codes, y, prior, offset, beta, b, dbeta, db, design,
                 zeta += b[codes[i, j]]
                 dz += db[codes[i, j]]
             old = zeta - dz
-            sc[t, 1] += zeta * zeta
-            sc[t, 2] += dz * dz
-            sc[t, 3] += old * old
+            s1 += zeta * zeta
+            s2 += dz * dz
+            s3 += old * old
             pw = prior[i] if prior.size else 1.0
             mu, var = _irls_point(family, zeta + (offset[i] if offset.size else 0.0))
             res = y[i] - mu
             rv = res / var
-            sc[t, 0] += pw * res * rv
+            s0 += pw * res * rv
             if not design:
                 continue
             wi = pw * var
             w[i] = wi
-            if wi == 0.0:
-                continue
             zi = zeta + rv
             for j in range(p):
-                v = wi * X[i, j]
-                wx[j] = v
-                for l in range(j, p):
-                    G[t, j, l] += v * X[i, l]
-                h[t, j] += v * zi
+                xt[j, r] = X[i, j]
+                wxt[j, r] = wi * X[i, j]
+                ht[j] += wxt[j, r] * zi
+            if r == TILE - 1 or i == hi - 1:
+                _gram_tile(r + 1, wxt, xt, Gt, True)
+            if wi == 0.0:
+                continue
             for j in range(k):
                 g = codes[i, j]
                 for l in range(p):
-                    S[t, g, l] += wx[l]
+                    S[t, g, l] += wxt[l, r]
                 S[t, g, p] += wi
                 S[t, g, p + 1] += wi * zi
+        sc[t, 0] = s0
+        sc[t, 1] = s1
+        sc[t, 2] = s2
+        sc[t, 3] = s3
+        if design:
+            G[t] = Gt
+            h[t] = ht
     for t in range(1, nb):
         sc[0] += sc[t]
         if design:
@@ -285,31 +314,38 @@ def _sandwich_pass(X, codes, A, wu, scale, wm, nb, Q):
     M0 = np.zeros((nb, p, p))
     ZU = np.zeros((nb, Q, p))
     for t in prange(nb):
-        rt = np.empty(p)
-        u = np.empty(p)
-        for i in range(n * t // nb, n * (t + 1) // nb):
+        Ht = np.zeros((p, p))  # thread-local, written back once
+        Mt = np.zeros((p, p))
+        xt = np.zeros((p, TILE))  # the tile's x, r, u = wu r and wm r, by columns
+        rt = np.zeros((p, TILE))
+        ut = np.zeros((p, TILE))
+        mt = np.zeros((p, TILE))
+        lo, hi = n * t // nb, n * (t + 1) // nb
+        for i in range(lo, hi):
+            r = (i - lo) % TILE
             wui = scale * wu[i]
             wmi = wm[i] if wm.size else wui
-            if wui == 0.0 and wmi == 0.0:
-                continue
             for l in range(p):
-                rt[l] = X[i, l]
+                xt[l, r] = X[i, l]
+                rt[l, r] = X[i, l]
             if A.size:
                 for j in range(k):
                     for l in range(p):
-                        rt[l] -= A[codes[i, j], l]
+                        rt[l, r] -= A[codes[i, j], l]
             for l in range(p):
-                u[l] = wui * rt[l]
-            for j in range(p):
-                for l in range(p):
-                    H[t, j, l] += X[i, j] * u[l]
-                v = wmi * rt[j]
-                for l in range(j, p):
-                    M0[t, j, l] += v * rt[l]
+                ut[l, r] = wui * rt[l, r]
+                mt[l, r] = wmi * rt[l, r]
+            if r == TILE - 1 or i == hi - 1:
+                _gram_tile(r + 1, xt, ut, Ht, False)
+                _gram_tile(r + 1, mt, rt, Mt, True)
+            if wui == 0.0:
+                continue
             for j in range(k):
                 g = codes[i, j]
                 for l in range(p):
-                    ZU[t, g, l] += u[l]
+                    ZU[t, g, l] += ut[l, r]
+        H[t] = Ht
+        M0[t] = Mt
     for t in range(1, nb):
         H[0] += H[t]
         M0[0] += M0[t]
