@@ -1,8 +1,10 @@
 """Print a table of whole-fit times per backend and size, the scaling exponent and peak memory.
 
-Each fit runs in its own process, so that its peak memory is its own:
-``peak/input`` is the rise of the resident set's high-water mark during the fit
-(data already in memory) over the bytes of the input arrays (X, y, group labels).
+Each fit runs in its own process, after a small warm-up fit (so that numba's
+compilation is not timed), and its peak memory is its own: ``peak/input`` is
+the rise of the resident set's high-water mark during the fit (data already in
+memory, freed heap memory returned first) over the bytes of the input arrays
+(X, y, group labels).  Linux only (it reads /proc).
 Optionally compares with glmer (``--peers``, needs R with lme4) on the same data.
 
     python benchmarks/table.py                       # 1e5, 1e6, 3e6 rows; every backend
@@ -23,11 +25,14 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 CHILD = """
-import json, sys, time
+import ctypes, json, sys, time
 sys.path.insert(0, {here!r})
 import problems, pyglmm
+warm = problems.make("seed", 20000)  # JIT compilation and thread start-up are not timed
+pyglmm.glmm_from_arrays(*warm[:3], intercept=False, feature_names=warm[3], backend={backend!r})
 arrays = problems.make({name!r}, {n})
 X, y, groups, names = arrays
+ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed memory back, so that reuse counts
 with open("/proc/self/clear_refs", "w") as fh:
     fh.write("5")  # reset the high-water mark: count only what the fit adds
 rss = lambda key: int([l for l in open("/proc/self/status") if l.startswith(key)][0].split()[1]) * 1024
