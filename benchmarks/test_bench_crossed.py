@@ -20,10 +20,14 @@ SMOKE = {"1e5": ("seed", 5_000), "1e6": ("seed", 20_000), "stitchfix": ("stitchf
 WARM_ITERATIONS = 3
 
 
+def smoke(config):
+    """Benchmarks off (the normal test run): run every case once, small."""
+    return config.getoption("benchmark_disable") and not config.getoption("benchmark_enable")
+
+
 @pytest.fixture(scope="module", params=list(FULL))
 def problem(request):
-    smoke = request.config.getoption("benchmark_disable")
-    name, n = (SMOKE if smoke else FULL)[request.param]
+    name, n = (SMOKE if smoke(request.config) else FULL)[request.param]
     return request.param, problems.make(name, n)
 
 
@@ -45,7 +49,7 @@ def warm_state(d, backend):
 
 
 def skip_numpy_at_scale(problem, backend, request):
-    if backend == "numpy" and problem[0] == "stitchfix" and not request.config.getoption("benchmark_disable"):
+    if backend == "numpy" and problem[0] == "stitchfix" and not smoke(request.config):
         pytest.skip("the numpy reference is not benchmarked at the Stitch Fix scale")
 
 
