@@ -166,6 +166,7 @@ class GLMMResult:
             if unknown:
                 raise ValueError(f"groups lacks factor(s) {', '.join(sorted(unknown))}")
         kern, threads = _backend.kernels(), _backend.get_num_threads()
+        family = get_family(self.family)
         beta = self.coef.to_numpy()
         levels = [self.b[f].index for f in self.factor_names]
         table = np.concatenate([self.b[f].to_numpy() for f in self.factor_names])
@@ -190,7 +191,9 @@ class GLMMResult:
             kern.linear_predictor(np.ascontiguousarray(Xc), codes, beta, table,
                                   np.empty(0) if off is None else np.ascontiguousarray(off),
                                   eta[rows], threads)
-        return get_family(self.family).mean(eta) if type == "response" else eta
+            if type == "response":  # per chunk: no temporaries the size of the output
+                eta[rows] = family.mean(eta[rows])
+        return eta
 
     @property
     def factor_names(self):

@@ -72,8 +72,10 @@ def test_predict_training_rows_is_the_linear_predictor(fitted):
     manual = X @ res.coef.to_numpy() + res.b["row"].loc[df.row].to_numpy() + res.b["col"].loc[df.col].to_numpy()
     np.testing.assert_allclose(eta, manual, rtol=1e-12)
     np.testing.assert_allclose(res.predict(df, type="response"), 1 / (1 + np.exp(-manual)), rtol=1e-12)
-    # streaming in chunks gives the same numbers
+    # streaming in chunks gives the same numbers, on both scales
     np.testing.assert_allclose(res.predict(df, chunk_size=1000), eta, rtol=1e-15)
+    np.testing.assert_allclose(res.predict(df, type="response", chunk_size=999),
+                               1 / (1 + np.exp(-manual)), rtol=1e-12)
 
 
 def test_predict_unseen_levels_are_population_level(fitted):
