@@ -80,12 +80,12 @@ class LevelSlab {
   // only >= 0 restricts the scan to that factor (whose levels lie in [lo, hi)).
   LevelSlab(const Rows& r, int64_t begin, int64_t end, int64_t width, int64_t only, int64_t lo,
             int64_t hi)
-      : width_(width), lo_(r.k, lo), count_(r.k, 0), ptr_(r.k, nullptr) {
+      : width_(width), lo_(r.k, lo), count_(r.k, 0), shift_(r.k, 0) {
     if (width == 0) return;
     const bool dense = (hi - lo) * width <= kDenseSlab;
     if (dense) {
       data_.assign(static_cast<size_t>((hi - lo) * width), 0.0);
-      for (int64_t f = 0; f < r.k; ++f) ptr_[f] = data_.data() - lo * width;
+      shift_.assign(r.k, lo);
       count_.assign(1, hi - lo);  // one range, added once
       lo_.assign(1, lo);
       bases_.assign(1, 0);
@@ -107,9 +107,10 @@ class LevelSlab {
       total += count_[f];
     }
     data_.assign(static_cast<size_t>(total * width), 0.0);
-    for (int64_t f = 0; f < r.k; ++f) ptr_[f] = data_.data() + (bases_[f] - lo_[f]) * width;
+    for (int64_t f = 0; f < r.k; ++f) shift_[f] = count_[f] ? lo_[f] - bases_[f] : 0;
   }
-  double* at(int64_t f, int64_t g) const { return ptr_[f] + g * width_; }
+  // The accumulator of level g of factor f (a level the block's rows touch).
+  double* at(int64_t f, int64_t g) { return data_.data() + (g - shift_[f]) * width_; }
   // out[(g - shift) * width + c] += this block's sum for level g, column c.
   void add_to(double* out, int64_t shift) const {
     for (size_t f = 0; f < count_.size(); ++f)
@@ -122,8 +123,7 @@ class LevelSlab {
 
  private:
   int64_t width_;
-  std::vector<int64_t> lo_, count_, bases_;
-  std::vector<double*> ptr_;
+  std::vector<int64_t> lo_, count_, bases_, shift_;  // level g of f sits at row g - shift_[f]
   std::vector<double> data_;
 };
 

@@ -14,6 +14,7 @@ from ._design import level_codes
 from ._family import get_family
 from ._formula import ParsedFormula, fixed_matrix
 from ._summary import format_naive, format_summary
+from ._validation import check_finite
 
 FORMAT_VERSION = 1
 
@@ -161,10 +162,18 @@ class GLMMResult:
             if X is None or groups is None:
                 raise ValueError("this model was fitted from arrays: pass X= and groups=")
             X = X.to_numpy() if isinstance(X, pd.DataFrame) else np.asarray(X)
+            if X.ndim != 2:
+                raise ValueError(f"X must be 2-dimensional, got shape {X.shape}")
             n = X.shape[0]
             unknown = set(self.factor_names) - set(groups)
             if unknown:
                 raise ValueError(f"groups lacks factor(s) {', '.join(sorted(unknown))}")
+            lengths = {f"groups[{f!r}]": len(groups[f]) for f in self.factor_names}
+            if offset is not None:
+                lengths["offset"] = len(offset)
+            for name, m in lengths.items():
+                if m != n:
+                    raise ValueError(f"{name} has {m} rows, X has {n}")
         kern, threads = _backend.kernels(), _backend.get_num_threads()
         family = get_family(self.family)
         beta = self.coef.to_numpy()
@@ -187,6 +196,10 @@ class GLMMResult:
                 off = None if offset is None else np.asarray(offset, dtype=np.float64)[rows]
             if Xc.shape[1] != beta.size:
                 raise ValueError(f"X has {Xc.shape[1]} columns, the model has {beta.size}")
+            positions = range(rows.start, rows.stop)  # errors name rows of the whole input
+            check_finite("X", Xc, positions, list(self.coef.index))
+            if off is not None:
+                check_finite("offset", off, positions)
             codes = level_codes(levels, labels, offsets, Xc.shape[0])
             kern.linear_predictor(np.ascontiguousarray(Xc), codes, beta, table,
                                   np.empty(0) if off is None else np.ascontiguousarray(off),

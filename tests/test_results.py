@@ -119,3 +119,13 @@ def test_predict_arrays():
     np.testing.assert_allclose(res.predict(X=X, groups=groups, chunk_size=7), eta, rtol=1e-15)
     with pytest.raises(ValueError, match="pass X= and groups="):
         res.predict(pd.DataFrame())
+    with pytest.raises(ValueError, match=r"groups\['g1'\] has 5 rows, X has 400"):
+        res.predict(X=X, groups={**groups, "g1": groups["g1"][:5]})
+    with pytest.raises(ValueError, match="offset has 3 rows, X has 400"):
+        res.predict(X=X, groups=groups, offset=np.zeros(3))
+    with pytest.raises(ValueError, match="X must be 2-dimensional"):
+        res.predict(X=X[:, 0], groups=groups)
+    bad = X.copy()
+    bad[310, 1] = np.nan
+    with pytest.raises(ValueError, match="column 'x2' has 1 NaN or infinite value.*row 310"):
+        res.predict(X=bad, groups=groups, chunk_size=100)
