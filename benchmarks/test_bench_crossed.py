@@ -34,7 +34,7 @@ def problem(request):
 def warm_state(d, backend):
     """A Schall state after a few outer iterations, and a function restoring it."""
     kern = pyglmm._backend.kernels(backend)
-    st = SchallState(d, get_family("binomial"), kern, pyglmm.get_num_threads())
+    st = SchallState(d, get_family("binomial"), kern, pyglmm.get_num_threads(), False)
     for _ in range(WARM_ITERATIONS):
         st.pass_()
         st.solve(1e-8, 1000)

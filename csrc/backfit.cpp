@@ -153,7 +153,7 @@ void schall_update(int64_t k, const int64_t* offsets, const double* Wq,
       ss += b[g] * b[g];
     }
     nu[j] = static_cast<double>(offsets[j + 1] - offsets[j]) - df;
-    sigma2[j] = ss / df;
+    sigma2[j] = df > 0.0 ? ss / df : 0.0;
   }
 }
 

@@ -1,6 +1,7 @@
 // pybind11 bindings for pyglmm's kernels: array checks, GIL release, nothing else.
-// Every check raises ValueError naming the argument, so a wrong call never
-// reaches the kernels.  Empty optional arrays mean "absent".
+// dtype, contiguity, shape and writeability are checked (ValueError naming the
+// argument); the contents of level codes and offsets are not: pyglmm builds
+// them (see kernels.hpp).  Empty optional arrays mean "absent".
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 

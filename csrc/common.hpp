@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <exception>
 #include <limits>
 #include <optional>
 #include <thread>
@@ -17,7 +18,7 @@ namespace pyglmm {
 constexpr int64_t kMinRowsPerBlock = 16384;
 
 // Number of row blocks for n rows and a requested thread count.  The numba
-// and numpy backends use the same rule (pyglmm/_blocks.py).
+// backend uses the same rule (n_blocks in pyglmm/_kernels_numba.py).
 inline int64_t n_blocks(int64_t n, int nthreads) {
   int64_t t = std::max<int64_t>(1, nthreads);
   return std::max<int64_t>(1, std::min<int64_t>(t, n / kMinRowsPerBlock));
@@ -25,19 +26,30 @@ inline int64_t n_blocks(int64_t n, int nthreads) {
 
 inline int64_t block_begin(int64_t n, int64_t nb, int64_t i) { return n * i / nb; }
 
-// Runs fn(block, begin, end) for each block, one thread per block.
+// Runs fn(block, begin, end) for each block, one thread per block.  An
+// exception in any block (std::bad_alloc, say) is rethrown here after every
+// thread has joined, so that it reaches Python instead of terminating it.
 template <class F>
 void run_blocks(int64_t n, int64_t nb, F&& fn) {
   if (nb == 1) {
     fn(int64_t{0}, int64_t{0}, n);
     return;
   }
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(nb));
+  auto guarded = [&](int64_t t) {
+    try {
+      fn(t, block_begin(n, nb, t), block_begin(n, nb, t + 1));
+    } catch (...) {
+      errors[t] = std::current_exception();
+    }
+  };
   std::vector<std::thread> pool;
   pool.reserve(static_cast<size_t>(nb - 1));
-  for (int64_t t = 1; t < nb; ++t)
-    pool.emplace_back(fn, t, block_begin(n, nb, t), block_begin(n, nb, t + 1));
-  fn(int64_t{0}, int64_t{0}, block_begin(n, nb, 1));
+  for (int64_t t = 1; t < nb; ++t) pool.emplace_back(guarded, t);
+  guarded(0);
   for (auto& th : pool) th.join();
+  for (auto& e : errors)
+    if (e) std::rethrow_exception(e);
 }
 
 // Logistic function without overflow.

@@ -3,8 +3,9 @@
 // Conventions shared by every kernel (and by the numba and numpy twins):
 //   * X is n x p, row-major float64; codes is n x k, row-major int32 holding
 //     *global* level ids: factor j's levels occupy [offsets[j], offsets[j+1])
-//     of one concatenated level space of size Q.  A negative code (an unseen
-//     level, only in scoring) contributes nothing.
+//     of one concatenated level space of size Q.  Only linear_predictor accepts
+//     a negative code (an unseen level), which contributes nothing; the other
+//     kernels trust the codes (pyglmm builds them) and do not range-check them.
 //   * Per-level arrays (b, Wq, tq, D, counts) have length Q; per-level
 //     matrices (s, A, ZU) are Q x p row-major.
 //   * Optional row arrays (prior weights, offset, ...) are passed as nullptr.
@@ -64,7 +65,7 @@ void group_cross_sums(const Rows& r, int64_t factor, int64_t lo, int64_t q,
                       int64_t m, double* out, int nthreads);
 
 // Clubbed backfitting (Ghosh, Hastie & Owen 2022, eqs. 35 and 37) for fixed
-// weights, run to tolerance.  See club_backfit.cpp for the algebra.
+// weights, run to tolerance.  See backfit.cpp for the algebra.
 struct ClubResult {
   int64_t sweeps;
   double rel;
@@ -86,7 +87,8 @@ void sandwich_pass(const Rows& r, int64_t Q, const double* A, const double* wu,
 // Schall's update with the diagonal trace approximation (eqs. 14 and 25):
 //   nu_j = lam_j sum_{g in j} 1 / (Wq_g + lam_j),
 //   sigma2_j = sum_{g in j} b_g^2 / (q_j - nu_j),
-// with q_j - nu_j = sum_g Wq_g / (Wq_g + lam_j) summed directly.
+// with q_j - nu_j = sum_g Wq_g / (Wq_g + lam_j) summed directly (sigma2_j = 0
+// when it is 0: a factor whose rows all weigh nothing).
 void schall_update(int64_t k, const int64_t* offsets, const double* Wq,
                    const double* b, const double* lam, double* nu,
                    double* sigma2);

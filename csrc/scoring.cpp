@@ -1,4 +1,4 @@
-// Row-wise passes: the fused scorer, the IRLS quantities and a row gather.
+// Row-wise passes: the fused scorer (linear_predictor), the IRLS quantities and a row gather.
 #include <cstring>
 
 #include "common.hpp"

@@ -97,7 +97,7 @@ def glmm(formula, data, family="binomial", *, weights=None, trials=None, offset=
                      index=data.index, kern=kern, nthreads=threads, **extra)
     return _fit(d, fam, formula, start, opts, se, compare_naive, name, kern, threads, progress,
                 intercept=False, offset_name=offset if isinstance(offset, str) else None,
-                model_spec=spec)
+                has_offset=offset is not None, model_spec=spec)
 
 
 glmm.__doc__ = r"""Fit a crossed random-effects GLMM from an lme4-style formula.
@@ -142,7 +142,7 @@ def glmm_from_arrays(X, y, groups, family="binomial", *, feature_names=None, int
     formula = "y ~ " + " + ".join((["1"] if intercept else ["0"]) + names[int(intercept):]
                                   + [f"(1|{g})" for g in groups])
     return _fit(d, fam, formula, start, opts, se, compare_naive, name, kern, threads, progress,
-                intercept=intercept)
+                intercept=intercept, has_offset=offset is not None)
 
 
 glmm_from_arrays.__doc__ = r"""Fit a crossed random-effects GLMM from arrays.
@@ -173,6 +173,8 @@ def _options(fam, dispersion, tol, inner_tol, var_tol, max_iter, max_inner_iter)
 def _kernels(backend, threads):
     """The backend's name, kernel module and the thread count a fit uses."""
     name = _backend.backend(backend)
+    if threads is not None and not (isinstance(threads, (int, np.integer)) and threads >= 1):
+        raise ValueError(f"threads must be a positive integer, got {threads!r}")
     threads = 1 if name == "numpy" else (int(threads) if threads is not None
                                           else _backend.get_num_threads())
     return name, _backend.kernels(name), threads
@@ -185,16 +187,16 @@ def _fit(d, fam, formula, start, opts, se, compare_naive, name, kern, threads, p
     fit = fit_schall(d, fam, opts, kern, threads, _named_progress(progress, d.factor_names))
     timings["schall"] = time.perf_counter() - t
     names = d.feature_names
-    cov = None
-    if se:
+    cov, cov_note = None, None
+    if se or compare_naive:
         t = time.perf_counter()
-        cov = pd.DataFrame(beta_covariance(d, fit, kern, threads), names, names)
+        cov_arr, cov_note = beta_covariance(d, fit, kern, threads)
+        cov = pd.DataFrame(cov_arr, names, names) if se else None
         timings["covariance"] = time.perf_counter() - t
     naive = naive_summary = None
     if compare_naive:
         t = time.perf_counter()
-        cov_glmm = cov.to_numpy() if cov is not None else beta_covariance(d, fit, kern, threads)
-        naive, naive_summary = naive_comparison(d, fam, fit, cov_glmm, kern, threads)
+        naive, naive_summary = naive_comparison(d, fam, fit, cov_arr, kern, threads)
         timings["naive"] = time.perf_counter() - t
     t = time.perf_counter()
     deviance = _deviance(d, fam, fit, kern, threads)
@@ -202,7 +204,7 @@ def _fit(d, fam, formula, start, opts, se, compare_naive, name, kern, threads, p
 
     sigma = pd.Series(np.sqrt(fit.sigma2), index=d.factor_names, name="sd")
     singular = [f for f, s in sigma.items() if s / np.sqrt(fit.phi) < BOUNDARY]
-    notes = _warn_about(fit, opts, singular, naive_summary)
+    notes = _warn_about(fit, opts, singular, naive_summary, cov_note)
     b, b_var = _random_effects(d, fit)
     return GLMMResult(
         formula=formula, family=fam.name, link=fam.link,
@@ -219,9 +221,9 @@ def _fit(d, fam, formula, start, opts, se, compare_naive, name, kern, threads, p
         warnings=notes, naive=naive, naive_summary=naive_summary, **predict_info)
 
 
-def _warn_about(fit, opts, singular, naive_summary):
+def _warn_about(fit, opts, singular, naive_summary, cov_note):
     """Warn about non-convergence and boundary fits; return the notes for the summary."""
-    notes = []
+    notes = [] if cov_note is None else [cov_note]
     if not fit.converged:
         notes.append(f"Schall's loop did not converge in {opts.max_iter} iterations (relative "
                      f"change {fit.rel_change:.3g}, tol {opts.tol:g}, var_tol {opts.var_tol:g})")
@@ -272,7 +274,7 @@ def _named_progress(progress, names):
 
 
 def _deviance(d, fam, fit, kern, threads):
-    """Deviance of the conditional model at the modes (the fused scorer + IRLS kernels;
+    """Deviance of the conditional model at the modes (linear_predictor + IRLS kernels;
     IRLS clamps eta to [-30, 30], which keeps the logarithms finite)."""
     eta, mu, w, z = (np.empty(d.n) for _ in range(4))
     kern.linear_predictor(d.X, d.codes, fit.beta, fit.b, d.offset, eta, threads)

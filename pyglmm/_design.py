@@ -36,9 +36,8 @@ class Design:
         Rows per level.
     XtX : ndarray (p, p)
         Unweighted X'X (the inner loop's convergence norm, the alias check).
-    row_order : ndarray or None
-        When rows were reordered (see ``SORT_ABOVE_BYTES``), the original
-        position of each row; the fit does not depend on row order.
+    Rows may have been reordered (see ``SORT_ABOVE_BYTES``): nothing in a fit
+    depends on row order, and no result is per row.
     """
 
     X: np.ndarray
@@ -54,7 +53,6 @@ class Design:
     levels: list
     response_name: str
     has_intercept: bool
-    row_order: object = None
 
     @property
     def n(self):
@@ -111,6 +109,8 @@ def build_design(X, y, groups, family, *, feature_names, response_name, weights=
     _check_length(response_name, y, n)
     check_finite(response_name, y, index)
     prior = EMPTY
+    if trials is not None and family.name != "binomial":
+        raise DataError(f"trials are for the binomial family, not {family.name}")
     if trials is not None:
         trials = check_numeric("trials", trials)
         _check_length("trials", trials, n)
@@ -174,7 +174,6 @@ def _sorted_by_largest_factor(d, kern, nthreads):
     kern.take_rows(d.X, order, X, nthreads)
     take = lambda a: np.ascontiguousarray(a[order]) if a.size else a  # noqa: E731
     d.X, d.y, d.prior, d.offset, d.codes = X, *(take(a) for a in (d.y, d.prior, d.offset, d.codes))
-    d.row_order = order
     return d
 
 

@@ -37,7 +37,7 @@ def parse_formula(formula):
     for effect, group in _RANDOM.findall(rhs):
         if effect != "1":
             raise NotImplementedError(f"random slopes ({effect}|{group}) are not supported yet; "
-                                      "only random intercepts (1|{group})")
+                                      f"only random intercepts (1|{group})")
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", group):
             raise ValueError(f"grouping factor must be a column name, got {group!r}")
         if group in groups:

@@ -80,11 +80,14 @@ def _sandwich(d, kern, nthreads, A, wu, scale, wm, sigma2):
     return Hinv @ M @ Hinv.T, H
 
 
-def beta_covariance(d, fit, kern, nthreads):
-    """Eq. (24) at the converged weights."""
-    A, _, _ = smooth_columns(d, fit, kern, nthreads)
+def beta_covariance(d, fit, kern, nthreads, tol=1e-10, max_iter=1000):
+    """Eq. (24) at the converged weights; returns ``(cov, note)``, ``note`` None
+    unless backfitting the columns of X stopped short of ``tol``."""
+    A, it, rel = smooth_columns(d, fit, kern, nthreads, tol, max_iter)
     cov, _ = _sandwich(d, kern, nthreads, A, fit.w0, 1.0 / fit.phi, EMPTY, fit.sigma2)
-    return 0.5 * (cov + cov.T)
+    note = None if rel <= tol else (f"backfitting the columns of X for the standard errors "
+                                    f"stopped at {it} iterations (relative change {rel:.3g})")
+    return 0.5 * (cov + cov.T), note
 
 
 @dataclass

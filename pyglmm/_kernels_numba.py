@@ -371,4 +371,4 @@ def schall_update(offsets, Wq, b, lam, nu, sigma2):
             df += Wq[g] / (Wq[g] + lam[f])
             ss += b[g] * b[g]
         nu[f] = (offsets[f + 1] - offsets[f]) - df
-        sigma2[f] = ss / df
+        sigma2[f] = ss / df if df > 0.0 else 0.0

@@ -127,4 +127,4 @@ def schall_update(offsets, Wq, b, lam, nu, sigma2):
         lv = slice(offsets[f], offsets[f + 1])
         df = np.sum(Wq[lv] / (Wq[lv] + lam[f]))  # q - nu, without cancellation
         nu[f] = (lv.stop - lv.start) - df
-        sigma2[f] = np.sum(b[lv] ** 2) / df
+        sigma2[f] = np.sum(b[lv] ** 2) / df if df > 0 else 0.0

@@ -76,6 +76,7 @@ class GLMMResult:
     # What predict() needs to code new data as the training data were coded.
     intercept: bool = False
     offset_name: object = None
+    has_offset: bool = False
     model_spec: object = None
 
     # --- tables -----------------------------------------------------------------
@@ -139,9 +140,13 @@ class GLMMResult:
         ----------
         newdata : pandas.DataFrame
             For formula fits: the columns the formula uses (and the offset column).
-        X, groups, offset : array-like, dict, array-like
+        X, groups : array-like, dict
             For array fits: covariates as passed to the fit (without the
-            intercept column if it was added), factor labels by name, offset.
+            intercept column if it was added) and factor labels by name.
+        offset : array-like, optional
+            Needed, and only allowed, when the model was fitted with an offset
+            given as an array (a formula fit's offset column is read from
+            ``newdata``).
         type : {"link", "response"}
             Linear predictor or mean :math:`h(\\hat\\eta)`.
         chunk_size : int
@@ -149,15 +154,24 @@ class GLMMResult:
         """
         if type not in ("link", "response"):
             raise ValueError(f"type must be 'link' or 'response', got {type!r}")
+        if not (isinstance(chunk_size, (int, np.integer)) and chunk_size >= 1):
+            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+        array_offset = self.has_offset and self.offset_name is None
+        if array_offset and offset is None:
+            raise ValueError("the model was fitted with an offset: pass offset=")
+        if offset is not None and not array_offset:
+            raise ValueError("offset= is only for models fitted with an offset array")
         if self.model_spec is not None:
             if newdata is None:
                 raise ValueError("this model was fitted from a formula: pass newdata=DataFrame")
             n = len(newdata)
-            missing = [f for f in self.factor_names if f not in newdata.columns]
-            if self.offset_name is not None and self.offset_name not in newdata.columns:
-                missing.append(self.offset_name)
+            needed = [*sorted(self.model_spec.required_variables), *self.factor_names,
+                      *([self.offset_name] if self.offset_name else [])]
+            missing = [c for c in needed if c not in newdata.columns]
             if missing:
                 raise ValueError(f"newdata lacks column(s) {', '.join(map(repr, missing))}")
+            if offset is not None and len(offset) != n:
+                raise ValueError(f"offset has {len(offset)} rows, newdata has {n}")
         else:
             if X is None or groups is None:
                 raise ValueError("this model was fitted from arrays: pass X= and groups=")
@@ -187,7 +201,8 @@ class GLMMResult:
                 part = newdata.iloc[rows]
                 Xc, _, _ = fixed_matrix(_spec_formula(self), part, self.model_spec)
                 labels = [part[f] for f in self.factor_names]
-                off = part[self.offset_name].to_numpy(np.float64) if self.offset_name else None
+                off = (part[self.offset_name].to_numpy(np.float64) if self.offset_name else
+                       None if offset is None else np.asarray(offset, dtype=np.float64)[rows])
             else:
                 Xc = np.asarray(X[rows], dtype=np.float64)
                 if self.intercept:
@@ -246,12 +261,13 @@ class GLMMResult:
             "singular": self.singular, "timings": self.timings, "threads": self.threads,
             "warnings": self.warnings,
             "history": json.loads(self.history.to_json(orient="records")),
-            "random_effects": {f: {"levels": self.b[f].index.tolist(),
+            "random_effects": {f: {**_levels_to_json(f, self.b[f].index),
                                    "mode": self.b[f].tolist(),
                                    "cond_var": self.b_var[f].tolist()} for f in self.b},
             "naive": None if self.naive is None else json.loads(self.naive.to_json(orient="index")),
             "naive_summary": self.naive_summary,
             "intercept": self.intercept, "offset_name": self.offset_name,
+            "has_offset": self.has_offset,
             "model_spec_pickle": None if self.model_spec is None else
                 base64.b64encode(pickle.dumps(self.model_spec)).decode("ascii"),
         })
@@ -283,7 +299,7 @@ class GLMMResult:
         names = list(d["coef"])
         b, b_var = {}, {}
         for f, re_ in d["random_effects"].items():
-            idx = pd.Index(re_["levels"], name=f)
+            idx = _levels_from_json(f, re_)
             b[f] = pd.Series(re_["mode"], index=idx, name=f)
             b_var[f] = pd.Series(re_["cond_var"], index=idx, name=f)
         naive = None if d["naive"] is None else pd.DataFrame.from_dict(d["naive"], orient="index")
@@ -299,8 +315,29 @@ class GLMMResult:
             history=pd.DataFrame(d["history"]), seconds=d["seconds"], timings=d["timings"],
             backend=d["backend"], threads=d["threads"], warnings=d["warnings"], naive=naive,
             naive_summary=d["naive_summary"], intercept=d["intercept"],
-            offset_name=d["offset_name"],
+            offset_name=d["offset_name"], has_offset=d["has_offset"],
             model_spec=None if spec is None else pickle.loads(base64.b64decode(spec)))
+
+
+def _levels_to_json(factor, index):
+    """A factor's level labels for JSON, with their dtype so that load restores them."""
+    kind = index.dtype.kind
+    if kind in "iufb":
+        values = index.tolist()
+    elif kind in "Mm":  # datetimes and durations as ISO strings
+        values = index.astype(str).tolist()
+    elif all(isinstance(v, str) for v in index):
+        values = index.tolist()
+    else:
+        raise ValueError(f"the levels of factor {factor!r} (dtype {index.dtype}) cannot be saved "
+                         "as JSON; convert them to strings or integers before fitting")
+    return {"levels": values, "levels_dtype": str(index.dtype)}
+
+
+def _levels_from_json(factor, saved):
+    index = pd.Index(saved["levels"], name=factor)
+    return index.astype(saved["levels_dtype"]) if np.dtype(saved["levels_dtype"]).kind in "Mm" \
+        else index
 
 
 def _spec_formula(res):

@@ -74,8 +74,9 @@ class FitOptions:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
         for name in ("max_iter", "max_inner_iter"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")
+            value = getattr(self, name)
+            if not (isinstance(value, (int, np.integer)) and value >= 1):
+                raise ValueError(f"{name} must be an integer of at least 1, got {value!r}")
 
 
 @dataclass
@@ -130,7 +131,7 @@ def _aitken(history, sigma2, floor):
 
 
 def _initial_scale(d, family):
-    """Starting value of phi and of every sigma2_k."""
+    """Starting value of every sigma2_k (and of phi when it is estimated)."""
     if family.irls:
         return 1.0
     prior = d.prior if d.prior.size else np.ones(d.n)
@@ -180,14 +181,15 @@ class SchallState:
     followed by :meth:`solve` (clubbed backfitting and Schall's update).
     """
 
-    def __init__(self, d, family, kern, nthreads):
+    def __init__(self, d, family, kern, nthreads, estimate_dispersion):
         K, p, Q = d.codes.shape[1], d.p, int(d.offsets[-1])
         self.d, self.family, self.kern, self.nthreads = d, family, kern, nthreads
         self.level_factor = np.repeat(np.arange(K), d.n_levels)
         self.beta, self.b = np.zeros(p), np.zeros(Q)
         self.dbeta, self.db = np.zeros(p), np.zeros(Q)
-        self.phi = _initial_scale(d, family)
-        self.sigma2 = np.full(K, self.phi)
+        start = _initial_scale(d, family)
+        self.phi = start if estimate_dispersion else 1.0
+        self.sigma2 = np.full(K, start)
         self.nu = np.zeros(K)
         self.w0, self.G0, self.h0 = np.empty(d.n), np.empty((p, p)), np.empty(p)
         self.S0 = np.empty((Q, p + 2))  # Z'W0 [X, 1, z]: views s0, Wq0, tq0
@@ -242,7 +244,7 @@ class SchallState:
 
 def fit_schall(d, family, opts, kern, nthreads, progress=None):
     """Run Schall's algorithm on design ``d`` with kernel module ``kern``."""
-    st = SchallState(d, family, kern, nthreads)
+    st = SchallState(d, family, kern, nthreads, opts.estimate_dispersion)
     q = d.n_levels.astype(np.float64)
     history, converged, rel, pearson = [], False, np.inf, np.nan
     for it in range(1, opts.max_iter + 2):

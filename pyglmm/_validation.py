@@ -18,8 +18,10 @@ def _row_label(index, pos):
 
 
 def check_numeric(name, values):
-    """Return ``values`` as float64, or raise naming the column if it is not numeric."""
+    """Return ``values`` as 1-D float64, or raise naming the column if it is not numeric."""
     arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise DataError(f"column {name!r} must be 1-dimensional, got shape {arr.shape}")
     if arr.dtype == bool:
         return arr.astype(np.float64)
     if not (np.issubdtype(arr.dtype, np.number)):
@@ -76,6 +78,10 @@ def check_weights(name, w, index=None):
 
 def factorize(name, values):
     """Integer codes over the sorted observed levels; raise on missing values."""
+    if isinstance(values, (list, tuple)):
+        values = pd.Series(values)
+    if np.ndim(values) != 1:
+        raise DataError(f"grouping column {name!r} must be 1-dimensional, got shape {np.shape(values)}")
     codes, levels = pd.factorize(values, sort=True, use_na_sentinel=True)
     if (codes < 0).any():
         pos = int(np.flatnonzero(codes < 0)[0])

@@ -78,6 +78,13 @@ def cmd_demo(args):
     return 0
 
 
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="pyglmm", description=(
         "Crossed random-effects GLMMs at scale (Schall's PQL with clubbed backfitting)."))
@@ -85,7 +92,7 @@ def build_parser():
 
     def common(p):
         p.add_argument("--backend", choices=_backend.BACKENDS, help="kernel backend (default: fastest available)")
-        p.add_argument("--threads", type=int, help="kernel threads (default: all cores)")
+        p.add_argument("--threads", type=_positive_int, help="kernel threads (default: all cores)")
         p.add_argument("--json", metavar="OUT", help="write the fit's key numbers as JSON")
 
     fit = sub.add_parser("fit", help="fit a model to a CSV or Parquet file")
@@ -105,7 +112,8 @@ def build_parser():
     fit.set_defaults(func=cmd_fit)
 
     demo = sub.add_parser("demo", help="simulate the paper's design at ~1M rows and fit it")
-    demo.add_argument("--rows", type=int, default=1_135_800, help="approximate rows (default ~1.1M)")
+    demo.add_argument("--rows", type=_positive_int, default=1_135_800,
+                      help="approximate rows (default ~1.1M)")
     demo.add_argument("--beta", choices=["trend", "zero"], default="trend")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--quiet", action="store_true", help="do not print every outer iteration")
@@ -116,9 +124,6 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if getattr(args, "threads", None) is not None and args.threads < 1:
-        print("pyglmm: error: --threads must be at least 1", file=sys.stderr)
-        return 2
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("always")

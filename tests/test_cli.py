@@ -87,3 +87,10 @@ def test_installed_entry_point():
     bad = subprocess.run(cmd + ["fit", str(CASE), "--formula", "y ~ (1|nope)"], capture_output=True,
                          text=True, cwd=outside)
     assert bad.returncode == 1 and "unknown column(s) 'nope'" in bad.stderr
+
+
+@pytest.mark.parametrize("args", [["demo", "--rows", "0"], ["demo", "--threads", "-1"]])
+def test_bad_numbers_are_usage_errors(args, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2 and "must be a positive integer" in capsys.readouterr().err

@@ -228,3 +228,14 @@ def test_cpp_rejects_bad_arrays():
     ro.flags.writeable = False
     with pytest.raises(ValueError, match="eta: array is read-only"):
         kern.linear_predictor(X, codes, np.ones(2), np.ones(1), np.empty(0), ro, 1)
+
+
+def test_schall_update_factor_without_weight(backend):
+    """A factor whose rows all weigh nothing has no information: sigma2 = 0 on every backend."""
+    offsets = np.array([0, 3, 5], dtype=np.int64)
+    Wq = np.array([0.0, 0.0, 0.0, 1.5, 2.0])
+    b = np.array([0.1, -0.2, 0.3, 0.4, -0.1])
+    nu, s2 = np.empty(2), np.empty(2)
+    _backend.kernels(backend).schall_update(offsets, Wq, b, np.array([1.0, 2.0]), nu, s2)
+    assert s2[0] == 0.0 and nu[0] == 3.0
+    np.testing.assert_allclose(s2[1], 0.17 / (1.5 / 3.5 + 2.0 / 4.0))

@@ -60,3 +60,17 @@ def test_gaussian_matches_lmer():
     np.testing.assert_allclose(res.sigma[["row", "col"]], [ref["sigma_row"], ref["sigma_col"]], rtol=0.02)
     np.testing.assert_allclose(np.sqrt(res.dispersion), ref["sigma"], rtol=0.01)
     np.testing.assert_allclose(res.se, ref["se"], rtol=0.02)
+
+
+def test_gaussian_fixed_dispersion_is_one():
+    """dispersion="fixed" means phi = 1 for gaussian too (a known residual variance)."""
+    df, _ = load_case("crossed_gauss_s3e3")
+    df = df.assign(y=10 * df.y)
+    fixed = pyglmm.glmm(case_formula(df), df, family="gaussian", dispersion="fixed")
+    assert fixed.dispersion == 1.0 and "dispersion fixed at 1" in str(fixed)
+    est = pyglmm.glmm(case_formula(df), df, family="gaussian")
+    assert est.dispersion == pytest.approx(100 * 1.0173564**2, rel=1e-3)
+    # with phi fixed at 1 instead of ~103, the slopes' standard errors (which
+    # reflect the residual variance) shrink by about sqrt(103)
+    ratio = est.se[["x1", "x2"]] / fixed.se[["x1", "x2"]]
+    assert np.all((ratio > 8) & (ratio < 12)), ratio

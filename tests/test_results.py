@@ -121,11 +121,45 @@ def test_predict_arrays():
         res.predict(pd.DataFrame())
     with pytest.raises(ValueError, match=r"groups\['g1'\] has 5 rows, X has 400"):
         res.predict(X=X, groups={**groups, "g1": groups["g1"][:5]})
+    with pytest.raises(ValueError, match="only for models fitted with an offset array"):
+        res.predict(X=X, groups=groups, offset=np.zeros(400))
+    with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
+        res.predict(X=X, groups=groups, chunk_size=0)
+    with_offset = pyglmm.glmm_from_arrays(X, y, groups, offset=0.1 * X[:, 0])
     with pytest.raises(ValueError, match="offset has 3 rows, X has 400"):
-        res.predict(X=X, groups=groups, offset=np.zeros(3))
+        with_offset.predict(X=X, groups=groups, offset=np.zeros(3))
+    with pytest.raises(ValueError, match="fitted with an offset: pass offset="):
+        with_offset.predict(X=X, groups=groups)
     with pytest.raises(ValueError, match="X must be 2-dimensional"):
         res.predict(X=X[:, 0], groups=groups)
     bad = X.copy()
     bad[310, 1] = np.nan
     with pytest.raises(ValueError, match="column 'x2' has 1 NaN or infinite value.*row 310"):
         res.predict(X=bad, groups=groups, chunk_size=100)
+
+
+def test_formula_fit_with_an_array_offset_needs_it_in_predict():
+    X, y, groups = small_crossed()
+    df = pd.DataFrame({"x1": X[:, 0], "x2": X[:, 1], "y": y, **groups})
+    off = np.linspace(-1, 1, len(y))
+    res = pyglmm.glmm("y ~ x1 + x2 + (1|g0) + (1|g1)", df, offset=off)
+    plain = pyglmm.glmm("y ~ x1 + x2 + (1|g0) + (1|g1)", df.assign(o=off), offset="o")
+    np.testing.assert_allclose(res.predict(df, offset=off), plain.predict(df.assign(o=off)), rtol=1e-12)
+    with pytest.raises(ValueError, match="pass offset="):
+        res.predict(df)
+    with pytest.raises(ValueError, match=r"newdata lacks column\(s\) 'x2'"):
+        plain.predict(df.assign(o=off).drop(columns="x2"))
+
+
+def test_save_load_keeps_datetime_levels(tmp_path):
+    X, y, groups = small_crossed()
+    days = {"g0": pd.Timestamp("2026-01-01") + pd.to_timedelta(groups["g0"], unit="D"),
+            "g1": groups["g1"]}
+    res = pyglmm.glmm_from_arrays(X, y, days)
+    res.save(tmp_path / "fit.json")
+    back = pyglmm.load(tmp_path / "fit.json")
+    assert back.b["g0"].index.dtype == res.b["g0"].index.dtype
+    np.testing.assert_allclose(back.predict(X=X, groups=days), res.predict(X=X, groups=days), rtol=1e-14)
+    odd = pyglmm.glmm_from_arrays(X, y, {"g0": [(v, v) for v in groups["g0"]], "g1": groups["g1"]})
+    with pytest.raises(ValueError, match="levels of factor 'g0' .* cannot be saved as JSON"):
+        odd.save(tmp_path / "odd.json")

@@ -143,3 +143,23 @@ def test_singular_fit_is_flagged_and_warned():
     assert res.singular == ["item"] and res.converged
     assert res.sigma["item"] < 1e-4 and 0.5 < res.sigma["user"] < 1.1
     assert "boundary (singular) fit" in str(res)
+
+
+def test_trials_are_binomial_only_and_arrays_one_dimensional():
+    X = np.random.default_rng(0).standard_normal((50, 1))
+    g = {"g": np.arange(50) % 5}
+    with pytest.raises(DataError, match="trials are for the binomial family, not gaussian"):
+        pyglmm.glmm_from_arrays(X, np.zeros(50), g, family="gaussian", trials=np.ones(50))
+    with pytest.raises(DataError, match="column 'y' must be 1-dimensional, got shape \\(50, 1\\)"):
+        pyglmm.glmm_from_arrays(X, np.zeros((50, 1)), g)
+    with pytest.raises(DataError, match="column 'weights' must be 1-dimensional"):
+        pyglmm.glmm_from_arrays(X, np.zeros(50), g, weights=np.ones((50, 1)))
+    with pytest.raises(DataError, match="grouping column 'g' must be 1-dimensional"):
+        pyglmm.glmm_from_arrays(X, np.zeros(50), {"g": np.zeros((50, 2))})
+
+
+def test_bad_iteration_and_thread_options(df):
+    with pytest.raises(ValueError, match="max_inner_iter must be an integer of at least 1, got 50.5"):
+        fit(df, max_inner_iter=50.5)
+    with pytest.raises(ValueError, match="threads must be a positive integer, got 0"):
+        fit(df, threads=0, backend="numba" if "numba" in pyglmm.available_backends() else None)
