@@ -14,7 +14,7 @@ from ._family import get_family
 from ._formula import check_columns, fixed_matrix, parse_formula, required_columns
 from ._inference import beta_covariance, naive_comparison
 from ._results import GLMMResult
-from ._schall import BOUNDARY, FitOptions, fit_schall
+from ._schall import BOUNDARY, FitOptions, fit_schall, level_precision
 
 _FIT_DOC = r"""
     The model, for grouping factors :math:`k = 1..K` with levels :math:`g`:
@@ -87,7 +87,7 @@ def glmm(formula, data, family="binomial", *, weights=None, trials=None, offset=
     parsed = parse_formula(formula)
     named = {"weights": weights, "trials": trials, "offset": offset}
     check_columns(data, required_columns(parsed, [v for v in named.values() if isinstance(v, str)]))
-    X, names, spec = fixed_matrix(parsed, data)
+    X, names, spec = fixed_matrix(parsed.fixed, data)
     extra = {k: (data[v].to_numpy() if isinstance(v, str) else v) for k, v in named.items()}
     fam = get_family(family)
     opts = _options(fam, dispersion, tol, inner_tol, var_tol, max_iter, max_inner_iter)
@@ -244,7 +244,7 @@ def _warn_about(fit, opts, singular, naive_summary, cov_note):
 
 def _random_effects(d, fit):
     """Conditional modes and diagonal conditional variances, per factor, by level."""
-    cond_var = 1.0 / (fit.Wq0 / fit.phi + np.repeat(1.0 / fit.sigma2, d.n_levels))
+    cond_var = 1.0 / level_precision(fit.Wq0, fit.phi, fit.sigma2, d.n_levels)
     b, b_var = {}, {}
     for f, lv, levels in zip(d.factor_names, d.factor_slices(), d.levels):
         b[f] = pd.Series(fit.b[lv], index=levels, name=f)

@@ -85,14 +85,14 @@ def level_codes(levels, values_by_factor, offsets, n):
     return codes
 
 
-def build_design(X, y, groups, family, *, feature_names, response_name, weights=None,
-                 trials=None, offset=None, index=None, kern=None, nthreads=1):
+def build_design(X, y, groups, family, *, feature_names, response_name, kern, nthreads,
+                 weights=None, trials=None, offset=None, index=None):
     """Validate the pieces of a model and assemble its :class:`Design`.
 
     ``groups`` maps factor names to per-row labels (any hashable values).
     ``weights``, ``trials`` and ``offset`` are per-row arrays or None.
-    ``kern`` (a kernel module) reorders the rows when that pays (see
-    ``SORT_ABOVE_BYTES``); without it rows keep their order.
+    ``kern`` (a kernel module) with ``nthreads`` reorders the rows when that
+    pays (see ``SORT_ABOVE_BYTES``).
     """
     X = np.ascontiguousarray(X, dtype=np.float64)
     if X.ndim != 2:
@@ -148,7 +148,7 @@ def build_design(X, y, groups, family, *, feature_names, response_name, weights=
     has_intercept = bool(np.any((colsum != 0) & np.isclose(colsum**2, n * np.diag(XtX), rtol=1e-12)))
     d = Design(X, y, prior, offset, codes, offsets, counts, XtX, list(feature_names),
                list(groups), levels, response_name, has_intercept)
-    return d if kern is None else _sorted_by_largest_factor(d, kern, nthreads)
+    return _sorted_by_largest_factor(d, kern, nthreads)
 
 
 def _stable_order(key):

@@ -65,12 +65,13 @@ def check_columns(data, columns):
                         f"{', '.join(map(repr, list(data.columns)[:20]))}")
 
 
-def fixed_matrix(parsed, data, spec=None):
-    """The fixed-effects matrix (C-contiguous float64), its column names and spec.
+def fixed_matrix(fixed, data, spec=None):
+    """The fixed-effects matrix (C-contiguous float64) of the formula's fixed part
+    ``fixed``, its column names and spec.
 
     With ``spec`` (from a fit), new data are coded exactly as the training data.
     """
-    for var in sorted(formulaic.Formula(parsed.fixed).required_variables):
+    for var in sorted(formulaic.Formula(fixed).required_variables):
         col = data[var]
         if col.isna().any():
             pos = int(np.flatnonzero(col.isna().to_numpy())[0])
@@ -80,8 +81,8 @@ def fixed_matrix(parsed, data, spec=None):
             check_finite(var, col.to_numpy(dtype=np.float64), data.index)
     try:
         mm = (spec.get_model_matrix(data) if spec is not None
-              else formulaic.model_matrix(parsed.fixed, data, na_action="raise"))
+              else formulaic.model_matrix(fixed, data, na_action="raise"))
     except Exception as exc:  # formulaic raises many types; name the formula part
-        raise DataError(f"cannot build the fixed effects {parsed.fixed!r}: {exc}") from exc
+        raise DataError(f"cannot build the fixed effects {fixed!r}: {exc}") from exc
     X = np.ascontiguousarray(mm.to_numpy(dtype=np.float64))
     return X, list(mm.columns), mm.model_spec

@@ -37,7 +37,7 @@ import pandas as pd
 from scipy.linalg import eigh
 
 from ._design import EMPTY
-from ._schall import _relative
+from ._schall import _relative, level_precision
 
 
 def smooth_columns(d, fit, kern, nthreads, tol=1e-10, max_iter=1000):
@@ -47,7 +47,7 @@ def smooth_columns(d, fit, kern, nthreads, tol=1e-10, max_iter=1000):
     """
     scale = 1.0 / fit.phi
     s = fit.s0 * scale
-    D = fit.Wq0 * scale + np.repeat(1.0 / fit.sigma2, d.n_levels)
+    D = level_precision(fit.Wq0, fit.phi, fit.sigma2, d.n_levels)
     A = np.zeros_like(s)
     new_buf = np.empty((int(d.n_levels.max()), d.p))
     rel, it = np.inf, 0

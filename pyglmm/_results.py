@@ -12,7 +12,7 @@ from scipy import stats
 from . import _backend
 from ._design import level_codes
 from ._family import get_family
-from ._formula import ParsedFormula, fixed_matrix
+from ._formula import fixed_matrix
 from ._summary import format_naive, format_summary
 from ._validation import check_finite
 
@@ -199,7 +199,7 @@ class GLMMResult:
             rows = slice(start, min(n, start + chunk_size))
             if self.model_spec is not None:
                 part = newdata.iloc[rows]
-                Xc, _, _ = fixed_matrix(_spec_formula(self), part, self.model_spec)
+                Xc, _, _ = fixed_matrix(str(self.model_spec.formula), part, self.model_spec)
                 labels = [part[f] for f in self.factor_names]
                 off = (part[self.offset_name].to_numpy(np.float64) if self.offset_name else
                        None if offset is None else np.asarray(offset, dtype=np.float64)[rows])
@@ -338,11 +338,6 @@ def _levels_from_json(factor, saved):
     index = pd.Index(saved["levels"], name=factor)
     return index.astype(saved["levels_dtype"]) if np.dtype(saved["levels_dtype"]).kind in "Mm" \
         else index
-
-
-def _spec_formula(res):
-    """The fixed part of a formula fit, for coding new data with its stored spec."""
-    return ParsedFormula(res.formula, "", str(res.model_spec.formula), ())
 
 
 def load(path):

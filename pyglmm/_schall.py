@@ -144,6 +144,12 @@ def _initial_scale(d, family):
 LEVEL_CHUNK = 1 << 16  # levels per chunk in s' D^-1 s: bounds the temporary to 64k x p
 
 
+def level_precision(Wq0, phi, sigma2, n_levels):
+    """D = Z'w0 / phi + 1 / sigma_k^2 per level: the diagonal of the random-effect
+    block of the penalised normal equations (each factor's own block)."""
+    return Wq0 / phi + np.repeat(1.0 / sigma2, n_levels)
+
+
 def _club_factors(G, s, D, slices):
     """Cholesky factors of A_k = X'WX - s_k' D_k^{-1} s_k, one per factor."""
     chol = np.empty((len(slices),) + G.shape)
@@ -184,7 +190,6 @@ class SchallState:
     def __init__(self, d, family, kern, nthreads, estimate_dispersion):
         K, p, Q = d.codes.shape[1], d.p, int(d.offsets[-1])
         self.d, self.family, self.kern, self.nthreads = d, family, kern, nthreads
-        self.level_factor = np.repeat(np.arange(K), d.n_levels)
         self.beta, self.b = np.zeros(p), np.zeros(Q)
         self.dbeta, self.db = np.zeros(p), np.zeros(Q)
         start = _initial_scale(d, family)
@@ -215,7 +220,7 @@ class SchallState:
         s = np.multiply(self.s0, scale, out=self.s)
         h, Wq, tq = self.h0 * scale, self.Wq0 * scale, self.tq0 * scale
         lam = 1.0 / self.sigma2
-        D = Wq + lam[self.level_factor]
+        D = level_precision(self.Wq0, self.phi, self.sigma2, self.d.n_levels)
         chol = _club_factors(self.G0 * scale, s, D, self.d.factor_slices())
         return ClubInputs(scale, h, s, Wq, D, tq, chol, lam)
 
