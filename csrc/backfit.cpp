@@ -25,7 +25,28 @@ void group_cross_sums(const Rows& r, int64_t factor, int64_t lo, int64_t q,
   reduce_blocks(r, nthreads, 0, m, out, q, lo, factor,
                 [&](int64_t begin, int64_t end, double*, LevelSlab& slab) {
     // A run of rows with the same level (rows sorted by this factor) is summed
-    // in `run` and added to the slab once.
+    // in `run` and added to the slab once.  One column (the inner loop's case)
+    // keeps the run in a register.
+    if (m == 1) {
+      int64_t current = -1;
+      double run = 0.0;
+      for (int64_t i = begin; i < end; ++i) {
+        const double wi = w[i];
+        if (wi == 0.0) continue;
+        const int32_t* c = r.codes + i * k;
+        double v = 0.0;
+        for (int64_t j = 0; j < k; ++j)
+          if (j != factor) v += table[c[j]];
+        if (c[factor] != current) {
+          if (current >= 0) *slab.at(factor, current) += run;
+          run = 0.0;
+          current = c[factor];
+        }
+        run += wi * v;
+      }
+      if (current >= 0) *slab.at(factor, current) += run;
+      return;
+    }
     std::vector<double> run(static_cast<size_t>(m), 0.0);
     int64_t current = -1;
     for (int64_t i = begin; i < end; ++i) {

@@ -79,63 +79,108 @@ inline Irls irls_point(int family, double eta) {
 
 namespace pyglmm {
 
-// A row block's private per-level accumulator, `width` doubles per level,
-// for the levels [lo, hi) of the global level space.  When that range holds
-// more than kDenseSlab doubles, the slab covers, for each factor, only the
-// levels the block's rows touch (found by a scan of the codes): with rows
-// sorted by a factor, blocks touch disjoint ranges of it, so the slabs of all
-// blocks together are about one table, not one per thread.
+// Per-level sums over row blocks.  A kernel adds row i's terms to the
+// accumulator of each of its levels; every block gets a LevelSlab that says
+// where that accumulator is, and reduce_blocks combines the blocks.
+//
+// A small level space (at most kDenseSlab doubles) gets one private copy per
+// block.  A large one is first scanned: the range of levels each block
+// touches, per factor.  When rows are sorted by a factor, the blocks' ranges
+// of it follow one another and overlap at most at their ends: such a factor
+// is accumulated straight into the shared output table, except for a
+// block's first level when the block before touches it too, which stays
+// private: every level has one block that writes it directly, the first one
+// touching it.  Any other factor gets a private slab over the block's range.
+// Each level's sum is thus formed in row order within a block and the private
+// parts are added in block order, so results do not depend on the path.
 constexpr int64_t kDenseSlab = 1 << 19;
+
+struct Span {  // the levels [lo, hi] of one factor that a block's rows touch
+  int64_t lo = std::numeric_limits<int64_t>::max(), hi = -1;
+};
+
+// Spans of each factor (only `only` if >= 0) over rows [begin, end).
+inline std::vector<Span> scan_spans(const Rows& r, int64_t begin, int64_t end, int64_t only) {
+  std::vector<Span> spans(static_cast<size_t>(r.k));
+  for (int64_t f = 0; f < r.k; ++f) {
+    if (only >= 0 && f != only) continue;
+    Span& s = spans[f];
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t g = r.codes[i * r.k + f];
+      s.lo = std::min(s.lo, g);
+      s.hi = std::max(s.hi, g);
+    }
+  }
+  return spans;
+}
 
 class LevelSlab {
  public:
-  // only >= 0 restricts the scan to that factor (whose levels lie in [lo, hi)).
-  LevelSlab(const Rows& r, int64_t begin, int64_t end, int64_t width, int64_t only, int64_t lo,
-            int64_t hi)
-      : width_(width), lo_(r.k, lo), count_(r.k, 0), shift_(r.k, 0) {
-    if (width == 0) return;
-    const bool dense = (hi - lo) * width <= kDenseSlab;
-    if (dense) {
-      data_.assign(static_cast<size_t>((hi - lo) * width), 0.0);
-      shift_.assign(r.k, lo);
-      count_.assign(1, hi - lo);  // one range, added once
-      lo_.assign(1, lo);
-      bases_.assign(1, 0);
-      return;
-    }
-    std::vector<int64_t> hi_seen(r.k, -1);
-    for (int64_t f = 0; f < r.k; ++f) lo_[f] = std::numeric_limits<int64_t>::max();
-    for (int64_t i = begin; i < end; ++i)
-      for (int64_t f = 0; f < r.k; ++f) {
-        if (only >= 0 && f != only) continue;
-        const int64_t g = r.codes[i * r.k + f];
-        lo_[f] = std::min(lo_[f], g);
-        hi_seen[f] = std::max(hi_seen[f], g);
-      }
-    int64_t total = 0;
-    for (int64_t f = 0; f < r.k; ++f) {
-      count_[f] = hi_seen[f] >= lo_[f] ? hi_seen[f] - lo_[f] + 1 : 0;
-      bases_.push_back(total);
-      total += count_[f];
-    }
-    data_.assign(static_cast<size_t>(total * width), 0.0);
-    for (int64_t f = 0; f < r.k; ++f) shift_[f] = count_[f] ? lo_[f] - bases_[f] : 0;
+  // A private slab for all levels [lo, hi).
+  LevelSlab(int64_t k, int64_t width, int64_t lo, int64_t hi)
+      : width_(width), slots_(static_cast<size_t>(k)) {
+    for (Slot& s : slots_) s.lo = lo;
+    add_private(lo, hi - lo);
+    data_.assign(static_cast<size_t>(rows_ * width_), 0.0);
   }
-  // The accumulator of level g of factor f (a level the block's rows touch).
-  double* at(int64_t f, int64_t g) { return data_.data() + (g - shift_[f]) * width_; }
-  // out[(g - shift) * width + c] += this block's sum for level g, column c.
+  // Per factor f: straight into `table` (level g at row g - shift) if direct[f],
+  // except the first level of own[f] if shared[f] (the block before touches
+  // it), which is kept private; else a private slab over own[f].
+  LevelSlab(int64_t width, const std::vector<Span>& own, const std::vector<char>& direct,
+            const std::vector<char>& shared, double* table, int64_t shift)
+      : width_(width), slots_(own.size()), table_(table), shift_(shift) {
+    for (size_t f = 0; f < own.size(); ++f) {
+      const Span& sp = own[f];
+      Slot& s = slots_[f];
+      if (sp.hi < sp.lo) continue;  // factor not used by this kernel
+      s.lo = sp.lo;
+      if (!direct[f]) {
+        s.base = add_private(sp.lo, sp.hi - sp.lo + 1);
+        continue;
+      }
+      s.direct = true;
+      if (shared[f]) {
+        s.first = sp.lo;
+        s.base = add_private(sp.lo, 1);
+      }
+    }
+    data_.assign(static_cast<size_t>(rows_ * width_), 0.0);
+  }
+  // The accumulator of level g of factor f (a level this block's rows touch).
+  double* at(int64_t f, int64_t g) {
+    const Slot& s = slots_[f];
+    if (s.direct) return g == s.first ? data_.data() + s.base * width_ : table_ + (g - shift_) * width_;
+    return data_.data() + (s.base + g - s.lo) * width_;
+  }
+  // out[(g - shift) * width + c] += this block's private sum for level g, column c.
   void add_to(double* out, int64_t shift) const {
-    for (size_t f = 0; f < count_.size(); ++f)
-      for (int64_t j = 0; j < count_[f]; ++j) {
-        const double* src = data_.data() + (bases_[f] + j) * width_;
-        double* dst = out + (lo_[f] + j - shift) * width_;
+    for (const Range& rg : private_)
+      for (int64_t j = 0; j < rg.count; ++j) {
+        const double* src = data_.data() + (rg.base + j) * width_;
+        double* dst = out + (rg.lo + j - shift) * width_;
         for (int64_t c = 0; c < width_; ++c) dst[c] += src[c];
       }
   }
 
  private:
+  struct Slot {
+    bool direct = false;
+    int64_t lo = 0, base = 0;  // private: level g at row base + g - lo
+    int64_t first = -1;        // direct: the private first level (at row base), if any
+  };
+  struct Range {
+    int64_t lo, count, base;
+  };
+  int64_t add_private(int64_t lo, int64_t count) {
+    private_.push_back({lo, count, rows_});
+    rows_ += count;
+    return rows_ - count;
+  }
   int64_t width_;
-  std::vector<int64_t> lo_, count_, bases_, shift_;  // level g of f sits at row g - shift_[f]
+  std::vector<Slot> slots_;
+  double* table_ = nullptr;
+  int64_t shift_ = 0, rows_ = 0;
+  std::vector<Range> private_;
   std::vector<double> data_;
 };
 
@@ -143,8 +188,8 @@ class LevelSlab {
 // accumulator of `size` doubles and a LevelSlab of `width` doubles per level
 // for the levels [shift, shift + rows) (restricted to factor `only` if >= 0).
 // Afterwards, in block order, the accumulators are summed into the returned
-// vector and the slabs added into `table` (zeroed first, `rows` x `width`,
-// level g at row g - shift).
+// vector and the slabs' private parts added into `table` (`rows` x `width`,
+// level g at row g - shift, zeroed by this function).
 template <class F>
 std::vector<double> reduce_blocks(const Rows& r, int nthreads, size_t size, int64_t width,
                                   double* table, int64_t rows, int64_t shift, int64_t only,
@@ -152,12 +197,33 @@ std::vector<double> reduce_blocks(const Rows& r, int nthreads, size_t size, int6
   const int64_t nb = n_blocks(r.n, nthreads);
   std::vector<std::vector<double>> acc(static_cast<size_t>(nb));
   std::vector<std::optional<LevelSlab>> slabs(static_cast<size_t>(nb));
+  const bool dense = width == 0 || rows * width <= kDenseSlab;
+  std::vector<std::vector<Span>> spans(static_cast<size_t>(nb));
+  if (dense) {
+    std::fill(table, table + rows * width, 0.0);
+  } else {  // scan the spans and zero the table, in parallel
+    run_blocks(r.n, nb, [&](int64_t t, int64_t begin, int64_t end) {
+      spans[t] = scan_spans(r, begin, end, only);
+      std::fill(table + block_begin(rows, nb, t) * width,
+                table + block_begin(rows, nb, t + 1) * width, 0.0);
+    });
+  }
+  // A factor goes straight into the table when its spans follow block order.
+  std::vector<char> direct(static_cast<size_t>(r.k), !dense);
+  for (int64_t f = 0; f < r.k && !dense; ++f)
+    for (int64_t t = 0; t + 1 < nb; ++t)
+      if (spans[t][f].hi > spans[t + 1][f].lo) direct[f] = 0;
   run_blocks(r.n, nb, [&](int64_t t, int64_t begin, int64_t end) {
     acc[t].assign(size, 0.0);
-    slabs[t].emplace(r, begin, end, width, only, shift, shift + rows);
+    if (dense) {
+      slabs[t].emplace(r.k, width, shift, shift + rows);
+    } else {
+      std::vector<char> shared(static_cast<size_t>(r.k));
+      for (int64_t f = 0; f < r.k; ++f) shared[f] = t > 0 && spans[t - 1][f].hi == spans[t][f].lo;
+      slabs[t].emplace(width, spans[t], direct, shared, table, shift);
+    }
     fn(begin, end, acc[t].data(), *slabs[t]);
   });
-  std::fill(table, table + rows * width, 0.0);
   for (int64_t t = 0; t < nb; ++t) {
     if (t > 0)
       for (size_t i = 0; i < size; ++i) acc[0][i] += acc[t][i];
@@ -175,23 +241,10 @@ constexpr int64_t kTile = 64;
 inline int64_t padded(int64_t p) { return (p + 3) / 4 * 4; }
 
 // out (P x P, P = padded(p)) += A' B over nr rows of the P-wide tile buffers A
-// and B; with upper = true only the blocks on or above the diagonal.
-inline void gram_tile(int64_t nr, int64_t P, const double* A, const double* B, double* out,
-                      bool upper) {
-  for (int64_t jb = 0; jb < P; jb += 4) {
-    for (int64_t lb = upper ? jb : 0; lb < P; lb += 4) {
-      double acc[4][4] = {};
-      for (int64_t r = 0; r < nr; ++r) {
-        const double* a = A + r * P + jb;
-        const double* b = B + r * P + lb;
-        for (int u = 0; u < 4; ++u)
-          for (int v = 0; v < 4; ++v) acc[u][v] += a[u] * b[v];
-      }
-      for (int u = 0; u < 4; ++u)
-        for (int v = 0; v < 4; ++v) out[(jb + u) * P + lb + v] += acc[u][v];
-    }
-  }
-}
+// and B; with upper = true only the 4 x 4 blocks on or above the diagonal are
+// exact (the others may be partly accumulated and must not be read).  Defined
+// in gram.cpp, which picks an AVX2/FMA version at run time where the CPU has it.
+void gram_tile(int64_t nr, int64_t P, const double* A, const double* B, double* out, bool upper);
 
 // Copies the top-left p x p block of a P x P matrix (row-major) into out.
 inline void unpad(int64_t p, int64_t P, const double* in, double* out) {

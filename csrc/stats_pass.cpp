@@ -25,34 +25,51 @@ void stats_pass(int family, const Rows& r, int64_t Q, const double* y,
     // Tile buffers: x and w x of kTile rows, zero-padded to P columns.
     std::vector<double> xt(design ? kTile * P : 0, 0.0), wxt(design ? kTile * P : 0, 0.0);
     double* __restrict hs = a + oh;
+    // A tile is processed in phases (linear predictors, IRLS quantities, then
+    // the sums) so that the rows' long dependency chains (dot product, exp,
+    // division) overlap instead of running one row after another.
+    double zeta[kTile], wt[kTile], zt[kTile];
     for (int64_t t0 = begin; t0 < end; t0 += kTile) {
       const int64_t nr = std::min(kTile, end - t0);
+      double sz = 0.0, sd = 0.0, so = 0.0, pearson = 0.0;
       for (int64_t t = 0; t < nr; ++t) {
-        const int64_t i = t0 + t;
-        const double* __restrict x = r.X + i * p;
-        const int32_t* c = r.codes + i * k;
-        double zeta = 0.0, dz = 0.0;
+        const double* __restrict x = r.X + (t0 + t) * p;
+        const int32_t* c = r.codes + (t0 + t) * k;
+        double e = 0.0, dz = 0.0;
         for (int64_t j = 0; j < p; ++j) {
-          zeta += x[j] * beta[j];
+          e += x[j] * beta[j];
           dz += x[j] * dbeta[j];
         }
         for (int64_t j = 0; j < k; ++j) {
-          zeta += b[c[j]];
+          e += b[c[j]];
           dz += db[c[j]];
         }
-        const double old = zeta - dz;
-        a[1] += zeta * zeta;
-        a[2] += dz * dz;
-        a[3] += old * old;
+        const double old = e - dz;
+        sz += e * e;
+        sd += dz * dz;
+        so += old * old;
+        zeta[t] = e;
+      }
+      for (int64_t t = 0; t < nr; ++t) {
+        const int64_t i = t0 + t;
         const double pw = prior ? prior[i] : 1.0;
-        const Irls q = irls_point(family, zeta + (offset ? offset[i] : 0.0));
+        const Irls q = irls_point(family, zeta[t] + (offset ? offset[i] : 0.0));
         const double res = y[i] - q.mu;
         const double rv = res / q.var;
-        a[0] += pw * res * rv;
-        if (!design) continue;
-        const double wi = pw * q.var;
-        w[i] = wi;
-        const double zi = zeta + rv;
+        pearson += pw * res * rv;
+        wt[t] = pw * q.var;
+        zt[t] = zeta[t] + rv;
+      }
+      a[0] += pearson;
+      a[1] += sz;
+      a[2] += sd;
+      a[3] += so;
+      if (!design) continue;
+      std::copy(wt, wt + nr, w + t0);
+      for (int64_t t = 0; t < nr; ++t) {
+        const double* __restrict x = r.X + (t0 + t) * p;
+        const int32_t* c = r.codes + (t0 + t) * k;
+        const double wi = wt[t], zi = zt[t];
         double* __restrict xr = xt.data() + t * P;
         double* __restrict wxr = wxt.data() + t * P;
         for (int64_t j = 0; j < p; ++j) {
@@ -68,7 +85,7 @@ void stats_pass(int family, const Rows& r, int64_t Q, const double* y,
           sg[p + 1] += wi * zi;
         }
       }
-      if (design) gram_tile(nr, P, wxt.data(), xt.data(), a + oG, true);
+      gram_tile(nr, P, wxt.data(), xt.data(), a + oG, true);
     }
   });
   std::copy(acc.begin(), acc.begin() + 4, scalars);

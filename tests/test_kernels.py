@@ -211,6 +211,45 @@ def test_results_identical_for_a_thread_count(backend):
         np.testing.assert_array_equal(a, b)
 
 
+def sorted_runs_problem(seed):
+    """Rows sorted by a factor with 600,000 levels (so many that the C++ kernels add
+    its sums straight into the output) used in runs of 40 rows, except one run of
+    40,000: every block boundary for 2, 3 or 4 threads falls inside it, so blocks
+    share their end levels, and with 4 threads two blocks hold nothing else."""
+    P = make_problem(seed, n=70000, levels=(600_000, 31))
+    used = np.sort(P["rng"].choice(600_000, 70000 // 40, replace=False))
+    local = np.repeat(used, 40)
+    local[15000:55000] = local[15000]
+    P["codes"][:, 0] = local
+    return P
+
+
+@pytest.mark.parametrize("threads", [2, 3, 4])
+def test_level_sums_shared_between_blocks(backend, threads):
+    P = sorted_runs_problem(9)
+    n, p, Q = P["X"].shape[0], P["X"].shape[1], P["Q"]
+    kern = _backend.kernels(backend)
+    outs = {}
+    for name, k, t in [("ref", REF, 1), ("test", kern, threads)]:
+        stats = [np.empty(n), np.empty((p, p)), np.empty(p), np.full((Q, p + 2), np.nan)]
+        sc = k.stats_pass(1, P["X"], P["codes"], P["y"], P["prior"], P["offset"], P["beta"], P["b"],
+                          P["dbeta"], P["db"], True, *stats, t)
+        sandwich = [np.empty((p, p)), np.full((Q, p), np.nan), np.empty((p, p))]
+        A = np.linspace(-1, 1, Q * p).reshape(Q, p)
+        k.sandwich_pass(P["X"], P["codes"], A, P["w"], 1.5, np.empty(0), *sandwich, t)
+        cross = []
+        for m in (1, 3):
+            table = np.cos(np.arange(Q * m)).reshape(Q, m)
+            out = np.full((600_000, m), np.nan)
+            k.group_cross_sums(P["codes"], 0, 0, P["w"], 0.7, table, out, t)
+            cross.append(out)
+        outs[name] = [sc] + stats + sandwich + cross
+    for got, want in zip(outs["test"], outs["ref"]):
+        close(got, want)
+    big = P["codes"][15000, 0]  # the level of the long run: its weight is the run's
+    close(outs["test"][4][big, p], outs["ref"][1][15000:55000].sum())
+
+
 def test_cpp_rejects_bad_arrays():
     if "cpp" not in _backend.available_backends():
         pytest.skip("C++ backend not built")
