@@ -111,8 +111,8 @@ PYBIND11_MODULE(_core, m) {
     double* pw = out<double>(w, "w", {n});
     double* pz = out<double>(z, "z", {n});
     py::gil_scoped_release release;
-    pyglmm::irls_quantities(family, n, pe, py_, pp, po, pm, pw, pz, nthreads);
-  }, "mu, unscaled working weights and working response of zeta.");
+    return pyglmm::irls_quantities(family, n, pe, py_, pp, po, pm, pw, pz, nthreads);
+  }, "mu, unscaled working weights and working response of zeta; returns the deviance.");
 
   m.def("stats_pass", [](int family, py::array X, py::array codes, py::array y,
                          py::array prior, py::array offset, py::array beta, py::array b,

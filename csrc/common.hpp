@@ -75,6 +75,16 @@ inline Irls irls_point(int family, double eta) {
   return {eta, 1.0};
 }
 
+// Unit deviance: (y - mu)^2 (gaussian), 2 [y log(y/mu) + (1-y) log((1-y)/(1-mu))]
+// (binomial, y a proportion, 0 log 0 = 0).
+inline double unit_deviance(int family, double y, double mu) {
+  if (family != BINOMIAL) return (y - mu) * (y - mu);
+  double d = 0.0;
+  if (y > 0.0) d += y * std::log(y / mu);
+  if (y < 1.0) d += (1.0 - y) * std::log((1.0 - y) / (1.0 - mu));
+  return 2.0 * d;
+}
+
 }  // namespace pyglmm
 
 namespace pyglmm {

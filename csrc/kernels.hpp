@@ -40,8 +40,9 @@ void take_rows(const double* X, int64_t p, const int64_t* order, int64_t n, doub
 
 // mu = h(eta); w = prior * V(mu) (unscaled by the dispersion);
 // z = (eta - offset) + (y - mu) / V(mu): the working response of the
-// offset-free linear predictor zeta.
-void irls_quantities(int family, int64_t n, const double* eta, const double* y,
+// offset-free linear predictor zeta.  Returns the deviance sum_i prior_i d(y_i, mu_i)
+// (unit_deviance in common.hpp).
+double irls_quantities(int family, int64_t n, const double* eta, const double* y,
                      const double* prior, const double* offset, double* mu,
                      double* w, double* z, int nthreads);
 

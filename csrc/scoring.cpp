@@ -30,17 +30,26 @@ void linear_predictor(const Rows& r, const double* beta, const double* b,
   });
 }
 
-void irls_quantities(int family, int64_t n, const double* eta, const double* y,
-                     const double* prior, const double* offset, double* mu,
-                     double* w, double* z, int nthreads) {
-  run_blocks(n, n_blocks(n, nthreads), [&](int64_t, int64_t begin, int64_t end) {
+double irls_quantities(int family, int64_t n, const double* eta, const double* y,
+                       const double* prior, const double* offset, double* mu,
+                       double* w, double* z, int nthreads) {
+  const int64_t nb = n_blocks(n, nthreads);
+  std::vector<double> deviance(static_cast<size_t>(nb), 0.0);
+  run_blocks(n, nb, [&](int64_t t, int64_t begin, int64_t end) {
+    double dev = 0.0;
     for (int64_t i = begin; i < end; ++i) {
+      const double pw = prior ? prior[i] : 1.0;
       const Irls q = irls_point(family, eta[i]);
       mu[i] = q.mu;
-      w[i] = (prior ? prior[i] : 1.0) * q.var;
+      w[i] = pw * q.var;
       z[i] = eta[i] - (offset ? offset[i] : 0.0) + (y[i] - q.mu) / q.var;
+      dev += pw * unit_deviance(family, y[i], q.mu);
     }
+    deviance[t] = dev;
   });
+  double total = 0.0;
+  for (double d : deviance) total += d;  // in block order
+  return total;
 }
 
 }  // namespace pyglmm

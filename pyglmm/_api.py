@@ -92,12 +92,13 @@ def glmm(formula, data, family="binomial", *, weights=None, trials=None, offset=
     fam = get_family(family)
     opts = _options(fam, dispersion, tol, inner_tol, var_tol, max_iter, max_inner_iter)
     name, kern, threads = _kernels(backend, threads)
-    d = build_design(X, data[parsed.response].to_numpy(), {g: data[g] for g in parsed.groups},
-                     fam, feature_names=names, response_name=parsed.response,
-                     index=data.index, kern=kern, nthreads=threads, **extra)
-    return _fit(d, fam, formula, start, opts, se, compare_naive, name, kern, threads, progress,
-                intercept=False, offset_name=offset if isinstance(offset, str) else None,
-                has_offset=offset is not None, model_spec=spec)
+    with _backend.blas_single_thread(name):
+        d = build_design(X, data[parsed.response].to_numpy(), {g: data[g] for g in parsed.groups},
+                         fam, feature_names=names, response_name=parsed.response,
+                         index=data.index, kern=kern, nthreads=threads, **extra)
+        return _fit(d, fam, formula, start, opts, se, compare_naive, name, kern, threads, progress,
+                    intercept=False, offset_name=offset if isinstance(offset, str) else None,
+                    has_offset=offset is not None, model_spec=spec)
 
 
 glmm.__doc__ = r"""Fit a crossed random-effects GLMM from an lme4-style formula.
@@ -129,6 +130,9 @@ def glmm_from_arrays(X, y, groups, family="binomial", *, feature_names=None, int
     names = list(feature_names) if feature_names is not None else [f"x{j + 1}" for j in range(X.shape[1])]
     if len(names) != X.shape[1]:
         raise ValueError(f"feature_names has {len(names)} names for {X.shape[1]} columns")
+    if intercept and "Intercept" in names:
+        raise ValueError("X already has a column named 'Intercept'; pass intercept=False "
+                         "(intercept=True adds one)")
     if intercept:
         X = np.column_stack([np.ones(X.shape[0]), X])
         names = ["Intercept"] + names
@@ -137,12 +141,13 @@ def glmm_from_arrays(X, y, groups, family="binomial", *, feature_names=None, int
     fam = get_family(family)
     opts = _options(fam, dispersion, tol, inner_tol, var_tol, max_iter, max_inner_iter)
     name, kern, threads = _kernels(backend, threads)
-    d = build_design(X, y, groups, fam, feature_names=names, response_name="y",
-                     weights=weights, trials=trials, offset=offset, kern=kern, nthreads=threads)
     formula = "y ~ " + " + ".join((["1"] if intercept else ["0"]) + names[int(intercept):]
                                   + [f"(1|{g})" for g in groups])
-    return _fit(d, fam, formula, start, opts, se, compare_naive, name, kern, threads, progress,
-                intercept=intercept, has_offset=offset is not None)
+    with _backend.blas_single_thread(name):
+        d = build_design(X, y, groups, fam, feature_names=names, response_name="y",
+                         weights=weights, trials=trials, offset=offset, kern=kern, nthreads=threads)
+        return _fit(d, fam, formula, start, opts, se, compare_naive, name, kern, threads, progress,
+                    intercept=intercept, has_offset=offset is not None)
 
 
 glmm_from_arrays.__doc__ = r"""Fit a crossed random-effects GLMM from arrays.
@@ -278,5 +283,4 @@ def _deviance(d, fam, fit, kern, threads):
     IRLS clamps eta to [-30, 30], which keeps the logarithms finite)."""
     eta, mu, w, z = (np.empty(d.n) for _ in range(4))
     kern.linear_predictor(d.X, d.codes, fit.beta, fit.b, d.offset, eta, threads)
-    kern.irls_quantities(fam.code, eta, d.y, d.prior, d.offset, mu, w, z, threads)
-    return fam.deviance(d.y, mu, d.prior if d.prior.size else 1.0)
+    return kern.irls_quantities(fam.code, eta, d.y, d.prior, d.offset, mu, w, z, threads)

@@ -104,6 +104,9 @@ def build_design(X, y, groups, family, *, feature_names, response_name, kern, nt
         raise DataError("the model has no fixed-effect column (add an intercept)")
     if not groups:
         raise DataError("the model has no random-effect term such as (1|group)")
+    repeated = sorted({f for f in feature_names if list(feature_names).count(f) > 1})
+    if repeated:
+        raise DataError("fixed-effect column names repeat: " + ", ".join(map(repr, repeated)))
     check_finite("X", X, index, feature_names)
     y = check_numeric(response_name, y)
     _check_length(response_name, y, n)

@@ -3,7 +3,6 @@
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import rel_entr
 
 from ._kernels_numpy import BINOMIAL, GAUSSIAN, expit
 
@@ -29,13 +28,6 @@ class Family:
     code: int
     irls: bool
     default_dispersion: str
-
-    def deviance(self, y, mu, prior):
-        """Deviance of means ``mu`` for responses ``y`` (proportions) with prior weights."""
-        if self.code == GAUSSIAN:
-            return float(np.sum(prior * (y - mu) ** 2))
-        # 2 sum a [y log(y/mu) + (1-y) log((1-y)/(1-mu))], with 0 log 0 = 0
-        return float(2.0 * np.sum(prior * (rel_entr(y, mu) + rel_entr(1 - y, 1 - mu))))
 
     def mean(self, eta):
         """Inverse link (the overflow-safe logistic for binomial)."""

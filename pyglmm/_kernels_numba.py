@@ -1,8 +1,11 @@
-"""numba kernels: loop-for-loop twins of ``csrc/*.cpp`` (see ``csrc/kernels.hpp``).
+"""numba kernels: twins of ``csrc/*.cpp`` (see ``csrc/kernels.hpp``).
 
 Rows are split into the same contiguous blocks as in C++ (``n_blocks``), each
 block accumulates privately, and blocks are reduced in order, so results are
-identical for a given thread count.  Optional arrays are empty when absent.
+identical for a given thread count.  The loops are the plain form of the C++
+ones, without its refinements (a tile's rows in phases, per-level sums of a
+sorted factor written straight into the output, explicit AVX2).  Optional
+arrays are empty when absent.
 """
 
 import numba
@@ -38,6 +41,18 @@ def _irls_point(family, eta):
         mu = _expit(min(ETA_CLAMP, max(-ETA_CLAMP, eta)))
         return mu, mu * (1.0 - mu)
     return eta, 1.0
+
+
+@njit(cache=True, inline="always")
+def _unit_deviance(family, y, mu):
+    if family != BINOMIAL:
+        return (y - mu) ** 2
+    d = 0.0
+    if y > 0.0:
+        d += y * np.log(y / mu)
+    if y < 1.0:
+        d += (1.0 - y) * np.log((1.0 - y) / (1.0 - mu))
+    return 2.0 * d
 
 
 @njit(cache=True, parallel=True)
@@ -91,17 +106,27 @@ def linear_predictor(X, codes, beta, b, offset, eta, nthreads):
 @njit(cache=True, parallel=True)
 def _irls_quantities(family, eta, y, prior, offset, mu, w, z, nb):
     n = eta.shape[0]
+    dev = np.zeros(nb)
     for t in prange(nb):
+        d = 0.0
         for i in range(n * t // nb, n * (t + 1) // nb):
+            pw = prior[i] if prior.size else 1.0
             m, v = _irls_point(family, eta[i])
             mu[i] = m
-            w[i] = (prior[i] if prior.size else 1.0) * v
+            w[i] = pw * v
             z[i] = eta[i] - (offset[i] if offset.size else 0.0) + (y[i] - m) / v
+            d += pw * _unit_deviance(family, y[i], m)
+        dev[t] = d
+    total = 0.0
+    for t in range(nb):  # in block order
+        total += dev[t]
+    return total
 
 
 def irls_quantities(family, eta, y, prior, offset, mu, w, z, nthreads):
     _threads(nthreads)
-    _irls_quantities(family, eta, y, prior, offset, mu, w, z, n_blocks(eta.shape[0], nthreads))
+    return _irls_quantities(family, eta, y, prior, offset, mu, w, z,
+                            n_blocks(eta.shape[0], nthreads))
 
 
 @njit(cache=True, parallel=True)

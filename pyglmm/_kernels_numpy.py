@@ -7,6 +7,7 @@ tested against these.  ``nthreads`` is accepted and ignored.
 
 import numpy as np
 from scipy.linalg import cho_solve
+from scipy.special import rel_entr
 
 GAUSSIAN, BINOMIAL = 0, 1
 ETA_CLAMP = 30.0  # as R's binomial()$linkinv: keeps V(mu) >= 9.4e-14
@@ -58,6 +59,11 @@ def irls_quantities(family, eta, y, prior, offset, mu, w, z, nthreads):
     mu[:] = m
     w[:] = (prior if prior.size else 1.0) * v
     z[:] = eta - (offset if offset.size else 0.0) + (y - m) / v
+    if family == BINOMIAL:  # 2 [y log(y/mu) + (1-y) log((1-y)/(1-mu))], 0 log 0 = 0
+        unit = 2.0 * (rel_entr(y, m) + rel_entr(1.0 - y, 1.0 - m))
+    else:
+        unit = (y - m) ** 2
+    return float(np.sum((prior if prior.size else 1.0) * unit))
 
 
 def stats_pass(family, X, codes, y, prior, offset, beta, b, dbeta, db, design,

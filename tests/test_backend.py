@@ -5,6 +5,7 @@ import subprocess
 import sys
 import tempfile
 
+import numpy as np
 import pytest
 
 import pyglmm
@@ -69,3 +70,20 @@ def test_thread_setting(monkeypatch):
 @pytest.mark.skipif(os.environ.get("PYGLMM_REQUIRE_CPP") != "1", reason="C++ not required here")
 def test_required_cpp_backend_is_built():
     assert "cpp" in pyglmm.available_backends() and pyglmm.backend() == "cpp"
+
+
+@pytest.mark.parametrize("name", pyglmm.available_backends())
+def test_blas_runs_on_one_thread_during_a_kernel_backend_fit(name):
+    """cpp and numba fits hold BLAS to one thread (its idle threads would spin on the
+    kernels' cores); the numpy backend, whose kernels are BLAS calls, keeps its threads."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    blas = lambda: {i["filepath"]: i["num_threads"] for i in threadpoolctl.threadpool_info()
+                    if i["user_api"] == "blas"}
+    before, seen = blas(), []
+    rng = np.random.default_rng(0)
+    g = rng.integers(0, 20, 2000)
+    y = (rng.random(2000) < 1 / (1 + np.exp(-rng.normal(0, 1.5, 20)[g]))).astype(float)
+    pyglmm.glmm_from_arrays(rng.standard_normal((2000, 1)), y, {"a": g}, backend=name,
+                            progress=lambda row: seen.append(blas()))
+    assert seen and all(s == ({k: 1 for k in before} if name != "numpy" else before) for s in seen)
+    assert blas() == before

@@ -118,6 +118,10 @@ def test_array_interface_errors():
         pyglmm.glmm_from_arrays(X, np.zeros(10), {})
     with pytest.raises(ValueError, match="feature_names has 1 names for 2 columns"):
         pyglmm.glmm_from_arrays(X, np.zeros(10), {"g": np.arange(10)}, feature_names=["a"])
+    with pytest.raises(ValueError, match="X already has a column named 'Intercept'"):
+        pyglmm.glmm_from_arrays(X, np.zeros(10), {"g": np.arange(10)}, feature_names=["Intercept", "a"])
+    with pytest.raises(DataError, match="fixed-effect column names repeat: 'a'"):
+        pyglmm.glmm_from_arrays(X, np.zeros(10), {"g": np.arange(10)}, feature_names=["a", "a"])
     Xn = np.random.default_rng(0).standard_normal((10, 2))
     Xn[3, 1] = np.nan
     with pytest.raises(DataError, match="column 'x2' has 1 NaN or infinite value\\(s\\), first at row 3"):
