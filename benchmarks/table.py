@@ -120,6 +120,10 @@ def main(argv=None):
                             [r["seconds"] for r in seed if r["backend"] == be])
                for be in dict.fromkeys(r["backend"] for r in seed)}
     machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"
+    if "cpp" in backends:
+        from pyglmm import _core
+
+        machine += f", C++ Gram kernel {_core.gram_isa()}"
     if args.format == "json":
         print(json.dumps(dict(rows=rows, scaling=scaling, machine=machine), indent=1))
         return 0

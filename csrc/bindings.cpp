@@ -75,6 +75,7 @@ pyglmm::Rows codes_only(const py::array& codes) {
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "pyglmm C++ kernels (see csrc/kernels.hpp for their contracts).";
+  m.def("gram_isa", &pyglmm::gram_isa, "The Gram kernel in use: 'avx2' or 'portable'.");
 
   m.def("linear_predictor", [](py::array X, py::array codes, py::array beta, py::array b,
                                py::array offset, py::array eta, int nthreads) {

@@ -5,7 +5,10 @@
 // GCC or Clang, one in 4 x 8 blocks of AVX2 vectors with fused multiply-adds
 // (8 accumulators of 4 doubles: per tile row, 2 vector loads of B and 4
 // broadcasts of A feed 8 FMAs).  The choice is made once, from the CPU the
-// module runs on, so the wheel needs no special compiler flags.
+// module runs on, so the wheel needs no special compiler flags;
+// PYGLMM_NO_AVX2=1 in the environment forces the portable version (tests).
+#include <cstdlib>
+
 #include "common.hpp"
 
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
@@ -88,6 +91,8 @@ __attribute__((target("avx2,fma"))) void gram_avx2(int64_t nr, int64_t P, const 
 using GramFn = void (*)(int64_t, int64_t, const double*, const double*, double*, bool);
 
 GramFn pick_gram() {
+  const char* off = std::getenv("PYGLMM_NO_AVX2");
+  if (off && *off && *off != '0') return gram_portable;
 #ifdef PYGLMM_GRAM_AVX2
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return gram_avx2;
@@ -101,6 +106,13 @@ const GramFn gram_impl = pick_gram();
 
 void gram_tile(int64_t nr, int64_t P, const double* A, const double* B, double* out, bool upper) {
   gram_impl(nr, P, A, B, out, upper);
+}
+
+const char* gram_isa() {
+#ifdef PYGLMM_GRAM_AVX2
+  if (gram_impl == gram_avx2) return "avx2";
+#endif
+  return "portable";
 }
 
 }  // namespace pyglmm

@@ -94,4 +94,8 @@ void schall_update(int64_t k, const int64_t* offsets, const double* Wq,
                    const double* b, const double* lam, double* nu,
                    double* sigma2);
 
+// The version of the Gram accumulation in use (gram.cpp): "avx2" (AVX2 and FMA,
+// chosen at run time where the CPU has them) or "portable".
+const char* gram_isa();
+
 }  // namespace pyglmm

@@ -1,5 +1,9 @@
 """Every backend's kernels against the numpy reference, on random inputs and edge cases."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -284,3 +288,43 @@ def test_schall_update_factor_without_weight(backend):
     _backend.kernels(backend).schall_update(offsets, Wq, b, np.array([1.0, 2.0]), nu, s2)
     assert s2[0] == 0.0 and nu[0] == 3.0
     np.testing.assert_allclose(s2[1], 0.17 / (1.5 / 3.5 + 2.0 / 4.0))
+
+
+GRAM_CHECK = """
+import sys, numpy as np
+sys.path.insert(0, {tests!r})
+from test_kernels import REF, close, make_problem
+from pyglmm import _backend
+kern = _backend.kernels("cpp")
+print(kern.gram_isa())
+for p in (1, 4, 7, 8, 9, 13, 17):  # every mix of 4 x 8 and 4 x 4 blocks, padded or not
+    P = make_problem(10 + p, n=40000, p=p, levels=(300, 20))
+    n, Q = P["X"].shape[0], P["Q"]
+    outs = []
+    for k in (REF, kern):
+        st = [np.empty(n), np.empty((p, p)), np.empty(p), np.empty((Q, p + 2))]
+        k.stats_pass(1, P["X"], P["codes"], P["y"], P["prior"], P["offset"], P["beta"], P["b"],
+                     P["dbeta"], P["db"], True, *st, 2)
+        sw = [np.empty((p, p)), np.empty((Q, p)), np.empty((p, p))]
+        k.sandwich_pass(P["X"], P["codes"], np.cos(np.arange(Q * p)).reshape(Q, p), P["w"], 1.5,
+                        P["prior"], *sw, 2)
+        outs.append(st + sw)
+    for got, want in zip(outs[1], outs[0]):
+        close(got, want)
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("no_avx2", ["0", "1"], ids=["as_detected", "portable"])
+def test_cpp_gram_versions_agree_with_reference(no_avx2):
+    """Both versions of the C++ Gram accumulation (AVX2 where the CPU has it, and the
+    portable one) at numbers of columns that use every block shape."""
+    if "cpp" not in _backend.available_backends():
+        pytest.skip("C++ backend not built")
+    env = {**os.environ, "PYGLMM_NO_AVX2": no_avx2}
+    code = GRAM_CHECK.format(tests=os.path.dirname(__file__))
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    isa, ok = run.stdout.split()
+    assert ok == "ok"
+    assert isa == "portable" if no_avx2 == "1" else isa in ("avx2", "portable")
