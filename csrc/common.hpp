@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "kernels.hpp"
+#include "pool.hpp"
 
 namespace pyglmm {
 
@@ -26,9 +27,10 @@ inline int64_t n_blocks(int64_t n, int nthreads) {
 
 inline int64_t block_begin(int64_t n, int64_t nb, int64_t i) { return n * i / nb; }
 
-// Runs fn(block, begin, end) for each block, one thread per block.  An
-// exception in any block (std::bad_alloc, say) is rethrown here after every
-// thread has joined, so that it reaches Python instead of terminating it.
+// Runs fn(block, begin, end) for each block, one thread per block (the
+// persistent pool's, or fresh ones if the pool is busy).  An exception in any
+// block (std::bad_alloc, say) is rethrown here after every block has finished,
+// so that it reaches Python instead of terminating it.
 template <class F>
 void run_blocks(int64_t n, int64_t nb, F&& fn) {
   if (nb == 1) {
@@ -43,11 +45,14 @@ void run_blocks(int64_t n, int64_t nb, F&& fn) {
       errors[t] = std::current_exception();
     }
   };
-  std::vector<std::thread> pool;
-  pool.reserve(static_cast<size_t>(nb - 1));
-  for (int64_t t = 1; t < nb; ++t) pool.emplace_back(guarded, t);
-  guarded(0);
-  for (auto& th : pool) th.join();
+  auto task = [](void* ctx, int64_t t) { (*static_cast<decltype(guarded)*>(ctx))(t); };
+  if (!pool_run(nb, task, &guarded)) {
+    std::vector<std::thread> threads;
+    threads.reserve(static_cast<size_t>(nb - 1));
+    for (int64_t t = 1; t < nb; ++t) threads.emplace_back(guarded, t);
+    guarded(0);
+    for (auto& th : threads) th.join();
+  }
   for (auto& e : errors)
     if (e) std::rethrow_exception(e);
 }

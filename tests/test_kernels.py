@@ -328,3 +328,57 @@ def test_cpp_gram_versions_agree_with_reference(no_avx2):
     isa, ok = run.stdout.split()
     assert ok == "ok"
     assert isa == "portable" if no_avx2 == "1" else isa in ("avx2", "portable")
+
+
+def _stats(kern, P, threads):
+    n, p, Q = P["X"].shape[0], P["X"].shape[1], P["Q"]
+    bufs = [np.empty(n), np.empty((p, p)), np.empty(p), np.empty((Q, p + 2))]
+    sc = kern.stats_pass(1, P["X"], P["codes"], P["y"], P["prior"], P["offset"], P["beta"], P["b"],
+                         P["dbeta"], P["db"], True, *bufs, threads)
+    return [sc] + bufs
+
+
+def test_kernels_called_from_many_python_threads_at_once(backend):
+    """The kernels release the GIL; concurrent calls (the C++ pool is then busy and the
+    others start their own threads) give the results of a lone call."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    P = make_problem(11, n=70000, levels=(900, 31))
+    kern = _backend.kernels(backend)
+    want = _stats(kern, P, 2)
+    with ThreadPoolExecutor(4) as ex:
+        runs = list(ex.map(lambda t: _stats(kern, P, t % 2 + 2), range(16)))
+    for t, got in enumerate(runs):
+        if t % 2 + 2 == 2:
+            for a, b in zip(got, want):
+                np.testing.assert_array_equal(a, b)
+        else:
+            for a, b in zip(got, want):
+                close(a, b)
+
+
+FORK_CHECK = """
+import os, sys, numpy as np
+sys.path.insert(0, {tests!r})
+from test_kernels import _stats, make_problem
+from pyglmm import _backend
+kern = _backend.kernels("cpp")
+P = make_problem(12, n=70000, levels=(900, 31))
+want = _stats(kern, P, 2)  # starts the parent's worker threads
+pid = os.fork()
+if pid == 0:  # the child has none of them: it must not wait for them
+    got = _stats(kern, P, 2)
+    os._exit(0 if all(np.array_equal(a, b) for a, b in zip(got, want)) else 1)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_cpp_kernels_work_in_a_forked_child():
+    if "cpp" not in _backend.available_backends():
+        pytest.skip("C++ backend not built")
+    code = FORK_CHECK.format(tests=os.path.dirname(__file__))
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["0"]
