@@ -259,12 +259,13 @@ def _random_effects(d, fit):
 
 def _history_frame(history, names):
     """The per-iteration history as a DataFrame with one sigma_<factor> column each."""
-    frame = pd.DataFrame(history)
-    if not len(frame):
-        return frame
-    frame.pop("old_sigma2")
-    sd = np.sqrt(np.array(frame.pop("sigma2").tolist()))
-    return pd.concat([frame, pd.DataFrame(sd, columns=[f"sigma_{f}" for f in names])], axis=1)
+    if not history:
+        return pd.DataFrame()
+    columns = {key: [row[key] for row in history] for key in history[0]
+               if key not in ("sigma2", "old_sigma2")}
+    sd = np.sqrt(np.array([row["sigma2"] for row in history]))
+    columns.update({f"sigma_{f}": sd[:, j] for j, f in enumerate(names)})
+    return pd.DataFrame(columns)
 
 
 def _named_progress(progress, names):
