@@ -5,4 +5,5 @@ import pyglmm
 
 @pytest.fixture(params=pyglmm.available_backends())
 def backend(request):
-    return request.param
+    with pyglmm._backend.blas_single_thread(request.param):  # as during a fit
+        yield request.param
