@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -323,7 +324,8 @@ def test_cpp_gram_versions_agree_with_reference(no_avx2):
         pytest.skip("C++ backend not built")
     env = {**os.environ, "PYGLMM_NO_AVX2": no_avx2}
     code = GRAM_CHECK.format(tests=os.path.dirname(__file__))
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         cwd=tempfile.gettempdir())  # import the installed pyglmm, not the source tree
     assert run.returncode == 0, run.stderr
     isa, ok = run.stdout.split()
     assert ok == "ok"
@@ -379,6 +381,7 @@ def test_cpp_kernels_work_in_a_forked_child():
     if "cpp" not in _backend.available_backends():
         pytest.skip("C++ backend not built")
     code = FORK_CHECK.format(tests=os.path.dirname(__file__))
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=tempfile.gettempdir())
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["0"]
