@@ -7,6 +7,7 @@
 #include <exception>
 #include <limits>
 #include <optional>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -49,7 +50,12 @@ void run_blocks(int64_t n, int64_t nb, F&& fn) {
   if (!pool_run(nb, task, &guarded)) {
     std::vector<std::thread> threads;
     threads.reserve(static_cast<size_t>(nb - 1));
-    for (int64_t t = 1; t < nb; ++t) threads.emplace_back(guarded, t);
+    int64_t t = 1;
+    try {
+      for (; t < nb; ++t) threads.emplace_back(guarded, t);
+    } catch (const std::system_error&) {  // no more threads: this one runs the rest
+    }
+    for (int64_t rest = t; rest < nb; ++rest) guarded(rest);
     guarded(0);
     for (auto& th : threads) th.join();
   }

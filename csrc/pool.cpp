@@ -12,14 +12,11 @@
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
+#include <system_error>
 #include <thread>
 
-#ifdef _WIN32
-#include <process.h>
-#define PYGLMM_GETPID _getpid
-#else
-#include <unistd.h>
-#define PYGLMM_GETPID getpid
+#ifndef _WIN32
+#include <pthread.h>
 #endif
 
 namespace pyglmm {
@@ -40,8 +37,11 @@ class Pool {
     if (!busy_.compare_exchange_strong(idle, true, std::memory_order_acquire)) return false;
     {
       std::lock_guard<std::mutex> lock(m_);
-      while (static_cast<int64_t>(started_) < n - 1) {
-        std::thread(&Pool::worker, this, started_++).detach();
+      try {
+        for (; started_ < n - 1; ++started_) std::thread(&Pool::worker, this, started_).detach();
+      } catch (const std::system_error&) {  // no more threads: the caller starts its own
+        busy_.store(false, std::memory_order_release);
+        return false;
       }
       task_ = task;
       ctx_ = ctx;
@@ -88,22 +88,29 @@ class Pool {
   int64_t n_ = 0, started_ = 0;
 };
 
-// The pool of this process.  Never destroyed (its detached workers may outlive
-// static destructors at exit); a child process after fork() has none of its
-// parent's workers, so it gets a fresh pool (the parent's is left alone).
-std::mutex g_pool_mutex;
-Pool* g_pool = nullptr;
-long g_pool_pid = 0;
+// The pool of this process, made on first use and never destroyed (its
+// detached workers may outlive static destructors at exit).  A child process
+// after fork() has none of its parent's workers: the atfork handler makes it
+// start a fresh pool (the parent's, possibly mid-job, is left alone).
+std::atomic<Pool*> g_pool{nullptr};
 
 Pool& this_process_pool() {
-  std::lock_guard<std::mutex> lock(g_pool_mutex);
-  const long pid = static_cast<long>(PYGLMM_GETPID());
-  if (!g_pool || g_pool_pid != pid) {
-    g_pool = new Pool();
-    g_pool_pid = pid;
+  Pool* pool = g_pool.load(std::memory_order_acquire);
+  if (!pool) {
+    Pool* fresh = new Pool();
+    if (g_pool.compare_exchange_strong(pool, fresh, std::memory_order_acq_rel)) {
+      pool = fresh;
+    } else {
+      delete fresh;  // another thread made it first
+    }
   }
-  return *g_pool;
+  return *pool;
 }
+
+#ifndef _WIN32
+void forget_pool_in_child() { g_pool.store(nullptr, std::memory_order_relaxed); }
+const int g_atfork = pthread_atfork(nullptr, nullptr, forget_pool_in_child);
+#endif
 
 }  // namespace
 

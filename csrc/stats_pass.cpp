@@ -24,7 +24,7 @@ void stats_pass(int family, const Rows& r, int64_t Q, const double* y,
       [&](int64_t begin, int64_t end, double* a, LevelSlab& slab) {
     // Tile buffers: x and w x of kTile rows, zero-padded to P columns.
     std::vector<double> xt(design ? kTile * P : 0, 0.0), wxt(design ? kTile * P : 0, 0.0);
-    double* __restrict hs = a + oh;
+    double* __restrict hs = design ? a + oh : nullptr;
     // A tile is processed in phases (linear predictors, IRLS quantities, then
     // the sums) so that the rows' long dependency chains (dot product, exp,
     // division) overlap instead of running one row after another.
