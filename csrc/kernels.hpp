@@ -43,8 +43,8 @@ void take_rows(const double* X, int64_t p, const int64_t* order, int64_t n, doub
 // offset-free linear predictor zeta.  Returns the deviance sum_i prior_i d(y_i, mu_i)
 // (unit_deviance in common.hpp).
 double irls_quantities(int family, int64_t n, const double* eta, const double* y,
-                     const double* prior, const double* offset, double* mu,
-                     double* w, double* z, int nthreads);
+                       const double* prior, const double* offset, double* mu,
+                       double* w, double* z, int nthreads);
 
 // One fused pass over the rows at the current (beta, b):
 //   zeta = X beta + Z b, eta = zeta + offset, IRLS quantities, and

@@ -1,5 +1,6 @@
 """The model's arrays in the layout the kernels take, built from validated input."""
 
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -104,7 +105,7 @@ def build_design(X, y, groups, family, *, feature_names, response_name, kern, nt
         raise DataError("the model has no fixed-effect column (add an intercept)")
     if not groups:
         raise DataError("the model has no random-effect term such as (1|group)")
-    repeated = sorted({f for f in feature_names if list(feature_names).count(f) > 1})
+    repeated = sorted(f for f, count in Counter(feature_names).items() if count > 1)
     if repeated:
         raise DataError("fixed-effect column names repeat: " + ", ".join(map(repr, repeated)))
     check_finite("X", X, index, feature_names)

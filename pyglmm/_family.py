@@ -2,8 +2,6 @@
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from ._kernels_numpy import BINOMIAL, GAUSSIAN, expit
 
 

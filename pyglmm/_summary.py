@@ -22,7 +22,7 @@ def format_summary(res):
     status = "converged" if res.converged else "NOT CONVERGED"
     disp = ("estimated" if res.dispersion_mode == "estimate" else "fixed at 1")
     lines = [
-        f"Generalized linear mixed model fit by PQL (Schall; clubbed backfitting, diagonal trace)",
+        "Generalized linear mixed model fit by PQL (Schall; clubbed backfitting, diagonal trace)",
         f"  Formula: {res.formula}",
         f"  Family: {res.family} ({res.link}); dispersion {disp}",
         f"  Fit: {res.iterations} outer iterations ({res.inner_sweeps} inner sweeps), {status}; "

@@ -6,7 +6,6 @@ import subprocess
 import sys
 import tempfile
 
-import pandas as pd
 import pytest
 
 import pyglmm

@@ -17,7 +17,6 @@ def make_problem(seed, n=3000, p=4, levels=(40, 7), edge=None, sort=False):
     """Random kernel inputs; ``edge`` adds one edge case; ``sort`` orders rows by factor 0."""
     rng = np.random.default_rng(seed)
     levels = list(levels)
-    K = len(levels)
     local = np.column_stack([rng.integers(0, q, n) for q in levels]).astype(np.int32)
     w = rng.uniform(0.05, 0.25, n)
     if edge == "empty_level":        # the last level of factor 0 has no rows
@@ -134,7 +133,7 @@ def test_club_backfit(backend, edge, levels):
 @pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
 def test_sandwich_pass(backend, edge, with_A, size):
     P = make_problem(4, edge=edge, **size)
-    n, p, Q = P["X"].shape[0], P["X"].shape[1], P["Q"]
+    p, Q = P["X"].shape[1], P["Q"]
     A = P["rng"].standard_normal((Q, p)) if with_A else np.empty((0, 0))
     wm = np.empty(0) if with_A else P["prior"]
     outs = {}
