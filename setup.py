@@ -17,8 +17,9 @@ UNIX = sys.platform != "win32"
 
 ext = Pybind11Extension(
     "pyglmm._core",
-    sorted(glob("csrc/*.cpp")),  # sorted: reproducible builds
-    depends=sorted(glob("csrc/*.hpp")),
+    sorted(glob("csrc/**/*.cpp", recursive=True)),  # sorted: reproducible builds
+    depends=sorted(glob("csrc/**/*.hpp", recursive=True)),
+    include_dirs=["csrc"],
     cxx_std=17,
     extra_compile_args=["-O3", "-pthread"] if UNIX else ["/O2"],
     extra_link_args=["-pthread"] if UNIX else [],

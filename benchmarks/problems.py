@@ -3,8 +3,8 @@
 import numpy as np
 
 import pyglmm
-from pyglmm._design import build_design
-from pyglmm._family import get_family
+from pyglmm.data.design import build_design
+from pyglmm.families import get_family
 
 ROWS_PER_S = 1.1358  # E(N)/S in the paper's design
 
@@ -36,7 +36,7 @@ def design(arrays, backend):
     """The Design a fit on ``backend`` works on (rows reordered as a fit reorders them)."""
     X, y, groups, names = arrays
     return build_design(X, y, groups, get_family("binomial"), feature_names=names, response_name="y",
-                        kern=pyglmm._backend.kernels(backend), nthreads=pyglmm.get_num_threads())
+                        kern=pyglmm.backends.kernels(backend), nthreads=pyglmm.get_num_threads())
 
 
 def input_bytes(arrays):

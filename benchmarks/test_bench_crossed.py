@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import pyglmm
-from pyglmm._family import get_family
-from pyglmm._schall import SchallState
+from pyglmm.families import get_family
+from pyglmm.engines.crossed.schall import SchallState
 
 import problems
 
@@ -33,7 +33,7 @@ def problem(request):
 
 def warm_state(d, backend):
     """A Schall state after a few outer iterations, and a function restoring it."""
-    kern = pyglmm._backend.kernels(backend)
+    kern = pyglmm.backends.kernels(backend)
     st = SchallState(d, get_family("binomial"), kern, pyglmm.get_num_threads(), False)
     for _ in range(WARM_ITERATIONS):
         st.pass_()

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels.hpp"
+#include "crossed/kernels.hpp"
 
 namespace py = pybind11;
 
@@ -77,7 +77,9 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "pyglmm C++ kernels (see csrc/kernels.hpp for their contracts).";
   m.def("gram_isa", &pyglmm::gram_isa, "The Gram kernel in use: 'avx2' or 'portable'.");
 
-  m.def("linear_predictor", [](py::array X, py::array codes, py::array beta, py::array b,
+  py::module_ crossed = m.def_submodule("crossed", "Kernels of the crossed random-effects engine.");
+
+  crossed.def("linear_predictor", [](py::array X, py::array codes, py::array beta, py::array b,
                                py::array offset, py::array eta, int nthreads) {
     const auto r = rows(X, codes);
     const double* pb = in<double>(beta, "beta", {r.p});
@@ -88,7 +90,7 @@ PYBIND11_MODULE(_core, m) {
     pyglmm::linear_predictor(r, pb, pv, po, pe, nthreads);
   }, "eta = offset + X beta + sum_j b[codes[:, j]] (negative code -> 0).");
 
-  m.def("take_rows", [](py::array X, py::array order, py::array result, int nthreads) {
+  crossed.def("take_rows", [](py::array X, py::array order, py::array result, int nthreads) {
     const double* px = in<double>(X, "X", {-1, -1});
     const int64_t rows = X.shape(0), p = X.shape(1);
     const int64_t* po = in<int64_t>(order, "order", {-1});
@@ -100,7 +102,7 @@ PYBIND11_MODULE(_core, m) {
     pyglmm::take_rows(px, p, po, n, pr, nthreads);
   }, "out[i] = X[order[i]] (rows gathered in parallel).");
 
-  m.def("irls_quantities", [](int family, py::array eta, py::array y, py::array prior,
+  crossed.def("irls_quantities", [](int family, py::array eta, py::array y, py::array prior,
                               py::array offset, py::array mu, py::array w, py::array z,
                               int nthreads) {
     const double* pe = in<double>(eta, "eta", {-1});
@@ -115,7 +117,7 @@ PYBIND11_MODULE(_core, m) {
     return pyglmm::irls_quantities(family, n, pe, py_, pp, po, pm, pw, pz, nthreads);
   }, "mu, unscaled working weights and working response of zeta; returns the deviance.");
 
-  m.def("stats_pass", [](int family, py::array X, py::array codes, py::array y,
+  crossed.def("stats_pass", [](int family, py::array X, py::array codes, py::array y,
                          py::array prior, py::array offset, py::array beta, py::array b,
                          py::array dbeta, py::array db, bool design, py::array w,
                          py::array G, py::array h, py::array S, int nthreads) {
@@ -142,7 +144,7 @@ PYBIND11_MODULE(_core, m) {
     return scalars;
   }, "Fused pass; returns [pearson, sum zeta^2, sum dzeta^2, sum (zeta-dzeta)^2].");
 
-  m.def("group_cross_sums", [](py::array codes, int64_t factor, int64_t lo, py::array w,
+  crossed.def("group_cross_sums", [](py::array codes, int64_t factor, int64_t lo, py::array w,
                                double scale, py::array table, py::array result, int nthreads) {
     const auto r = codes_only(codes);
     if (factor < 0 || factor >= r.k) throw std::invalid_argument("factor: out of range");
@@ -155,7 +157,7 @@ PYBIND11_MODULE(_core, m) {
     pyglmm::group_cross_sums(r, factor, lo, q, pw, scale, pt, m_, po, nthreads);
   }, "Weighted group sums over one factor of the gathered other factors' table rows.");
 
-  m.def("club_backfit", [](py::array codes, py::array offsets, py::array w, double scale,
+  crossed.def("club_backfit", [](py::array codes, py::array offsets, py::array w, double scale,
                            py::array h, py::array s, py::array D, py::array tq, py::array chol,
                            py::array XtX, py::array counts, py::array beta, py::array b,
                            double tol, int64_t max_iter, int nthreads) {
@@ -182,7 +184,7 @@ PYBIND11_MODULE(_core, m) {
     return py::make_tuple(res.sweeps, res.rel);
   }, "Clubbed backfitting to tolerance; updates beta and b in place; returns (sweeps, rel).");
 
-  m.def("sandwich_pass", [](py::array X, py::array codes, py::array A, py::array wu,
+  crossed.def("sandwich_pass", [](py::array X, py::array codes, py::array A, py::array wu,
                             double scale, py::array wm, py::array H, py::array ZU, py::array M0,
                             int nthreads) {
     const auto r = rows(X, codes);
@@ -197,7 +199,7 @@ PYBIND11_MODULE(_core, m) {
     pyglmm::sandwich_pass(r, Q, pA, pwu, scale, pwm, pH, pZ, pM, nthreads);
   }, "H = X'U, ZU = Z'U, M0 = sum wm r r' with r = X - Z A, U = scale * wu * r.");
 
-  m.def("schall_update", [](py::array offsets, py::array Wq, py::array b, py::array lam,
+  crossed.def("schall_update", [](py::array offsets, py::array Wq, py::array b, py::array lam,
                             py::array nu, py::array sigma2) {
     const int64_t k = lam.shape(0);
     const int64_t* poff = in<int64_t>(offsets, "offsets", {k + 1});

@@ -11,12 +11,12 @@ numba or numpy kernels.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from ._api import glmm, glmm_from_arrays
-from ._backend import (BackendUnavailableError, available_backends, backend,
+from .backends import (BackendUnavailableError, available_backends, backend,
                        get_num_threads, set_num_threads)
-from ._exceptions import ConvergenceWarning, DataError, SingularFitWarning
-from ._results import GLMMResult, load
-from ._simulate import simulate_crossed, simulate_stitchfix
+from .engines.crossed import glmm, glmm_from_arrays
+from .exceptions import ConvergenceWarning, DataError, SingularFitWarning
+from .results import GLMMResult, load
+from .simulate import simulate_crossed, simulate_stitchfix
 
 try:
     __version__ = version("pyglmm")

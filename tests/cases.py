@@ -6,11 +6,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parent / "fixtures"
 
 
 def load_case(name):
-    """A reference case: its data and {engine: fit} from tests/data (see tests/data/README.md)."""
+    """A reference case: its data and {engine: fit} from tests/fixtures (see tests/fixtures/README.md)."""
     df = pd.read_csv(DATA / f"{name}.csv")
     with open(DATA / f"{name}.fits.jsonl") as fh:
         fits = {json.loads(line)["engine"]: json.loads(line) for line in fh if line.strip()}

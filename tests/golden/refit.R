@@ -1,4 +1,4 @@
-# Regenerates the lme4 reference fits in tests/data/*.fits.jsonl.
+# Regenerates the lme4 reference fits in tests/fixtures/*.fits.jsonl.
 # Run from the repository root: Rscript tests/golden/refit.R [case ...]
 # Binomial crossed cases: glmer nAGQ = 0 and 1 (the committed files are copies of
 # pyglmm's shared reference, made with R 4.2.2 and lme4 1.1-31; they also hold a
@@ -17,7 +17,7 @@ line <- function(engine, fit, secs) {
   toJSON(out, auto_unbox = TRUE, digits = NA)
 }
 for (case in cases) {
-  d <- read.csv(file.path("tests/data", paste0(case, ".csv")))
+  d <- read.csv(file.path("tests/fixtures", paste0(case, ".csv")))
   xs <- grep("^x", names(d), value = TRUE)
   f <- as.formula(paste("y ~", paste(xs, collapse = " + "), "+ (1|row) + (1|col)"))
   lines <- c()
@@ -32,7 +32,7 @@ for (case in cases) {
       lines <- c(lines, line(paste0("glmer_nAGQ", q), fit, t))
     }
   }
-  out <- file.path("tests/data", paste0(case, ".fits.jsonl"))
+  out <- file.path("tests/fixtures", paste0(case, ".fits.jsonl"))
   writeLines(lines, out)
   cat("wrote", out, "\n")
 }

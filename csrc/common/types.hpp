@@ -1,0 +1,22 @@
+// Types shared by every engine's kernels: the family ids and the row layout.
+#pragma once
+
+#include <cstdint>
+
+namespace pyglmm {
+
+enum Family : int { GAUSSIAN = 0, BINOMIAL = 1 };
+
+struct Rows {
+  int64_t n = 0;
+  int64_t p = 0;
+  int64_t k = 0;
+  const double* X = nullptr;       // n x p
+  const int32_t* codes = nullptr;  // n x k
+};
+
+// The version of the Gram accumulation in use (gram.cpp): "avx2" (AVX2 and FMA,
+// chosen at run time where the CPU has them) or "portable".
+const char* gram_isa();
+
+}  // namespace pyglmm

@@ -1,0 +1,182 @@
+// Backfitting kernels: cross group sums, the clubbed inner loop and Schall's
+// variance update.
+//
+// Clubbed step for factor k with the others' effects b_j (j != k) held fixed
+// (eqs. 35/37 of Ghosh, Hastie & Owen 2022) in the X-free form: with
+//   u_k = Z_k'W(z - sum_{j!=k} Z_j b_j) = tq_k - group_cross_sums(b),
+//   D_k = Z_k'w + 1/sigma_k^2,
+//   A_k = X'WX - s_k' D_k^{-1} s_k          (Cholesky factor given),
+// the joint minimiser over (beta, b_k) of the penalised weighted least
+// squares objective is
+//   beta = A_k^{-1} (h - sum_{j!=k} s_j' b_j - s_k' D_k^{-1} u_k),
+//   b_k  = D_k^{-1} (u_k - s_k beta).
+// A sweep runs the step for every factor in turn; it stops when
+//   (dbeta' X'X dbeta + sum_g n_g db_g^2) / (beta' X'X beta + sum_g n_g b_g^2)
+// (the change of the linear predictor's components, old values in the
+// denominator) is at most tol.
+#include "common/common.hpp"
+#include "crossed/kernels.hpp"
+
+namespace pyglmm {
+
+void group_cross_sums(const Rows& r, int64_t factor, int64_t lo, int64_t q,
+                      const double* w, double scale, const double* table,
+                      int64_t m, double* out, int nthreads) {
+  const int64_t k = r.k;
+  reduce_blocks(r, nthreads, 0, m, out, q, lo, factor,
+                [&](int64_t begin, int64_t end, double*, LevelSlab& slab) {
+    // A run of rows with the same level (rows sorted by this factor) is summed
+    // in `run` and added to the slab once.  One column (the inner loop's case)
+    // keeps the run in a register.
+    if (m == 1) {
+      int64_t current = -1;
+      double run = 0.0;
+      for (int64_t i = begin; i < end; ++i) {
+        const double wi = w[i];
+        if (wi == 0.0) continue;
+        const int32_t* c = r.codes + i * k;
+        double v = 0.0;
+        for (int64_t j = 0; j < k; ++j)
+          if (j != factor) v += table[c[j]];
+        if (c[factor] != current) {
+          if (current >= 0) *slab.at(factor, current) += run;
+          run = 0.0;
+          current = c[factor];
+        }
+        run += wi * v;
+      }
+      if (current >= 0) *slab.at(factor, current) += run;
+      return;
+    }
+    std::vector<double> run(static_cast<size_t>(m), 0.0);
+    int64_t current = -1;
+    for (int64_t i = begin; i < end; ++i) {
+      const double wi = w[i];
+      if (wi == 0.0) continue;
+      const int32_t* c = r.codes + i * k;
+      if (c[factor] != current) {
+        if (current >= 0) {
+          double* __restrict o = slab.at(factor, current);
+          for (int64_t l = 0; l < m; ++l) o[l] += run[l];
+        }
+        std::fill(run.begin(), run.end(), 0.0);
+        current = c[factor];
+      }
+      for (int64_t j = 0; j < k; ++j) {
+        if (j == factor) continue;
+        const double* __restrict t = table + static_cast<int64_t>(c[j]) * m;
+        for (int64_t l = 0; l < m; ++l) run[l] += wi * t[l];
+      }
+    }
+    if (current >= 0) {
+      double* __restrict o = slab.at(factor, current);
+      for (int64_t l = 0; l < m; ++l) o[l] += run[l];
+    }
+  });
+  for (int64_t i = 0; i < q * m; ++i) out[i] *= scale;
+}
+
+namespace {
+
+// Solves L L' x = rhs in place for a row-major lower-triangular L.
+void chol_solve(int64_t p, const double* L, double* x) {
+  for (int64_t i = 0; i < p; ++i) {
+    double v = x[i];
+    for (int64_t j = 0; j < i; ++j) v -= L[i * p + j] * x[j];
+    x[i] = v / L[i * p + i];
+  }
+  for (int64_t i = p - 1; i >= 0; --i) {
+    double v = x[i];
+    for (int64_t j = i + 1; j < p; ++j) v -= L[j * p + i] * x[j];
+    x[i] = v / L[i * p + i];
+  }
+}
+
+double quad_form(int64_t p, const double* M, const double* v) {
+  double out = 0.0;
+  for (int64_t i = 0; i < p; ++i) {
+    double row = 0.0;
+    for (int64_t j = 0; j < p; ++j) row += M[i * p + j] * v[j];
+    out += v[i] * row;
+  }
+  return out;
+}
+
+}  // namespace
+
+ClubResult club_backfit(const Rows& r, const int64_t* offsets, const double* w,
+                        double scale, const double* h, const double* s,
+                        const double* D, const double* tq, const double* chol,
+                        const double* XtX, const double* counts, double* beta,
+                        double* b, double tol, int64_t max_iter, int nthreads) {
+  const int64_t p = r.p, k = r.k;
+  int64_t qmax = 0;
+  for (int64_t j = 0; j < k; ++j) qmax = std::max(qmax, offsets[j + 1] - offsets[j]);
+  std::vector<double> u(static_cast<size_t>(qmax)), v(static_cast<size_t>(k * p), 0.0);
+  std::vector<double> rhs(static_cast<size_t>(p)), beta0(static_cast<size_t>(p));
+  // v_j = s_j' b_j, kept current as b_j changes.
+  for (int64_t j = 0; j < k; ++j)
+    for (int64_t g = offsets[j]; g < offsets[j + 1]; ++g)
+      for (int64_t l = 0; l < p; ++l) v[j * p + l] += s[g * p + l] * b[g];
+  ClubResult res{0, 0.0};
+  while (res.sweeps < max_iter) {
+    ++res.sweeps;
+    std::copy(beta, beta + p, beta0.begin());
+    double num_b = 0.0, den_b = 0.0;
+    for (int64_t f = 0; f < k; ++f) {
+      const int64_t lo = offsets[f], hi = offsets[f + 1], q = hi - lo;
+      group_cross_sums(r, f, lo, q, w, scale, b, 1, u.data(), nthreads);
+      for (int64_t l = 0; l < p; ++l) {
+        double val = h[l];
+        for (int64_t j = 0; j < k; ++j)
+          if (j != f) val -= v[j * p + l];
+        rhs[l] = val;
+      }
+      for (int64_t g = lo; g < hi; ++g) {
+        double& ug = u[g - lo];
+        ug = tq[g] - ug;
+        const double ratio = ug / D[g];
+        for (int64_t l = 0; l < p; ++l) rhs[l] -= s[g * p + l] * ratio;
+      }
+      chol_solve(p, chol + f * p * p, rhs.data());
+      std::copy(rhs.begin(), rhs.end(), beta);
+      double* vf = v.data() + f * p;
+      std::fill(vf, vf + p, 0.0);
+      for (int64_t g = lo; g < hi; ++g) {
+        const double* sg = s + g * p;
+        double fit = 0.0;
+        for (int64_t l = 0; l < p; ++l) fit += sg[l] * beta[l];
+        const double bn = (u[g - lo] - fit) / D[g];
+        const double d = bn - b[g];
+        num_b += counts[g] * d * d;
+        den_b += counts[g] * b[g] * b[g];
+        b[g] = bn;
+        for (int64_t l = 0; l < p; ++l) vf[l] += sg[l] * bn;
+      }
+    }
+    for (int64_t l = 0; l < p; ++l) rhs[l] = beta[l] - beta0[l];
+    const double num = quad_form(p, XtX, rhs.data()) + num_b;
+    const double den = quad_form(p, XtX, beta0.data()) + den_b;
+    res.rel = den > 0.0 ? num / den : (num > 0.0 ? INFINITY : 0.0);
+    if (res.rel <= tol) break;
+  }
+  return res;
+}
+
+void schall_update(int64_t k, const int64_t* offsets, const double* Wq,
+                   const double* b, const double* lam, double* nu,
+                   double* sigma2) {
+  for (int64_t j = 0; j < k; ++j) {
+    // q_j - nu_j = sum_g Wq_g / (Wq_g + lam_j), summed directly: no cancellation
+    // when sigma2_j -> 0 (lam_j -> infinity).
+    double df = 0.0, ss = 0.0;
+    for (int64_t g = offsets[j]; g < offsets[j + 1]; ++g) {
+      df += Wq[g] / (Wq[g] + lam[j]);
+      ss += b[g] * b[g];
+    }
+    nu[j] = static_cast<double>(offsets[j + 1] - offsets[j]) - df;
+    sigma2[j] = df > 0.0 ? ss / df : 0.0;
+  }
+}
+
+}  // namespace pyglmm

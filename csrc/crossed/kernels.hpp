@@ -1,0 +1,90 @@
+// pyglmm kernels: plain C++17, no Python types.
+//
+// Conventions shared by every kernel (and by the numba and numpy twins):
+//   * X is n x p, row-major float64; codes is n x k, row-major int32 holding
+//     *global* level ids: factor j's levels occupy [offsets[j], offsets[j+1])
+//     of one concatenated level space of size Q.  Only linear_predictor accepts
+//     a negative code (an unseen level), which contributes nothing; the other
+//     kernels trust the codes (pyglmm builds them) and do not range-check them.
+//   * Per-level arrays (b, Wq, tq, D, counts) have length Q; per-level
+//     matrices (s, A, ZU) are Q x p row-major.
+//   * Optional row arrays (prior weights, offset, ...) are passed as nullptr.
+//   * Outputs are preallocated by the caller; kernels allocate per call
+//     (thread-private accumulators), never per row.
+//   * Threads split rows into contiguous blocks fixed by (n, nthreads);
+//     private accumulators are reduced in block order, so results are
+//     identical for a given thread count.
+#pragma once
+
+#include <cstdint>
+
+#include "common/types.hpp"
+
+namespace pyglmm {
+
+// eta_i = offset_i + x_i' beta + sum_j b[codes_ij]   (unseen level -> 0)
+void linear_predictor(const Rows& r, const double* beta, const double* b,
+                      const double* offset, double* eta, int nthreads);
+
+// out[i, :] = X[order[i], :] (n rows of X gathered into out, p columns).
+void take_rows(const double* X, int64_t p, const int64_t* order, int64_t n, double* out,
+               int nthreads);
+
+// mu = h(eta); w = prior * V(mu) (unscaled by the dispersion);
+// z = (eta - offset) + (y - mu) / V(mu): the working response of the
+// offset-free linear predictor zeta.  Returns the deviance sum_i prior_i d(y_i, mu_i)
+// (unit_deviance in common.hpp).
+double irls_quantities(int family, int64_t n, const double* eta, const double* y,
+                       const double* prior, const double* offset, double* mu,
+                       double* w, double* z, int nthreads);
+
+// One fused pass over the rows at the current (beta, b):
+//   zeta = X beta + Z b, eta = zeta + offset, IRLS quantities, and
+//   scalars = [pearson, sum zeta^2, sum dzeta^2, sum (zeta - dzeta)^2]
+//   with dzeta = X dbeta + Z db (the change since the previous pass).
+// With design = true it also writes w and accumulates G = X'WX, h = X'Wz and
+// the per-level sums S = Z'W [X, 1, z] (Q x (p + 2): Z'WX, Z'w, Z'Wz).
+void stats_pass(int family, const Rows& r, int64_t Q, const double* y,
+                const double* prior, const double* offset, const double* beta,
+                const double* b, const double* dbeta, const double* db,
+                bool design, double* w, double* G, double* h, double* S,
+                double* scalars, int nthreads);
+
+// Weighted group sums, over factor `factor`'s levels, of the implicit n x m
+// block sum_{j != factor} Z_j T (T = table, Q x m):
+//   out[g - lo, :] = scale * sum_{i: codes_i,factor = g} w_i sum_{j != factor} T[codes_ij, :]
+void group_cross_sums(const Rows& r, int64_t factor, int64_t lo, int64_t q,
+                      const double* w, double scale, const double* table,
+                      int64_t m, double* out, int nthreads);
+
+// Clubbed backfitting (Ghosh, Hastie & Owen 2022, eqs. 35 and 37) for fixed
+// weights, run to tolerance.  See backfit.cpp for the algebra.
+struct ClubResult {
+  int64_t sweeps;
+  double rel;
+};
+ClubResult club_backfit(const Rows& r, const int64_t* offsets, const double* w,
+                        double scale, const double* h, const double* s,
+                        const double* D, const double* tq, const double* chol,
+                        const double* XtX, const double* counts, double* beta,
+                        double* b, double tol, int64_t max_iter, int nthreads);
+
+// One pass for sandwich covariances: with r_i = x_i - sum_j A[codes_ij]
+// (r_i = x_i when A is null) and u_i = scale * wu_i * r_i,
+//   H = sum x_i u_i',  ZU[g] = sum_{i in g} u_i,  M0 = sum wm_i r_i r_i'
+// where wm defaults to scale * wu.
+void sandwich_pass(const Rows& r, int64_t Q, const double* A, const double* wu,
+                   double scale, const double* wm, double* H, double* ZU,
+                   double* M0, int nthreads);
+
+// Schall's update with the diagonal trace approximation (eqs. 14 and 25):
+//   nu_j = lam_j sum_{g in j} 1 / (Wq_g + lam_j),
+//   sigma2_j = sum_{g in j} b_g^2 / (q_j - nu_j),
+// with q_j - nu_j = sum_g Wq_g / (Wq_g + lam_j) summed directly (sigma2_j = 0
+// when it is 0: a factor whose rows all weigh nothing).
+void schall_update(int64_t k, const int64_t* offsets, const double* Wq,
+                   const double* b, const double* lam, double* nu,
+                   double* sigma2);
+
+
+}  // namespace pyglmm

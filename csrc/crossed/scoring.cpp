@@ -1,0 +1,56 @@
+// Row-wise passes: the fused scorer (linear_predictor), the IRLS quantities and a row gather.
+#include <cstring>
+
+#include "common/common.hpp"
+#include "crossed/kernels.hpp"
+
+namespace pyglmm {
+
+void take_rows(const double* X, int64_t p, const int64_t* order, int64_t n, double* out,
+               int nthreads) {
+  // Each thread writes (and so first touches) its own block of out.
+  run_blocks(n, n_blocks(n, nthreads), [&](int64_t, int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i)
+      std::memcpy(out + i * p, X + order[i] * p, static_cast<size_t>(p) * sizeof(double));
+  });
+}
+
+void linear_predictor(const Rows& r, const double* beta, const double* b,
+                      const double* offset, double* eta, int nthreads) {
+  const int64_t p = r.p, k = r.k;
+  run_blocks(r.n, n_blocks(r.n, nthreads), [&](int64_t, int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const double* x = r.X + i * p;
+      const int32_t* c = r.codes + i * k;
+      double e = offset ? offset[i] : 0.0;
+      for (int64_t j = 0; j < p; ++j) e += x[j] * beta[j];
+      for (int64_t j = 0; j < k; ++j)
+        if (c[j] >= 0) e += b[c[j]];
+      eta[i] = e;
+    }
+  });
+}
+
+double irls_quantities(int family, int64_t n, const double* eta, const double* y,
+                       const double* prior, const double* offset, double* mu,
+                       double* w, double* z, int nthreads) {
+  const int64_t nb = n_blocks(n, nthreads);
+  std::vector<double> deviance(static_cast<size_t>(nb), 0.0);
+  run_blocks(n, nb, [&](int64_t t, int64_t begin, int64_t end) {
+    double dev = 0.0;
+    for (int64_t i = begin; i < end; ++i) {
+      const double pw = prior ? prior[i] : 1.0;
+      const Irls q = irls_point(family, eta[i]);
+      mu[i] = q.mu;
+      w[i] = pw * q.var;
+      z[i] = eta[i] - (offset ? offset[i] : 0.0) + (y[i] - q.mu) / q.var;
+      dev += pw * unit_deviance(family, y[i], q.mu);
+    }
+    deviance[t] = dev;
+  });
+  double total = 0.0;
+  for (double d : deviance) total += d;  // in block order
+  return total;
+}
+
+}  // namespace pyglmm

@@ -1,0 +1,150 @@
+r"""Covariance of :math:`\hat\beta` in O(N) (eq. 24) and the naive-regression comparison (Sec. 6).
+
+Eq. (24): with the converged weights :math:`W`, :math:`S` the smoother of the
+random effects alone (problem 22) and
+:math:`\Sigma = \sum_k \sigma_k^2 Z_k Z_k^\top + W^{-1}` the covariance of the
+working response,
+
+.. math::
+
+    \widehat{\mathrm{cov}}(\hat\beta) = H^{-1} M H^{-\top}, \quad
+    \tilde R = (I - S) X, \quad U = W \tilde R, \quad H = X^\top U, \quad
+    M = U^\top \Sigma U = \sum_k \sigma_k^2 (Z_k^\top U)^\top (Z_k^\top U) + \tilde R^\top W \tilde R.
+
+(The PDF text prints :math:`\sigma^{-2}` in :math:`\Sigma`; the covariance of
+:math:`Z b` is :math:`\sigma^2 Z Z^\top`.)  :math:`S X` comes from backfitting
+all p columns of X at once on the random effects, without touching X: block k
+solves :math:`A_k = D_k^{-1}(Z_k^\top W X - \sum_{j \ne k} Z_k^\top W Z_j A_j)`
+with :math:`D_k = Z_k^\top w + 1/\sigma_k^2`.  When X holds an intercept the
+blocks are centred (:math:`\sum_g A_{k,g} = 0`, the constrained block minimum):
+by Lemma 4.1 the estimator :math:`\hat\beta` is the same linear map of z
+under the constraint, so the sandwich is unchanged while backfitting no longer
+drifts along the intercept direction.  With exact S the sandwich equals
+:math:`(X^\top V^{-1} X)^{-1}`, :math:`V = \Sigma`.
+
+Naive logistic (or least-squares) regression :math:`\hat\beta_{LR}` with
+weights :math:`W_L` has :math:`\widehat{\mathrm{cov}}_{LR} = \phi_L (X^\top W_L X)^{-1}`
+and, under the GLMM,
+:math:`\widehat{\mathrm{cov}}_{GLMM}(\hat\beta_{LR}) = H_L^{-1} [\sum_k \sigma_k^2
+(Z_k^\top W_L X)^\top (Z_k^\top W_L X) + X^\top W_L^2 W^{-1} X] H_L^{-1}`,
+:math:`H_L = X^\top W_L X`.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.linalg import eigh
+
+from ...data.design import EMPTY
+from .schall import _relative, level_precision
+
+
+def smooth_columns(d, fit, kern, nthreads, tol=1e-10, max_iter=1000):
+    """Backfit every column of X on the random effects: S X = sum_k Z_k A_k.
+
+    Returns ``(A, iterations, rel)`` with ``A`` the (Q, p) per-level fits.
+    """
+    scale = 1.0 / fit.phi
+    s = fit.s0 * scale
+    D = level_precision(fit.Wq0, fit.phi, fit.sigma2, d.n_levels)
+    A = np.zeros_like(s)
+    new_buf = np.empty((int(d.n_levels.max()), d.p))
+    rel, it = np.inf, 0
+    for it in range(1, max_iter + 1):
+        num = den = 0.0
+        for k, lv in enumerate(d.factor_slices()):
+            new = new_buf[: lv.stop - lv.start]
+            kern.group_cross_sums(d.codes, k, lv.start, fit.w0, scale, A, new, nthreads)
+            np.subtract(s[lv], new, out=new)
+            new /= D[lv, None]
+            if d.has_intercept:  # the constrained block minimum: sum_g A_kg = 0
+                new -= np.multiply.outer(1.0 / D[lv], new.sum(axis=0) / np.sum(1.0 / D[lv]))
+            den += np.einsum("g,gj,gj->", d.counts[lv], A[lv], A[lv])
+            A[lv] -= new
+            num += np.einsum("g,gj,gj->", d.counts[lv], A[lv], A[lv])
+            A[lv] = new
+        rel = _relative(num, den)
+        if rel <= tol:
+            break
+    return A, it, rel
+
+
+def _sandwich(d, kern, nthreads, A, wu, scale, wm, sigma2):
+    """H^{-1} M H^{-T} and H from one sandwich pass."""
+    p, Q = d.p, int(d.offsets[-1])
+    H, ZU, M0 = np.empty((p, p)), np.empty((Q, p)), np.empty((p, p))
+    kern.sandwich_pass(d.X, d.codes, A, wu, scale, wm, H, ZU, M0, nthreads)
+    M = M0 + sum(s2 * ZU[lv].T @ ZU[lv] for s2, lv in zip(sigma2, d.factor_slices()))
+    Hinv = np.linalg.inv(H)
+    return Hinv @ M @ Hinv.T, H
+
+
+def beta_covariance(d, fit, kern, nthreads, tol=1e-10, max_iter=1000):
+    """Eq. (24) at the converged weights; returns ``(cov, note)``, ``note`` None
+    unless backfitting the columns of X stopped short of ``tol``."""
+    A, it, rel = smooth_columns(d, fit, kern, nthreads, tol, max_iter)
+    cov, _ = _sandwich(d, kern, nthreads, A, fit.w0, 1.0 / fit.phi, EMPTY, fit.sigma2)
+    note = None if rel <= tol else (f"backfitting the columns of X for the standard errors "
+                                    f"stopped at {it} iterations (relative change {rel:.3g})")
+    return 0.5 * (cov + cov.T), note
+
+
+@dataclass
+class NaiveFit:
+    beta: np.ndarray
+    w0: np.ndarray
+    phi: float
+    converged: bool
+    iterations: int
+
+
+def naive_fit(d, family, kern, nthreads, tol=1e-10, max_iter=100):
+    """Plain GLM (no random effects) by IRLS, reusing the fused pass with no factors."""
+    n, p = d.X.shape
+    no_codes, none = np.empty((n, 0), dtype=np.int32), np.empty(0)
+    beta, dbeta = np.zeros(p), np.zeros(p)
+    w0, G, h, S = np.empty(n), np.empty((p, p)), np.empty(p), np.empty((0, p + 2))
+    converged, it, sc = False, 0, None
+    for it in range(max_iter + 1):
+        sc = kern.stats_pass(family.code, d.X, no_codes, d.y, d.prior, d.offset, beta, none,
+                             dbeta, none, True, w0, G, h, S, nthreads)
+        if it > 0 and _relative(sc[2], sc[3]) <= tol:
+            converged = True
+            break
+        if it == max_iter:
+            break
+        new = np.linalg.solve(G, h)
+        dbeta, beta = new - beta, new
+    phi = 1.0 if family.irls else float(sc[0]) / (d.n_eff - p)
+    return NaiveFit(beta, w0, phi, converged, it)
+
+
+def naive_comparison(d, family, fit, cov_glmm, kern, nthreads):
+    """Table of the naive regression's estimates, SEs, naivete and inefficiency ratios.
+
+    Returns ``(table, summary)`` where ``summary`` holds the largest
+    eigenvalues of cov_LR^{-1} cov_GLMM(beta_LR) (naivete) and of
+    cov_GLMM(beta_GLMM)^{-1} cov_GLMM(beta_LR) (inefficiency).
+    """
+    lr = naive_fit(d, family, kern, nthreads)
+    wG = fit.w0 / fit.phi
+    with np.errstate(divide="ignore", invalid="ignore"):
+        wm = np.where(wG > 0, lr.w0**2 / wG, 0.0)
+    no_smooth = np.empty((0, 0))  # absent A: the naive fit smooths nothing
+    cov_glmm_lr, H = _sandwich(d, kern, nthreads, no_smooth, lr.w0, 1.0, wm, fit.sigma2)
+    cov_lr = lr.phi * np.linalg.inv(H)
+    table = pd.DataFrame({
+        "coef_naive": lr.beta,
+        "se_naive": np.sqrt(np.diag(cov_lr)),
+        "se_naive_under_glmm": np.sqrt(np.diag(cov_glmm_lr)),
+        "naivete": np.diag(cov_glmm_lr) / np.diag(cov_lr),
+        "inefficiency": np.diag(cov_glmm_lr) / np.diag(cov_glmm),
+    }, index=pd.Index(d.feature_names, name="term"))
+    summary = {
+        "max_naivete": float(eigh(cov_glmm_lr, cov_lr, eigvals_only=True)[-1]),
+        "max_inefficiency": float(eigh(cov_glmm_lr, cov_glmm, eigvals_only=True)[-1]),
+        "naive_converged": lr.converged,
+        "naive_iterations": lr.iterations,
+    }
+    return table, summary

@@ -1,0 +1,400 @@
+"""numba kernels: twins of ``csrc/crossed/*.cpp`` (see ``csrc/crossed/kernels.hpp``).
+
+Rows are split into the same contiguous blocks as in C++ (``n_blocks``), each
+block accumulates privately, and blocks are reduced in order, so results are
+identical for a given thread count.  The loops are the plain form of the C++
+ones, without its refinements (a tile's rows in phases, per-level sums of a
+sorted factor written straight into the output, explicit AVX2).  Optional
+arrays are empty when absent.
+"""
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from ...families import BINOMIAL, GAUSSIAN
+
+ETA_CLAMP = 30.0
+MIN_ROWS_PER_BLOCK = 16384  # as kMinRowsPerBlock in csrc/common/common.hpp
+TILE = 64  # rows per Gram tile, as kTile in csrc/common/common.hpp
+
+
+def n_blocks(n, nthreads):
+    """Row blocks for n rows: one per thread, each at least MIN_ROWS_PER_BLOCK rows."""
+    return max(1, min(max(1, nthreads), n // MIN_ROWS_PER_BLOCK))
+
+
+def _threads(nthreads):
+    numba.set_num_threads(max(1, min(nthreads, numba.config.NUMBA_NUM_THREADS)))
+
+
+@njit(cache=True, inline="always")
+def _expit(x):
+    if x >= 0:
+        return 1.0 / (1.0 + np.exp(-x))
+    e = np.exp(x)
+    return e / (1.0 + e)
+
+
+@njit(cache=True, inline="always")
+def _irls_point(family, eta):
+    if family == BINOMIAL:
+        mu = _expit(min(ETA_CLAMP, max(-ETA_CLAMP, eta)))
+        return mu, mu * (1.0 - mu)
+    return eta, 1.0
+
+
+@njit(cache=True, inline="always")
+def _unit_deviance(family, y, mu):
+    if family != BINOMIAL:
+        return (y - mu) ** 2
+    d = 0.0
+    if y > 0.0:
+        d += y * np.log(y / mu)
+    if y < 1.0:
+        d += (1.0 - y) * np.log((1.0 - y) / (1.0 - mu))
+    return 2.0 * d
+
+
+@njit(cache=True, parallel=True)
+def _take_rows(X, order, out, nb):
+    n = order.shape[0]
+    for t in prange(nb):
+        for i in range(n * t // nb, n * (t + 1) // nb):
+            out[i, :] = X[order[i], :]
+
+
+def take_rows(X, order, out, nthreads):
+    if np.any((order < 0) | (order >= X.shape[0])):
+        raise ValueError("order: index out of range")
+    _threads(nthreads)
+    _take_rows(X, order, out, n_blocks(order.shape[0], nthreads))
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _gram_tile(nr, At, Bt, out, upper):
+    """out += A'B over the nr rows of a tile stored by columns (At[j, r] = A[r, j]).
+
+    Reassociation is allowed here only, so that the dot products vectorise."""
+    p = out.shape[0]
+    for j in range(p):
+        for l in range(j if upper else 0, p):
+            acc = 0.0
+            for r in range(nr):
+                acc += At[j, r] * Bt[l, r]
+            out[j, l] += acc
+
+
+@njit(cache=True, parallel=True)
+def _linear_predictor(X, codes, beta, b, offset, eta, nb):
+    n, p = X.shape
+    for t in prange(nb):
+        for i in range(n * t // nb, n * (t + 1) // nb):
+            e = offset[i] if offset.size else 0.0
+            for j in range(p):
+                e += X[i, j] * beta[j]
+            for j in range(codes.shape[1]):
+                if codes[i, j] >= 0:
+                    e += b[codes[i, j]]
+            eta[i] = e
+
+
+def linear_predictor(X, codes, beta, b, offset, eta, nthreads):
+    _threads(nthreads)
+    _linear_predictor(X, codes, beta, b, offset, eta, n_blocks(X.shape[0], nthreads))
+
+
+@njit(cache=True, parallel=True)
+def _irls_quantities(family, eta, y, prior, offset, mu, w, z, nb):
+    n = eta.shape[0]
+    dev = np.zeros(nb)
+    for t in prange(nb):
+        d = 0.0
+        for i in range(n * t // nb, n * (t + 1) // nb):
+            pw = prior[i] if prior.size else 1.0
+            m, v = _irls_point(family, eta[i])
+            mu[i] = m
+            w[i] = pw * v
+            z[i] = eta[i] - (offset[i] if offset.size else 0.0) + (y[i] - m) / v
+            d += pw * _unit_deviance(family, y[i], m)
+        dev[t] = d
+    total = 0.0
+    for t in range(nb):  # in block order
+        total += dev[t]
+    return total
+
+
+def irls_quantities(family, eta, y, prior, offset, mu, w, z, nthreads):
+    _threads(nthreads)
+    return _irls_quantities(family, eta, y, prior, offset, mu, w, z,
+                            n_blocks(eta.shape[0], nthreads))
+
+
+@njit(cache=True, parallel=True)
+def _stats_pass(family, X, codes, y, prior, offset, beta, b, dbeta, db, design,
+                w, nb, Q):
+    n, p = X.shape
+    k = codes.shape[1]
+    sc = np.zeros((nb, 4))
+    G = np.zeros((nb, p, p)) if design else np.zeros((nb, 0, 0))
+    h = np.zeros((nb, p))
+    S = np.zeros((nb, Q, p + 2)) if design else np.zeros((nb, 0, 0))
+    for t in prange(nb):
+        # thread-local accumulators, written back once: no false sharing
+        s0 = s1 = s2 = s3 = 0.0
+        Gt = np.zeros((p, p)) if design else np.zeros((0, 0))
+        ht = np.zeros(p)
+        xt = np.zeros((p, TILE))  # the tile's x and w x, by columns
+        wxt = np.zeros((p, TILE))
+        lo, hi = n * t // nb, n * (t + 1) // nb
+        for i in range(lo, hi):
+            r = (i - lo) % TILE
+            zeta = 0.0
+            dz = 0.0
+            for j in range(p):
+                zeta += X[i, j] * beta[j]
+                dz += X[i, j] * dbeta[j]
+            for j in range(k):
+                zeta += b[codes[i, j]]
+                dz += db[codes[i, j]]
+            old = zeta - dz
+            s1 += zeta * zeta
+            s2 += dz * dz
+            s3 += old * old
+            pw = prior[i] if prior.size else 1.0
+            mu, var = _irls_point(family, zeta + (offset[i] if offset.size else 0.0))
+            res = y[i] - mu
+            rv = res / var
+            s0 += pw * res * rv
+            if not design:
+                continue
+            wi = pw * var
+            w[i] = wi
+            zi = zeta + rv
+            for j in range(p):
+                xt[j, r] = X[i, j]
+                wxt[j, r] = wi * X[i, j]
+                ht[j] += wxt[j, r] * zi
+            if r == TILE - 1 or i == hi - 1:
+                _gram_tile(r + 1, wxt, xt, Gt, True)
+            if wi == 0.0:
+                continue
+            for j in range(k):
+                g = codes[i, j]
+                for l in range(p):
+                    S[t, g, l] += wxt[l, r]
+                S[t, g, p] += wi
+                S[t, g, p + 1] += wi * zi
+        sc[t, 0] = s0
+        sc[t, 1] = s1
+        sc[t, 2] = s2
+        sc[t, 3] = s3
+        if design:
+            G[t] = Gt
+            h[t] = ht
+    for t in range(1, nb):
+        sc[0] += sc[t]
+        if design:
+            G[0] += G[t]
+            h[0] += h[t]
+            S[0] += S[t]
+    return sc[0], G[0], h[0], S[0]
+
+
+def stats_pass(family, X, codes, y, prior, offset, beta, b, dbeta, db, design,
+               w, G, h, S, nthreads):
+    _threads(nthreads)
+    sc, G_, h_, S_ = _stats_pass(family, X, codes, y, prior, offset, beta, b, dbeta, db,
+                                 design, w, n_blocks(X.shape[0], nthreads), b.shape[0])
+    if design:
+        G[:] = np.triu(G_) + np.triu(G_, 1).T
+        h[:], S[:] = h_, S_
+    return sc
+
+
+@njit(cache=True, parallel=True)
+def _group_cross_sums(codes, factor, lo, w, table, q, nb):
+    n, k = codes.shape
+    m = table.shape[1]
+    acc = np.zeros((nb, q, m))
+    for t in prange(nb):
+        for i in range(n * t // nb, n * (t + 1) // nb):
+            wi = w[i]
+            if wi == 0.0:
+                continue
+            g = codes[i, factor] - lo
+            for j in range(k):
+                if j == factor:
+                    continue
+                c = codes[i, j]
+                for l in range(m):
+                    acc[t, g, l] += wi * table[c, l]
+    for t in range(1, nb):
+        acc[0] += acc[t]
+    return acc[0]
+
+
+def group_cross_sums(codes, factor, lo, w, scale, table, out, nthreads):
+    _threads(nthreads)
+    acc = _group_cross_sums(codes, factor, lo, w, table, out.shape[0],
+                            n_blocks(codes.shape[0], nthreads))
+    out[:] = scale * acc
+
+
+@njit(cache=True)
+def _chol_solve(L, x):
+    p = x.shape[0]
+    for i in range(p):
+        v = x[i]
+        for j in range(i):
+            v -= L[i, j] * x[j]
+        x[i] = v / L[i, i]
+    for i in range(p - 1, -1, -1):
+        v = x[i]
+        for j in range(i + 1, p):
+            v -= L[j, i] * x[j]
+        x[i] = v / L[i, i]
+
+
+@njit(cache=True)
+def _quad_form(M, v):
+    out = 0.0
+    for i in range(v.shape[0]):
+        row = 0.0
+        for j in range(v.shape[0]):
+            row += M[i, j] * v[j]
+        out += v[i] * row
+    return out
+
+
+@njit(cache=True)
+def _club_backfit(codes, offsets, w, scale, h, s, D, tq, chol, XtX, counts, beta, b,
+                  tol, max_iter, nb):
+    k = codes.shape[1]
+    p = beta.shape[0]
+    v = np.zeros((k, p))
+    for f in range(k):
+        for g in range(offsets[f], offsets[f + 1]):
+            for l in range(p):
+                v[f, l] += s[g, l] * b[g]
+    bcol = b.reshape(b.shape[0], 1)
+    sweeps = 0
+    rel = 0.0
+    while sweeps < max_iter:
+        sweeps += 1
+        beta0 = beta.copy()
+        num_b = 0.0
+        den_b = 0.0
+        for f in range(k):
+            lo = offsets[f]
+            hi = offsets[f + 1]
+            u = _group_cross_sums(codes, f, lo, w, bcol, hi - lo, nb)[:, 0] * scale
+            rhs = h.copy()
+            for j in range(k):
+                if j != f:
+                    rhs -= v[j]
+            for g in range(lo, hi):
+                u[g - lo] = tq[g] - u[g - lo]
+                ratio = u[g - lo] / D[g]
+                for l in range(p):
+                    rhs[l] -= s[g, l] * ratio
+            _chol_solve(chol[f], rhs)
+            beta[:] = rhs
+            v[f] = 0.0
+            for g in range(lo, hi):
+                fit = 0.0
+                for l in range(p):
+                    fit += s[g, l] * beta[l]
+                bn = (u[g - lo] - fit) / D[g]
+                d = bn - b[g]
+                num_b += counts[g] * d * d
+                den_b += counts[g] * b[g] * b[g]
+                b[g] = bn
+                for l in range(p):
+                    v[f, l] += s[g, l] * bn
+        dbeta = beta - beta0
+        num = _quad_form(XtX, dbeta) + num_b
+        den = _quad_form(XtX, beta0) + den_b
+        if den > 0.0:
+            rel = num / den
+        else:
+            rel = np.inf if num > 0.0 else 0.0
+        if rel <= tol:
+            break
+    return sweeps, rel
+
+
+def club_backfit(codes, offsets, w, scale, h, s, D, tq, chol, XtX, counts, beta, b,
+                 tol, max_iter, nthreads):
+    _threads(nthreads)
+    sweeps, rel = _club_backfit(codes, offsets, w, scale, h, s, D, tq, chol, XtX, counts,
+                                beta, b, tol, max_iter, n_blocks(codes.shape[0], nthreads))
+    return int(sweeps), float(rel)
+
+
+@njit(cache=True, parallel=True)
+def _sandwich_pass(X, codes, A, wu, scale, wm, nb, Q):
+    n, p = X.shape
+    k = codes.shape[1]
+    H = np.zeros((nb, p, p))
+    M0 = np.zeros((nb, p, p))
+    ZU = np.zeros((nb, Q, p))
+    for t in prange(nb):
+        Ht = np.zeros((p, p))  # thread-local, written back once
+        Mt = np.zeros((p, p))
+        xt = np.zeros((p, TILE))  # the tile's x, r, u = wu r and wm r, by columns
+        rt = np.zeros((p, TILE))
+        ut = np.zeros((p, TILE))
+        mt = np.zeros((p, TILE))
+        lo, hi = n * t // nb, n * (t + 1) // nb
+        for i in range(lo, hi):
+            r = (i - lo) % TILE
+            wui = scale * wu[i]
+            wmi = wm[i] if wm.size else wui
+            for l in range(p):
+                xt[l, r] = X[i, l]
+                rt[l, r] = X[i, l]
+            if A.size:
+                for j in range(k):
+                    for l in range(p):
+                        rt[l, r] -= A[codes[i, j], l]
+            for l in range(p):
+                ut[l, r] = wui * rt[l, r]
+                mt[l, r] = wmi * rt[l, r]
+            if r == TILE - 1 or i == hi - 1:
+                _gram_tile(r + 1, xt, ut, Ht, False)
+                _gram_tile(r + 1, mt, rt, Mt, True)
+            if wui == 0.0:
+                continue
+            for j in range(k):
+                g = codes[i, j]
+                for l in range(p):
+                    ZU[t, g, l] += ut[l, r]
+        H[t] = Ht
+        M0[t] = Mt
+    for t in range(1, nb):
+        H[0] += H[t]
+        M0[0] += M0[t]
+        ZU[0] += ZU[t]
+    return H[0], M0[0], ZU[0]
+
+
+def sandwich_pass(X, codes, A, wu, scale, wm, H, ZU, M0, nthreads):
+    _threads(nthreads)
+    H_, M_, Z_ = _sandwich_pass(X, codes, A, wu, scale, wm, n_blocks(X.shape[0], nthreads),
+                                ZU.shape[0])
+    H[:] = H_
+    M0[:] = np.triu(M_) + np.triu(M_, 1).T
+    ZU[:] = Z_
+
+
+@njit(cache=True)
+def schall_update(offsets, Wq, b, lam, nu, sigma2):
+    for f in range(lam.shape[0]):
+        df = 0.0
+        ss = 0.0
+        for g in range(offsets[f], offsets[f + 1]):
+            df += Wq[g] / (Wq[g] + lam[f])
+            ss += b[g] * b[g]
+        nu[f] = (offsets[f + 1] - offsets[f]) - df
+        sigma2[f] = ss / df if df > 0.0 else 0.0

@@ -1,0 +1,289 @@
+r"""Schall's PQL outer loop with clubbed backfitting (Ghosh, Hastie & Owen 2022).
+
+Model, for factors k = 1..K with levels g and rows i:
+
+.. math::
+
+    \eta_i = o_i + x_i^\top\beta + \sum_k b_{k, g_k(i)}, \qquad
+    b_{k,g} \sim N(0, \sigma_k^2), \qquad
+    \mathrm{Var}(y_i \mid b) = \phi\, V(\mu_i) / a_i,
+
+with prior weights :math:`a_i` (times binomial trials).  Outer iteration
+:math:`\ell` (Sections 3.1-4 of the paper):
+
+1. one fused pass at the current fit gives :math:`\zeta = X\beta + Zb`, the
+   working weights :math:`w_i = a_i V(\mu_i)/\phi` and response
+   :math:`z_i = \zeta_i + (y_i - \mu_i)/V(\mu_i)`, and every sum the inner loop
+   needs (``X'WX``, ``X'Wz``, ``Z_k'WX``, ``Z_k'w``, ``Z_k'Wz``), plus the
+   Pearson statistic and the relative change
+   :math:`\|\zeta^{(\ell)} - \zeta^{(\ell-1)}\|^2 / \|\zeta^{(\ell-1)}\|^2`
+   (stop when it is at most ``tol``);
+2. with dispersion estimated, eq. (15):
+   :math:`\phi = \sum_i a_i (y_i-\mu_i)^2/V(\mu_i) \,/\, (N - p - \sum_k (q_k - \nu_k))`;
+3. clubbed backfitting (eqs. 35, 37) solves the penalised weighted least squares
+   problem (12),
+   :math:`\min_{\beta,b} \sum_i w_i (z_i - x_i^\top\beta - \sum_k b_{k,g_k(i)})^2
+   + \sum_k \|b_k\|^2/\sigma_k^2`, warm-started, to ``inner_tol``;
+4. Schall's update with the diagonal trace approximation (eqs. 14, 25):
+   :math:`\nu_k = \lambda_k \sum_g 1/(W_{k,g} + \lambda_k)`, :math:`\lambda_k = 1/\sigma_k^2`,
+   :math:`\sigma_k^2 \leftarrow \|b_k\|^2 / (q_k - \nu_k)`.
+
+Besides the paper's criterion on :math:`\zeta`, the loop also waits until every
+:math:`\sigma_k` changes by at most ``var_tol`` (relative) per iteration or
+has reached the boundary :math:`\sigma_k/\sqrt\phi <` ``BOUNDARY`` (lme4's
+singular-fit threshold): Schall's update approaches a zero variance slowly
+(geometrically), and the change of :math:`\zeta` alone would stop it half-way.
+When a :math:`\sigma_k` converges that slowly (three successive changes of one
+sign whose ratios agree and lie in [0.5, 1), once :math:`\zeta` has nearly
+settled), Aitken's :math:`\Delta^2` extrapolation jumps it to the limit of
+the geometric sequence; the fixed point, and so the estimate, is unchanged.
+
+Start: :math:`\beta = 0, b = 0`, :math:`\sigma_k^2 = \phi = 1` (the paper's
+defaults) for binomial; for gaussian both start at the weighted variance of
+:math:`y - o`, which makes the iterations equivariant to the response's scale.
+The gaussian family has fixed weights (no IRLS): its sums are computed once and
+later passes only evaluate the residual sum of squares and the change of
+:math:`\zeta`.
+"""
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ...exceptions import DataError
+
+SIGMA2_FLOOR = 1e-12  # relative to phi: keeps lambda finite once a variance collapses
+BOUNDARY = 1e-4  # sigma_k / sqrt(phi) below this is a boundary (singular) fit, as lme4
+AITKEN_ZETA = 1e-4  # extrapolate variances only once zeta's relative change is this small
+
+
+@dataclass
+class FitOptions:
+    """Tolerances and limits of the outer and inner loops."""
+
+    tol: float = 1e-8
+    inner_tol: float = 1e-8
+    var_tol: float = 1e-3
+    max_iter: int = 100
+    max_inner_iter: int = 1000
+    estimate_dispersion: bool = False
+
+    def __post_init__(self):
+        for name in ("tol", "inner_tol", "var_tol"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        for name in ("max_iter", "max_inner_iter"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, np.integer)) and value >= 1):
+                raise ValueError(f"{name} must be an integer of at least 1, got {value!r}")
+
+
+@dataclass
+class SchallFit:
+    """Raw output of :func:`fit_schall` (the public result wraps it)."""
+
+    beta: np.ndarray
+    b: np.ndarray
+    sigma2: np.ndarray
+    phi: float
+    nu: np.ndarray
+    pearson: float
+    w0: np.ndarray  # final unscaled working weights (w = w0 / phi)
+    s0: np.ndarray  # final Z'W0X (Q x p, a view)
+    Wq0: np.ndarray  # final Z'w0 (Q, a view)
+    converged: bool
+    inner_converged: bool
+    rel_change: float
+    history: list = field(default_factory=list)
+
+
+def _relative(num, den):
+    if den > 0:
+        return num / den
+    return np.inf if num > 0 else 0.0
+
+
+def _variances_settled(history, phi, var_tol):
+    """Whether the last Schall update moved every sigma_k by at most var_tol
+    (relative), or left it at the boundary."""
+    new, old = np.sqrt(history[-1]["sigma2"]), np.sqrt(history[-1]["old_sigma2"])
+    return bool(np.all((np.abs(new - old) <= var_tol * old) | (new / np.sqrt(phi) < BOUNDARY)))
+
+
+def _aitken(history, sigma2, floor):
+    """Aitken's extrapolation of the sds from the natural updates since the last jump
+    (the last three rows and ``sigma2``); None unless every factor's series is
+    in its linear regime and at least one converges slowly."""
+    since = [h["sigma2"] for h in history[-3:]]
+    if len(since) < 3 or any(h["accelerated"] for h in history[-2:]):
+        return None
+    s = np.sqrt(np.array(since + [sigma2.tolist()]))  # (4, K)
+    d = np.diff(s, axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = d[1:] / d[:-1]
+    slow = (r[1] >= 0.5) & (r[1] < 1) & (np.abs(r[1] - r[0]) < 0.05) & (r[0] > 0)
+    settled = np.abs(d[-1]) <= 1e-12 * np.maximum(s[-1], 1e-300)
+    if not np.any(slow) or not np.all(slow | settled):
+        return None
+    limit = np.where(slow, s[-1] + d[-1] * r[1] / (1 - np.where(slow, r[1], 0)), s[-1])
+    return np.maximum(np.maximum(limit, 0.0) ** 2, floor)
+
+
+def _initial_scale(d, family):
+    """Starting value of every sigma2_k (and of phi when it is estimated)."""
+    if family.irls:
+        return 1.0
+    prior = d.prior if d.prior.size else np.ones(d.n)
+    r = d.y - (d.offset if d.offset.size else 0.0)
+    mean = np.average(r, weights=prior)
+    var = float(np.average((r - mean) ** 2, weights=prior))
+    return var if var > 0 else 1.0
+
+
+LEVEL_CHUNK = 1 << 16  # levels per chunk in s' D^-1 s: bounds the temporary to 64k x p
+
+
+def level_precision(Wq0, phi, sigma2, n_levels):
+    """D = Z'w0 / phi + 1 / sigma_k^2 per level: the diagonal of the random-effect
+    block of the penalised normal equations (each factor's own block)."""
+    return Wq0 / phi + np.repeat(1.0 / sigma2, n_levels)
+
+
+def _club_factors(G, s, D, slices):
+    """Cholesky factors of A_k = X'WX - s_k' D_k^{-1} s_k, one per factor."""
+    chol = np.empty((len(slices),) + G.shape)
+    for k, lv in enumerate(slices):
+        A = G.copy()
+        for a in range(lv.start, lv.stop, LEVEL_CHUNK):
+            c = slice(a, min(lv.stop, a + LEVEL_CHUNK))
+            A -= s[c].T @ (s[c] / D[c, None])
+        try:
+            chol[k] = np.linalg.cholesky(A)
+        except np.linalg.LinAlgError:
+            raise DataError("the fixed effects are not estimable beside the random effects: "
+                            "X'W(I - S)X is singular for factor k=" + str(k)) from None
+    return chol
+
+
+@dataclass
+class ClubInputs:
+    """What the clubbed inner loop reads besides the rows (see ``club_backfit``)."""
+
+    scale: float
+    h: np.ndarray
+    s: np.ndarray
+    Wq: np.ndarray
+    D: np.ndarray
+    tq: np.ndarray
+    chol: np.ndarray
+    lam: np.ndarray
+
+
+class SchallState:
+    """The iterate of Schall's loop and the buffers of its fused pass.
+
+    One outer iteration is :meth:`pass_` (the fused pass at the current fit)
+    followed by :meth:`solve` (clubbed backfitting and Schall's update).
+    """
+
+    def __init__(self, d, family, kern, nthreads, estimate_dispersion):
+        K, p, Q = d.codes.shape[1], d.p, int(d.offsets[-1])
+        self.d, self.family, self.kern, self.nthreads = d, family, kern, nthreads
+        self.beta, self.b = np.zeros(p), np.zeros(Q)
+        self.dbeta, self.db = np.zeros(p), np.zeros(Q)
+        start = _initial_scale(d, family)
+        self.phi = start if estimate_dispersion else 1.0
+        self.sigma2 = np.full(K, start)
+        self.nu = np.zeros(K)
+        self.w0, self.G0, self.h0 = np.empty(d.n), np.empty((p, p)), np.empty(p)
+        self.S0 = np.empty((Q, p + 2))  # Z'W0 [X, 1, z]: views s0, Wq0, tq0
+        self.s0, self.Wq0, self.tq0 = self.S0[:, :p], self.S0[:, p], self.S0[:, p + 1]
+        self.s = np.empty((Q, p))  # s0 / phi, rewritten in place every iteration
+        self.passes = 0
+
+    def pass_(self):
+        """The fused pass; returns [pearson, |zeta|^2, |dzeta|^2, |zeta - dzeta|^2].
+
+        The gaussian family's sums do not change after the first pass."""
+        d = self.d
+        design = self.family.irls or self.passes == 0
+        self.passes += 1
+        return self.kern.stats_pass(self.family.code, d.X, d.codes, d.y, d.prior, d.offset,
+                                    self.beta, self.b, self.dbeta, self.db, design, self.w0,
+                                    self.G0, self.h0, self.S0, self.nthreads)
+
+    def prepare(self):
+        """Inputs of the clubbed inner loop at the current weights and variances:
+        the sums scaled by 1/phi, D = Z'w + 1/sigma^2 and the Cholesky factors."""
+        scale = 1.0 / self.phi
+        s = np.multiply(self.s0, scale, out=self.s)
+        h, Wq, tq = self.h0 * scale, self.Wq0 * scale, self.tq0 * scale
+        lam = 1.0 / self.sigma2
+        D = level_precision(self.Wq0, self.phi, self.sigma2, self.d.n_levels)
+        chol = _club_factors(self.G0 * scale, s, D, self.d.factor_slices())
+        return ClubInputs(scale, h, s, Wq, D, tq, chol, lam)
+
+    def backfit(self, c, inner_tol, max_inner_iter):
+        """Clubbed backfitting from the current (beta, b); returns (sweeps, rel)."""
+        d = self.d
+        sweeps, rel = self.kern.club_backfit(d.codes, d.offsets, self.w0, c.scale, c.h, c.s, c.D,
+                                             c.tq, c.chol, d.XtX, d.counts, self.beta, self.b,
+                                             inner_tol, max_inner_iter, self.nthreads)
+        return int(sweeps), float(rel)
+
+    def solve(self, inner_tol, max_inner_iter):
+        """Clubbed backfitting at the current weights, then Schall's update.
+
+        Returns ``(sweeps, inner_rel, old_sigma2)``; ``self.sigma2`` is updated."""
+        c = self.prepare()
+        beta_old, b_old = self.beta.copy(), self.b.copy()
+        sweeps, inner_rel = self.backfit(c, inner_tol, max_inner_iter)
+        np.subtract(self.beta, beta_old, out=self.dbeta)
+        np.subtract(self.b, b_old, out=self.db)
+        new_sigma2 = np.empty_like(self.sigma2)
+        self.kern.schall_update(self.d.offsets, c.Wq, self.b, c.lam, self.nu, new_sigma2)
+        old_sigma2, self.sigma2 = self.sigma2, np.maximum(new_sigma2, SIGMA2_FLOOR * self.phi)
+        return sweeps, inner_rel, old_sigma2
+
+
+def fit_schall(d, family, opts, kern, nthreads, progress=None):
+    """Run Schall's algorithm on design ``d`` with kernel module ``kern``."""
+    st = SchallState(d, family, kern, nthreads, opts.estimate_dispersion)
+    q = d.n_levels.astype(np.float64)
+    history, converged, rel, pearson = [], False, np.inf, np.nan
+    for it in range(1, opts.max_iter + 2):
+        start = time.perf_counter()
+        sc = st.pass_()
+        pearson = float(sc[0])
+        if history:
+            rel = _relative(sc[2], sc[3])
+            history[-1]["rel_change"] = rel
+            if progress is not None:
+                progress(history[-1])
+            # an extrapolated step is always followed by a natural one, so that the
+            # returned modes are the solution at the returned variances
+            converged = (rel <= opts.tol and not history[-1]["accelerated"]
+                         and _variances_settled(history, st.phi, opts.var_tol))
+            if opts.estimate_dispersion:
+                dof = d.n_eff - d.p - np.sum(q - st.nu)
+                if dof <= 0:
+                    raise DataError(f"too few rows to estimate the dispersion ({dof:.1f} "
+                                    "residual degrees of freedom)")
+                st.phi = pearson / dof
+        if converged or it > opts.max_iter:
+            break
+        sweeps, inner_rel, old_sigma2 = st.solve(opts.inner_tol, opts.max_inner_iter)
+        row = {"iteration": it, "inner_sweeps": sweeps, "inner_rel": inner_rel,
+               "seconds": 0.0, "rel_change": np.nan, "sigma2": st.sigma2.tolist(),
+               "old_sigma2": old_sigma2.tolist(), "phi": st.phi, "accelerated": False}
+        if rel <= AITKEN_ZETA:
+            jumped = _aitken(history, st.sigma2, SIGMA2_FLOOR * st.phi)
+            if jumped is not None:
+                st.sigma2 = jumped
+                row.update(sigma2=jumped.tolist(), accelerated=True)
+        row["seconds"] = time.perf_counter() - start
+        history.append(row)
+    inner_ok = bool(history) and history[-1]["inner_rel"] <= opts.inner_tol
+    return SchallFit(st.beta, st.b, st.sigma2, float(st.phi), st.nu, pearson, st.w0, st.s0,
+                     st.Wq0, bool(converged), inner_ok, float(rel), history)

@@ -1,0 +1,387 @@
+"""Every backend's kernels against the numpy reference, on random inputs and edge cases."""
+
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import pytest
+
+from pyglmm import backends as _backend
+
+REF = _backend.kernels("numpy")
+
+
+def make_problem(seed, n=3000, p=4, levels=(40, 7), edge=None, sort=False):
+    """Random kernel inputs; ``edge`` adds one edge case; ``sort`` orders rows by factor 0."""
+    rng = np.random.default_rng(seed)
+    levels = list(levels)
+    local = np.column_stack([rng.integers(0, q, n) for q in levels]).astype(np.int32)
+    w = rng.uniform(0.05, 0.25, n)
+    if edge == "empty_level":        # the last level of factor 0 has no rows
+        local[:, 0] = np.minimum(local[:, 0], levels[0] - 2)
+    elif edge == "one_level":        # factor 0 has a single level
+        levels[0] = 1
+        local[:, 0] = 0
+    elif edge == "zero_weights":     # a third of the rows weigh nothing, and all of level 0
+        w[rng.random(n) < 1 / 3] = 0.0
+        w[local[:, 0] == 0] = 0.0
+    elif edge == "single_row_level":  # level 0 of factor 0 has exactly one row
+        local[:, 0] = np.maximum(local[:, 0], 1)
+        local[5, 0] = 0
+    if sort:
+        order = np.argsort(local[:, 0], kind="stable")
+        local, w = local[order], w[order]
+    offsets = np.concatenate([[0], np.cumsum(levels)]).astype(np.int64)
+    codes = np.ascontiguousarray(local + offsets[:-1].astype(np.int32))
+    Q = int(offsets[-1])
+    X = np.column_stack([np.ones(n), rng.standard_normal((n, p - 1))])
+    y = (rng.random(n) < 0.3).astype(float)
+    return dict(X=X, codes=codes, offsets=offsets, Q=Q, w=w, y=y, rng=rng,
+                prior=rng.uniform(0.5, 2, n), offset=rng.normal(0, 0.1, n),
+                beta=rng.normal(0, 0.5, p), b=rng.normal(0, 0.5, Q),
+                dbeta=rng.normal(0, 0.1, p), db=rng.normal(0, 0.1, Q))
+
+
+EDGES = [None, "empty_level", "one_level", "zero_weights", "single_row_level"]
+# A small problem; one big enough for several row blocks (threads); and ones with
+# so many levels that the C++ blocks accumulate only the levels their rows touch
+# (rows in random order, or sorted by the big factor as pyglmm sorts them).
+SIZES = [dict(n=3000), dict(n=70000, levels=(900, 31)),
+         dict(n=70000, levels=(150000, 31)), dict(n=70000, levels=(150000, 31), sort=True)]
+SIZE_IDS = ["small", "blocks", "many_levels", "many_levels_sorted"]
+
+
+def close(a, b):
+    np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-11)
+
+
+@pytest.mark.parametrize("edge", EDGES)
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
+@pytest.mark.parametrize("family", [0, 1])
+@pytest.mark.parametrize("optional", [True, False], ids=["prior+offset", "absent"])
+def test_stats_pass(backend, edge, size, family, optional):
+    P = make_problem(1, edge=edge, **size)
+    n, p, Q = P["X"].shape[0], P["X"].shape[1], P["Q"]
+    prior = P["prior"] if optional else np.empty(0)
+    offset = P["offset"] if optional else np.empty(0)
+    outs = {}
+    for name, kern in [("ref", REF), ("test", _backend.kernels(backend))]:
+        bufs = [np.full(n, np.nan), np.empty((p, p)), np.empty(p), np.full((Q, p + 2), np.nan)]
+        sc = kern.stats_pass(family, P["X"], P["codes"], P["y"], prior, offset, P["beta"], P["b"],
+                             P["dbeta"], P["db"], True, *bufs, 2)
+        outs[name] = [sc] + bufs
+    for got, want in zip(outs["test"], outs["ref"]):
+        close(got, want)
+    if edge == "empty_level":
+        assert outs["test"][4][P["offsets"][1] - 1, p] == 0.0  # no weight on the empty level
+
+
+@pytest.mark.parametrize("edge", EDGES)
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
+def test_group_cross_sums(backend, edge, size):
+    P = make_problem(2, edge=edge, **size)
+    kern = _backend.kernels(backend)
+    for factor in range(P["codes"].shape[1]):
+        lo, hi = P["offsets"][factor], P["offsets"][factor + 1]
+        for m in (1, 3):
+            table = P["rng"].standard_normal((P["Q"], m))
+            want, got = np.empty((hi - lo, m)), np.empty((hi - lo, m))
+            REF.group_cross_sums(P["codes"], factor, lo, P["w"], 0.7, table, want, 1)
+            kern.group_cross_sums(P["codes"], factor, lo, P["w"], 0.7, table, got, 2)
+            close(got, want)
+
+
+def club_inputs(P):
+    """Consistent inputs for the clubbed inner loop, built with the reference kernels."""
+    n, p, Q = P["X"].shape[0], P["X"].shape[1], P["Q"]
+    w, G, h, S = np.empty(n), np.empty((p, p)), np.empty(p), np.empty((Q, p + 2))
+    zero = np.zeros(Q)
+    REF.stats_pass(1, P["X"], P["codes"], P["y"], np.empty(0), np.empty(0), P["beta"], zero,
+                   np.zeros(p), zero, True, w, G, h, S, 1)
+    s, Wq, tq = S[:, :p].copy(), S[:, p].copy(), S[:, p + 1].copy()
+    lam = np.array([1.3, 2.1, 0.8])[: P["codes"].shape[1]]
+    D = Wq + np.repeat(lam, np.diff(P["offsets"]))
+    chol = np.stack([np.linalg.cholesky(G - s[a:b].T @ (s[a:b] / D[a:b, None]))
+                     for a, b in zip(P["offsets"][:-1], P["offsets"][1:])])
+    counts = np.bincount(P["codes"].ravel(), minlength=Q).astype(float)
+    return dict(w=w, h=h, s=s, D=D, tq=tq, chol=chol, XtX=P["X"].T @ P["X"], counts=counts,
+                G=G, Wq=Wq, lam=lam)
+
+
+@pytest.mark.parametrize("edge", EDGES)
+@pytest.mark.parametrize("levels", [(40, 7), (40, 7, 5), (25,)], ids=["K2", "K3", "K1"])
+def test_club_backfit(backend, edge, levels):
+    P = make_problem(3, levels=levels, edge=edge)
+    I = club_inputs(P)
+    results = {}
+    for name, kern in [("ref", REF), ("test", _backend.kernels(backend))]:
+        beta, b = np.zeros(P["X"].shape[1]), np.zeros(P["Q"])
+        sweeps, rel = kern.club_backfit(P["codes"], P["offsets"], I["w"], 1.0, I["h"], I["s"],
+                                        I["D"], I["tq"], I["chol"], I["XtX"], I["counts"], beta, b,
+                                        1e-12, 500, 2)
+        results[name] = (sweeps, rel, beta, b)
+    assert results["test"][0] == results["ref"][0]
+    assert results["ref"][1] <= 1e-12
+    close(results["test"][2], results["ref"][2])
+    close(results["test"][3], results["ref"][3])
+
+
+@pytest.mark.parametrize("edge", EDGES)
+@pytest.mark.parametrize("with_A", [True, False])
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
+def test_sandwich_pass(backend, edge, with_A, size):
+    P = make_problem(4, edge=edge, **size)
+    p, Q = P["X"].shape[1], P["Q"]
+    A = P["rng"].standard_normal((Q, p)) if with_A else np.empty((0, 0))
+    wm = np.empty(0) if with_A else P["prior"]
+    outs = {}
+    for name, kern in [("ref", REF), ("test", _backend.kernels(backend))]:
+        bufs = [np.empty((p, p)), np.empty((Q, p)), np.empty((p, p))]
+        kern.sandwich_pass(P["X"], P["codes"], A, P["w"], 1.5, wm, *bufs, 2)
+        outs[name] = bufs
+    for got, want in zip(outs["test"], outs["ref"]):
+        close(got, want)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
+def test_linear_predictor_and_irls(backend, size):
+    P = make_problem(5, **size)
+    n = P["X"].shape[0]
+    codes = P["codes"].copy()
+    codes[::7, 1] = -1  # unseen levels score 0
+    kern = _backend.kernels(backend)
+    want, got = np.empty(n), np.empty(n)
+    REF.linear_predictor(P["X"], codes, P["beta"], P["b"], P["offset"], want, 1)
+    kern.linear_predictor(P["X"], codes, P["beta"], P["b"], P["offset"], got, 2)
+    close(got, want)
+    manual = P["offset"] + P["X"] @ P["beta"] + P["b"][P["codes"][:, 0]]
+    manual += np.where(codes[:, 1] >= 0, P["b"][np.maximum(codes[:, 1], 0)], 0.0)
+    close(want, manual)
+    eta = 40 * P["rng"].standard_normal(n)  # far beyond exp's comfort zone on both sides
+    y = np.where(np.arange(n) % 5 == 0, 0.25, P["y"])  # proportions too, not only 0/1
+    for family in (0, 1):
+        outs = {}
+        for name, k in [("ref", REF), ("test", kern)]:
+            bufs = [np.empty(n), np.empty(n), np.empty(n)]
+            dev = k.irls_quantities(family, eta, y, P["prior"], P["offset"], *bufs, 2)
+            outs[name] = [np.array(dev)] + bufs
+        for got_, want_ in zip(outs["test"], outs["ref"]):
+            assert np.all(np.isfinite(got_))
+            close(got_, want_)
+        mu = outs["ref"][1]
+        with np.errstate(divide="ignore", invalid="ignore"):  # 0 log 0 = 0
+            unit = (2 * (np.nan_to_num(y * np.log(y / mu)) + np.nan_to_num((1 - y) * np.log((1 - y) / (1 - mu))))
+                    if family == 1 else (y - mu) ** 2)
+        close(outs["test"][0], np.sum(P["prior"] * unit))
+
+
+@pytest.mark.parametrize("size", SIZES[:2], ids=SIZE_IDS[:2])
+def test_take_rows(backend, size):
+    P = make_problem(8, **size)
+    order = P["rng"].permutation(P["X"].shape[0])
+    got = np.empty_like(P["X"])
+    _backend.kernels(backend).take_rows(P["X"], order, got, 2)
+    np.testing.assert_array_equal(got, P["X"][order])
+    with pytest.raises(ValueError, match="order: index out of range"):
+        _backend.kernels(backend).take_rows(P["X"], np.array([0, P["X"].shape[0]]),
+                                            np.empty((2, P["X"].shape[1])), 1)
+
+
+@pytest.mark.parametrize("edge", EDGES)
+def test_schall_update(backend, edge):
+    P = make_problem(6, edge=edge)
+    I = club_inputs(P)
+    outs = {}
+    for name, kern in [("ref", REF), ("test", _backend.kernels(backend))]:
+        nu, s2 = np.empty(len(I["lam"])), np.empty(len(I["lam"]))
+        kern.schall_update(P["offsets"], I["Wq"], P["b"], I["lam"], nu, s2)
+        outs[name] = (nu, s2)
+    close(outs["test"][0], outs["ref"][0])
+    close(outs["test"][1], outs["ref"][1])
+    # the diagonal trace by its definition
+    a, b = P["offsets"][0], P["offsets"][1]
+    nu0 = I["lam"][0] * np.sum(1 / (I["Wq"][a:b] + I["lam"][0]))
+    close(outs["ref"][0][0], nu0)
+    close(outs["ref"][1][0], np.sum(P["b"][a:b] ** 2) / ((b - a) - nu0))
+
+
+def test_results_identical_for_a_thread_count(backend):
+    P = make_problem(7, n=70000, levels=(900, 31))
+    n, p, Q = P["X"].shape[0], P["X"].shape[1], P["Q"]
+    kern = _backend.kernels(backend)
+    runs = []
+    for _ in range(2):
+        bufs = [np.empty(n), np.empty((p, p)), np.empty(p), np.empty((Q, p + 2))]
+        sc = kern.stats_pass(1, P["X"], P["codes"], P["y"], P["prior"], P["offset"], P["beta"],
+                             P["b"], P["dbeta"], P["db"], True, *bufs, 2)
+        runs.append([sc] + bufs)
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
+
+
+def sorted_runs_problem(seed):
+    """Rows sorted by a factor with 600,000 levels (so many that the C++ kernels add
+    its sums straight into the output) used in runs of 40 rows, except one run of
+    40,000: every block boundary for 2, 3 or 4 threads falls inside it, so blocks
+    share their end levels, and with 4 threads two blocks hold nothing else."""
+    P = make_problem(seed, n=70000, levels=(600_000, 31))
+    used = np.sort(P["rng"].choice(600_000, 70000 // 40, replace=False))
+    local = np.repeat(used, 40)
+    local[15000:55000] = local[15000]
+    P["codes"][:, 0] = local
+    return P
+
+
+@pytest.mark.parametrize("threads", [2, 3, 4])
+def test_level_sums_shared_between_blocks(backend, threads):
+    P = sorted_runs_problem(9)
+    n, p, Q = P["X"].shape[0], P["X"].shape[1], P["Q"]
+    kern = _backend.kernels(backend)
+    outs = {}
+    for name, k, t in [("ref", REF, 1), ("test", kern, threads)]:
+        stats = [np.empty(n), np.empty((p, p)), np.empty(p), np.full((Q, p + 2), np.nan)]
+        sc = k.stats_pass(1, P["X"], P["codes"], P["y"], P["prior"], P["offset"], P["beta"], P["b"],
+                          P["dbeta"], P["db"], True, *stats, t)
+        sandwich = [np.empty((p, p)), np.full((Q, p), np.nan), np.empty((p, p))]
+        A = np.linspace(-1, 1, Q * p).reshape(Q, p)
+        k.sandwich_pass(P["X"], P["codes"], A, P["w"], 1.5, np.empty(0), *sandwich, t)
+        cross = []
+        for m in (1, 3):
+            table = np.cos(np.arange(Q * m)).reshape(Q, m)
+            out = np.full((600_000, m), np.nan)
+            k.group_cross_sums(P["codes"], 0, 0, P["w"], 0.7, table, out, t)
+            cross.append(out)
+        outs[name] = [sc] + stats + sandwich + cross
+    for got, want in zip(outs["test"], outs["ref"]):
+        close(got, want)
+    big = P["codes"][15000, 0]  # the level of the long run: its weight is the run's
+    close(outs["test"][4][big, p], outs["ref"][1][15000:55000].sum())
+
+
+def test_cpp_rejects_bad_arrays():
+    if "cpp" not in _backend.available_backends():
+        pytest.skip("C++ backend not built")
+    kern = _backend.kernels("cpp")
+    X = np.ones((5, 2))
+    codes = np.zeros((5, 1), dtype=np.int32)
+    eta = np.empty(5)
+    with pytest.raises(ValueError, match="X: array must be C-contiguous"):
+        kern.linear_predictor(np.ones((2, 5)).T, codes, np.ones(2), np.ones(1), np.empty(0), eta, 1)
+    with pytest.raises(ValueError, match="codes: wrong dtype"):
+        kern.linear_predictor(X, codes.astype(np.int64), np.ones(2), np.ones(1), np.empty(0), eta, 1)
+    with pytest.raises(ValueError, match="beta: wrong shape"):
+        kern.linear_predictor(X, codes, np.ones(3), np.ones(1), np.empty(0), eta, 1)
+    ro = np.empty(5)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="eta: array is read-only"):
+        kern.linear_predictor(X, codes, np.ones(2), np.ones(1), np.empty(0), ro, 1)
+
+
+def test_schall_update_factor_without_weight(backend):
+    """A factor whose rows all weigh nothing has no information: sigma2 = 0 on every backend."""
+    offsets = np.array([0, 3, 5], dtype=np.int64)
+    Wq = np.array([0.0, 0.0, 0.0, 1.5, 2.0])
+    b = np.array([0.1, -0.2, 0.3, 0.4, -0.1])
+    nu, s2 = np.empty(2), np.empty(2)
+    _backend.kernels(backend).schall_update(offsets, Wq, b, np.array([1.0, 2.0]), nu, s2)
+    assert s2[0] == 0.0 and nu[0] == 3.0
+    np.testing.assert_allclose(s2[1], 0.17 / (1.5 / 3.5 + 2.0 / 4.0))
+
+
+GRAM_CHECK = """
+import sys, numpy as np
+sys.path.insert(0, {tests!r})
+from test_kernels import REF, close, make_problem
+from pyglmm import backends as _backend
+kern = _backend.kernels("cpp")
+from pyglmm import _core
+print(_core.gram_isa())
+for p in (1, 4, 7, 8, 9, 13, 17):  # every mix of 4 x 8 and 4 x 4 blocks, padded or not
+    P = make_problem(10 + p, n=40000, p=p, levels=(300, 20))
+    n, Q = P["X"].shape[0], P["Q"]
+    outs = []
+    for k in (REF, kern):
+        st = [np.empty(n), np.empty((p, p)), np.empty(p), np.empty((Q, p + 2))]
+        k.stats_pass(1, P["X"], P["codes"], P["y"], P["prior"], P["offset"], P["beta"], P["b"],
+                     P["dbeta"], P["db"], True, *st, 2)
+        sw = [np.empty((p, p)), np.empty((Q, p)), np.empty((p, p))]
+        k.sandwich_pass(P["X"], P["codes"], np.cos(np.arange(Q * p)).reshape(Q, p), P["w"], 1.5,
+                        P["prior"], *sw, 2)
+        outs.append(st + sw)
+    for got, want in zip(outs[1], outs[0]):
+        close(got, want)
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("no_avx2", ["0", "1"], ids=["as_detected", "portable"])
+def test_cpp_gram_versions_agree_with_reference(no_avx2):
+    """Both versions of the C++ Gram accumulation (AVX2 where the CPU has it, and the
+    portable one) at numbers of columns that use every block shape."""
+    if "cpp" not in _backend.available_backends():
+        pytest.skip("C++ backend not built")
+    env = {**os.environ, "PYGLMM_NO_AVX2": no_avx2}
+    code = GRAM_CHECK.format(tests=os.path.dirname(__file__))
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         cwd=tempfile.gettempdir())  # import the installed pyglmm, not the source tree
+    assert run.returncode == 0, run.stderr
+    isa, ok = run.stdout.split()
+    assert ok == "ok"
+    assert isa == "portable" if no_avx2 == "1" else isa in ("avx2", "portable")
+
+
+def _stats(kern, P, threads):
+    n, p, Q = P["X"].shape[0], P["X"].shape[1], P["Q"]
+    bufs = [np.empty(n), np.empty((p, p)), np.empty(p), np.empty((Q, p + 2))]
+    sc = kern.stats_pass(1, P["X"], P["codes"], P["y"], P["prior"], P["offset"], P["beta"], P["b"],
+                         P["dbeta"], P["db"], True, *bufs, threads)
+    return [sc] + bufs
+
+
+def test_kernels_called_from_many_python_threads_at_once(backend):
+    """The kernels release the GIL; concurrent calls (the C++ pool is then busy and the
+    others start their own threads) give the results of a lone call."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    P = make_problem(11, n=70000, levels=(900, 31))
+    kern = _backend.kernels(backend)
+    want = _stats(kern, P, 2)
+    with ThreadPoolExecutor(4) as ex:
+        runs = list(ex.map(lambda t: _stats(kern, P, t % 2 + 2), range(16)))
+    for t, got in enumerate(runs):
+        if t % 2 + 2 == 2:
+            for a, b in zip(got, want):
+                np.testing.assert_array_equal(a, b)
+        else:
+            for a, b in zip(got, want):
+                close(a, b)
+
+
+FORK_CHECK = """
+import os, sys, numpy as np
+sys.path.insert(0, {tests!r})
+from test_kernels import _stats, make_problem
+from pyglmm import backends as _backend
+kern = _backend.kernels("cpp")
+P = make_problem(12, n=70000, levels=(900, 31))
+want = _stats(kern, P, 2)  # starts the parent's worker threads
+pid = os.fork()
+if pid == 0:  # the child has none of them: it must not wait for them
+    got = _stats(kern, P, 2)
+    os._exit(0 if all(np.array_equal(a, b) for a, b in zip(got, want)) else 1)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_cpp_kernels_work_in_a_forked_child():
+    if "cpp" not in _backend.available_backends():
+        pytest.skip("C++ backend not built")
+    code = FORK_CHECK.format(tests=os.path.dirname(__file__))
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=tempfile.gettempdir())
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["0"]
