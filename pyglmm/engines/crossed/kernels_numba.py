@@ -12,7 +12,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from ...families import BINOMIAL, GAUSSIAN
+from ...families import BINOMIAL
 
 ETA_CLAMP = 30.0
 MIN_ROWS_PER_BLOCK = 16384  # as kMinRowsPerBlock in csrc/common/common.hpp

@@ -9,7 +9,7 @@ import numpy as np
 from scipy.linalg import cho_solve
 from scipy.special import rel_entr
 
-from ...families import BINOMIAL, GAUSSIAN, expit
+from ...families import BINOMIAL, expit
 
 ETA_CLAMP = 30.0  # as R's binomial()$linkinv: keeps V(mu) >= 9.4e-14
 
