@@ -1,27 +1,35 @@
 """pyglmm: generalized linear mixed models at scale.
 
-Crossed random-effects logistic (and linear) regression at millions of rows by
-Schall's PQL with clubbed backfitting (Ghosh, Hastie & Owen 2022), on C++,
-numba or numpy kernels.
+Crossed random-effects GLMMs at millions of rows by Schall's PQL with clubbed
+backfitting (Ghosh, Hastie & Owen 2022), on C++, numba or numpy kernels.
 
 >>> import pyglmm
 >>> res = pyglmm.glmm("y ~ x1 + x2 + (1|user) + (1|item)", df)      # doctest: +SKIP
 >>> print(res)                                                        # doctest: +SKIP
+
+``import pyglmm`` is cheap: the engines, pandas, scipy and formulaic are
+imported when first used (site processes, scoring jobs and the command line
+pay only for what they run).
 """
 
+import importlib
 from importlib.metadata import PackageNotFoundError, version
 
 from .backends import (BackendUnavailableError, available_backends, backend,
                        get_num_threads, set_num_threads)
-from .engines.crossed import glmm, glmm_from_arrays
 from .exceptions import ConvergenceWarning, DataError, SingularFitWarning
-from .results import GLMMResult, load
-from .simulate import simulate_crossed, simulate_stitchfix
 
 try:
     __version__ = version("pyglmm")
 except PackageNotFoundError:  # running from a source tree
     __version__ = "0+unknown"
+
+# Public names imported on first access (PEP 562): name -> module.
+_LAZY = {
+    "glmm": ".engines.crossed", "glmm_from_arrays": ".engines.crossed",
+    "GLMMResult": ".results", "load": ".results",
+    "simulate_crossed": ".simulate", "simulate_stitchfix": ".simulate",
+}
 
 __all__ = [
     "glmm", "glmm_from_arrays", "GLMMResult", "load",
@@ -29,3 +37,15 @@ __all__ = [
     "BackendUnavailableError", "ConvergenceWarning", "DataError", "SingularFitWarning",
     "simulate_crossed", "simulate_stitchfix", "__version__",
 ]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'pyglmm' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
