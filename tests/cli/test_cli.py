@@ -67,7 +67,7 @@ def test_missing_file(capsys):
 
 def test_demo_small(tmp_path, capsys):
     out = tmp_path / "demo.json"
-    assert main(["demo", "--rows", "20000", "--quiet", "--json", str(out)]) == 0
+    assert main(["demo", "--rows", "20000", "--json", str(out)]) == 0
     text = capsys.readouterr().out
     for piece in ["Fixed effects:", "Naive logistic regression", "Truth:", "Timing: fit"]:
         assert piece in text
@@ -79,7 +79,7 @@ def test_installed_entry_point():
     exe = shutil.which("pyglmm")
     cmd = [exe] if exe else [sys.executable, "-m", "pyglmm"]
     outside = tempfile.gettempdir()  # not the source tree: run what is installed
-    run = subprocess.run(cmd + ["demo", "--rows", "5000", "--quiet"], capture_output=True, text=True,
+    run = subprocess.run(cmd + ["demo", "--rows", "5000"], capture_output=True, text=True,
                          cwd=outside)
     assert run.returncode == 0, run.stderr
     assert "Generalized linear mixed model" in run.stdout
