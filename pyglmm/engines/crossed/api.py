@@ -163,7 +163,8 @@ def glmm_from_arrays(X, y, groups, family="binomial", *, feature_names=None, int
     with _backend.blas_single_thread(name):
         d = build_design(X, y, groups, fam, feature_names=names, response_name="y",
                          weights=weights, trials=trials, offset=offset, kern=kern, nthreads=threads)
-        given = (y, trials, weights, pd.RangeIndex(d.n))
+        index = y.index if isinstance(y, pd.Series) else pd.RangeIndex(d.n)
+        given = (y, trials, weights, index)
         return _fit(d, fam, formula, start, opts, se, compare_naive, name, kern, threads, callback,
                     given, intercept=intercept, has_offset=offset is not None)
 
