@@ -217,3 +217,22 @@ def test_no_likelihood_is_reported(which, request):
     for name in ("llf", "aic", "bic"):
         with pytest.raises(AttributeError, match=f"{name} is not available: a PQL fit has no likelihood"):
             getattr(res, name)
+
+
+def test_per_row_storage_is_small_and_owned(binary, poisson):
+    """One float64 per row for the means; the response in its narrowest exact dtype
+    (a 0/1 response: 1 byte per row), copied: changing the caller's array later
+    changes no residual."""
+    for (df, res), ydtype in [(binary, np.uint8), (poisson, np.uint8)]:
+        assert res.rows.mu.dtype == np.float64 and res.rows.mu.nbytes == 8 * len(df)
+        assert res.rows.y.dtype == ydtype
+    assert poisson[1].rows.weights.dtype == np.uint8 and poisson[1].rows.trials is None
+    rng = np.random.default_rng(2)
+    g1, g2 = rng.integers(0, 25, 500), rng.integers(0, 20, 500)
+    y = rng.normal(0, 1, 25)[g1] + rng.normal(0, 0.5, 20)[g2] + rng.standard_normal(500)
+    res = pyglmm.glmm_from_arrays(np.ones((500, 1)), y, {"g1": g1, "g2": g2}, intercept=False,
+                                  family="gaussian")
+    assert res.rows.y.dtype == np.float64
+    before = res.resid_response.copy()
+    y[:] = 0.0
+    pd.testing.assert_series_equal(res.resid_response, before)
