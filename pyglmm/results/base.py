@@ -39,8 +39,7 @@ def compact(values):
     float64 that holds every value exactly (None stays None)."""
     if values is None:
         return None
-    a = np.asarray(values)
-    a = a.astype(np.float64) if a.dtype == bool else np.asarray(a, dtype=np.float64)
+    a = np.asarray(values, dtype=np.float64)
     if a.size and np.array_equal(a, np.floor(a)):
         lo, hi = a.min(), a.max()
         for dtype in (np.uint8, np.int32):
@@ -77,8 +76,8 @@ class GLMMResult:
       likelihood-based tool);
     * :attr:`params` and the variances are PQL estimates: for binary data with
       few rows per level they are shrunk towards zero (near glmer's
-      ``nAGQ=0``); for counts and gaussian data they are close to maximum
-      likelihood;
+      ``nAGQ=0``); for gaussian data they are close to REML, and for counts
+      that are not small, to maximum likelihood;
     * :attr:`bse`, :meth:`cov_params`, :attr:`zvalues`, :attr:`pvalues` and
       :meth:`conf_int` are Wald quantities from the working model at the
       converged weights with the variances taken as known (eq. 24 of Ghosh,
