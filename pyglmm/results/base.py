@@ -291,7 +291,10 @@ class GLMMResult:
     @property
     def fittedvalues(self):
         """Fitted means :math:`h(\\hat\\eta_i)` at the random effects' modes, per row in
-        the caller's order (for binomial the probability, also with trials)."""
+        the caller's order (for binomial the probability, also with trials).  These
+        are the means the fit used: :meth:`predict` (``type="response"``) of the
+        training rows, except where the fit clamps :math:`\\hat\\eta` (see
+        :mod:`pyglmm.families`)."""
         r = self._rows("fittedvalues")
         return pd.Series(r.mu, index=r.index)
 

@@ -319,11 +319,11 @@ def _reporter(callback, names):
 
 def _conditional_fit(d, fam, fit, kern, threads):
     """Deviance of the conditional model at the modes and the fitted means, in the
-    design's row order.  The deviance comes from the IRLS kernel (which clamps eta,
-    see pyglmm/families.py, keeping the logarithms finite); the means are the
-    inverse link of eta, as predict(type="response") computes them."""
+    design's row order, from the IRLS kernel: the inverse link of the linear
+    predictor, clamped as in the fit (see pyglmm/families.py; only |eta| > 30 for
+    binomial, eta > 100 or mu < 2.2e-16 for poisson are affected), which keeps the
+    logarithms finite."""
     eta, mu, w, z = (np.empty(d.n) for _ in range(4))
     kern.linear_predictor(d.X, d.codes, fit.beta, fit.b, d.offset, eta, threads)
     deviance = kern.irls_quantities(fam.code, eta, d.y, d.prior, d.offset, mu, w, z, threads)
-    del mu, w, z
-    return deviance, fam.linkinv(eta)
+    return deviance, mu
