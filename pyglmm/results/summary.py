@@ -3,7 +3,6 @@ header and formula, fit statistics, variance components with level counts,
 coefficient table.  No log-likelihood, AIC or BIC is shown for a method that has
 none (PQL); the result's ``likelihood_note`` says so."""
 
-import numpy as np
 
 
 def fmt_p(p):
