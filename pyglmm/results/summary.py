@@ -4,7 +4,6 @@ coefficient table.  No log-likelihood, AIC or BIC is shown for a method that has
 none (PQL); the result's ``likelihood_note`` says so."""
 
 
-
 def fmt_p(p):
     return "<1e-99" if p < 1e-99 else (f"{p:.2e}" if p < 1e-4 else f"{p:.4f}")
 
