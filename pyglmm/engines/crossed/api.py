@@ -236,7 +236,8 @@ def _fit(d, fam, formula, start, opts, se, compare_naive, name, kern, threads, c
     notes = _warn_about(fit, opts, singular, naive_summary, cov_note)
     b, b_var = _random_effects(d, fit)
     seconds = time.perf_counter() - start
-    logger.info("%s after %d iterations in %.3f s", "converged" if fit.converged else
+    converged = fit.converged and fit.inner_converged
+    logger.info("%s after %d iterations in %.3f s", "converged" if converged else
                 "stopped (not converged)", len(fit.history), seconds)
     return CrossedResult(
         formula=formula, family=fam.name, link=fam.link,
@@ -246,7 +247,7 @@ def _fit(d, fam, formula, start, opts, se, compare_naive, name, kern, threads, c
         n_levels=dict(zip(d.factor_names, d.n_levels.tolist())),
         df_resid=float(d.n_eff - d.p - np.sum(d.n_levels - fit.nu)),
         pearson_chi2=fit.pearson, deviance=deviance, iterations=len(fit.history),
-        converged=fit.converged and fit.inner_converged, singular=singular,
+        converged=converged, singular=singular,
         seconds=seconds, timings=timings, backend=name, threads=threads,
         warnings=notes, rows=rows, inner_sweeps=int(sum(h["inner_sweeps"] for h in fit.history)),
         history=_history_frame(fit.history, d.factor_names), naive=naive,
