@@ -70,9 +70,14 @@ inline double expit(double x) {
   return e / (1.0 + e);
 }
 
-// The linear predictor is clamped to [-30, 30] inside IRLS (as R's
-// binomial()$linkinv does), so V(mu) >= 9.4e-14 and z stays finite.
+// The linear predictor is clamped inside IRLS so that the working weights and
+// responses stay finite (pyglmm/families.py documents the same clamps):
+// binomial |eta| <= 30 (as R's binomial()$linkinv), so V(mu) >= 9.4e-14;
+// poisson mu = max(exp(min(eta, 100)), DBL_EPSILON): the floor is R's
+// poisson()$linkinv, the ceiling (mu <= 2.7e43) acts only on a diverging
+// iterate, far above any count a double holds exactly and far below overflow.
 constexpr double kEtaClamp = 30.0;
+constexpr double kPoissonEtaMax = 100.0;
 
 struct Irls {
   double mu, var;  // mean and variance function V(mu)
@@ -83,17 +88,26 @@ inline Irls irls_point(int family, double eta) {
     const double mu = expit(std::min(kEtaClamp, std::max(-kEtaClamp, eta)));
     return {mu, mu * (1.0 - mu)};
   }
+  if (family == POISSON) {
+    const double mu = std::max(std::exp(std::min(kPoissonEtaMax, eta)),
+                               std::numeric_limits<double>::epsilon());
+    return {mu, mu};
+  }
   return {eta, 1.0};
 }
 
-// Unit deviance: (y - mu)^2 (gaussian), 2 [y log(y/mu) + (1-y) log((1-y)/(1-mu))]
-// (binomial, y a proportion, 0 log 0 = 0).
+// Unit deviance (0 log 0 = 0): (y - mu)^2 (gaussian);
+// 2 [y log(y/mu) + (1-y) log((1-y)/(1-mu))] (binomial, y a proportion);
+// 2 [y log(y/mu) - (y - mu)] (poisson).
 inline double unit_deviance(int family, double y, double mu) {
-  if (family != BINOMIAL) return (y - mu) * (y - mu);
-  double d = 0.0;
-  if (y > 0.0) d += y * std::log(y / mu);
-  if (y < 1.0) d += (1.0 - y) * std::log((1.0 - y) / (1.0 - mu));
-  return 2.0 * d;
+  if (family == BINOMIAL) {
+    double d = 0.0;
+    if (y > 0.0) d += y * std::log(y / mu);
+    if (y < 1.0) d += (1.0 - y) * std::log((1.0 - y) / (1.0 - mu));
+    return 2.0 * d;
+  }
+  if (family == POISSON) return 2.0 * ((y > 0.0 ? y * std::log(y / mu) : 0.0) - (y - mu));
+  return (y - mu) * (y - mu);
 }
 
 }  // namespace pyglmm

@@ -5,7 +5,9 @@
 
 namespace pyglmm {
 
-enum Family : int { GAUSSIAN = 0, BINOMIAL = 1 };
+// Family ids, as pyglmm/families.py (GAUSSIAN, BINOMIAL, POISSON).
+enum Family : int { GAUSSIAN = 0, BINOMIAL = 1, POISSON = 2 };
+constexpr int kNumFamilies = 3;  // ids are 0 .. kNumFamilies - 1
 
 struct Rows {
   int64_t n = 0;

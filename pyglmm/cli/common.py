@@ -1,17 +1,32 @@
 """Helpers shared by the subcommands."""
 
 import argparse
+import contextlib
 import json
+import logging
 import sys
 
 from .. import backends as _backend
 
 
-def print_progress(row):
-    sig = ", ".join(f"sigma_{k}={v:.4g}" for k, v in row["sigma"].items())
-    print(f"  iteration {row['iteration']:3d}: {row['inner_sweeps']} inner sweeps, "
-          f"relative change {row['rel_change']:.3g}, {sig}, phi={row['phi']:.4g} "
-          f"({row['seconds']:.3f} s)", file=sys.stderr, flush=True)
+@contextlib.contextmanager
+def progress_to_stderr(verbose):
+    """While active, and if ``verbose``, print the "pyglmm" logger's INFO messages
+    (one per outer iteration of a fit) on stderr."""
+    if not verbose:
+        yield
+        return
+    log = logging.getLogger("pyglmm")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("  %(message)s"))
+    old_level = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(old_level)
 
 
 def write_json(res, path):
@@ -31,3 +46,5 @@ def add_common(p):
     p.add_argument("--backend", choices=_backend.BACKENDS, help="kernel backend (default: fastest available)")
     p.add_argument("--threads", type=positive_int, help="kernel threads (default: all cores)")
     p.add_argument("--json", metavar="OUT", help="write the fit's key numbers as JSON")
+    p.add_argument("--verbose", action="store_true",
+                   help="print every outer iteration (relative change, sigmas, seconds) on stderr")

@@ -4,7 +4,7 @@ import sys
 import time
 
 from .. import backends as _backend
-from .common import add_common, positive_int, print_progress, write_json
+from .common import add_common, positive_int, progress_to_stderr, write_json
 
 DEMO_FORMULA = "y ~ x1 + x2 + x3 + x4 + x5 + x6 + x7 + (1|row) + (1|col)"
 ROWS_PER_S = 1.1358  # E(N)/S = (1 + Upsilon)/2 in the paper's design
@@ -16,7 +16,6 @@ def add_parser(sub):
                       help="approximate rows (default ~1.1M)")
     demo.add_argument("--beta", choices=["trend", "zero"], default="trend")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--quiet", action="store_true", help="do not print every outer iteration")
     add_common(demo)
     demo.set_defaults(func=run)
 
@@ -35,8 +34,9 @@ def run(args):
     print(f"  {len(data):,} rows, {data.row.nunique():,} x {data.col.nunique():,} levels "
           f"({sim:.2f} s). Fitting on backend {_backend.backend(args.backend)} ...",
           file=sys.stderr, flush=True)
-    res = glmm(DEMO_FORMULA, data, backend=args.backend, threads=args.threads,
-               compare_naive=True, progress=None if args.quiet else print_progress)
+    with progress_to_stderr(args.verbose):
+        res = glmm(DEMO_FORMULA, data, backend=args.backend, threads=args.threads,
+                   compare_naive=True)
     print(res)
     truth = "beta_0 = -2, beta_l = " + ("-2 + 0.5 l" if args.beta == "trend" else "0")
     print(f"\nTruth: {truth}; sigma_row = 0.8, sigma_col = 0.4.")

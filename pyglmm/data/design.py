@@ -7,8 +7,7 @@ import numpy as np
 import pandas as pd
 
 from ..exceptions import DataError
-from .validation import (aliased_columns, check_finite, check_numeric,
-                          check_response, check_weights, factorize)
+from .validation import aliased_columns, check_finite, check_numeric, check_weights, factorize
 
 EMPTY = np.empty(0)
 # Rows are reordered by the factor with the most levels when its per-level
@@ -37,8 +36,12 @@ class Design:
         Rows per level.
     XtX : ndarray (p, p)
         Unweighted X'X (the inner loop's convergence norm, the alias check).
-    Rows may have been reordered (see ``SORT_ABOVE_BYTES``): nothing in a fit
-    depends on row order, and no result is per row.
+    order : ndarray (n,) int64 or None
+        The permutation applied to the caller's rows (row ``i`` here is the
+        caller's row ``order[i]``), or None if they are in the caller's order.
+        Rows are reordered when that pays (see ``SORT_ABOVE_BYTES``); nothing in
+        a fit depends on row order, and per-row outputs are put back in the
+        caller's order with :meth:`to_caller_order`.
     """
 
     X: np.ndarray
@@ -54,6 +57,7 @@ class Design:
     levels: list
     response_name: str
     has_intercept: bool
+    order: object = None
 
     @property
     def n(self):
@@ -71,6 +75,14 @@ class Design:
     def n_eff(self):
         """Rows with positive prior weight."""
         return int(np.count_nonzero(self.prior)) if self.prior.size else self.n
+
+    def to_caller_order(self, values):
+        """Per-row ``values`` in this design's row order, put in the caller's."""
+        if self.order is None:
+            return values
+        out = np.empty_like(values)
+        out[self.order] = values
+        return out
 
     def factor_slices(self):
         """Slices of the concatenated level space, one per factor."""
@@ -123,7 +135,7 @@ def build_design(X, y, groups, family, *, feature_names, response_name, kern, nt
         weights = check_numeric("weights", weights)
         _check_length("weights", weights, n)
         check_weights("weights", weights, index)
-    y = check_response(family, y, trials, response_name, index)
+    y = family.check_response(y, trials, response_name, index)
     if weights is not None or trials is not None:
         prior = (weights if weights is not None else 1.0) * (trials if trials is not None else 1.0)
         prior = np.ascontiguousarray(prior, dtype=np.float64)
@@ -178,6 +190,7 @@ def _sorted_by_largest_factor(d, kern, nthreads):
     kern.take_rows(d.X, order, X, nthreads)
     take = lambda a: np.ascontiguousarray(a[order]) if a.size else a  # noqa: E731
     d.X, d.y, d.prior, d.offset, d.codes = X, *(take(a) for a in (d.y, d.prior, d.offset, d.codes))
+    d.order = order
     return d
 
 

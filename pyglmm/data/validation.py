@@ -44,28 +44,6 @@ def check_finite(name, arr, index=None, columns=None):
                             f"{_row_label(index, start + row)}")
 
 
-def check_response(family, y, trials, name, index=None):
-    """Check the response for ``family``; return it as a proportion for binomial."""
-    if family.name != "binomial":
-        return y
-    if trials is None:
-        bad = (y != 0) & (y != 1)
-        if bad.any():
-            pos = np.flatnonzero(bad)
-            examples = ", ".join(show_value(v) for v in np.unique(y[pos])[:5])
-            raise DataError(f"response {name!r} must be 0/1 for the binomial family: "
-                            f"{pos.size} row(s) hold other values ({examples}), first at "
-                            f"{_row_label(index, pos[0])}; give successes with trials= for counts")
-        return y
-    bad = (trials <= 0) | (y < 0) | (y > trials)
-    if bad.any():
-        pos = np.flatnonzero(bad)[0]
-        raise DataError(f"response {name!r} must lie in [0, trials] with trials > 0: "
-                        f"{show_value(y[pos])} successes of {show_value(trials[pos])} trials at "
-                        f"{_row_label(index, pos)}")
-    return y / trials
-
-
 def check_weights(name, w, index=None):
     """Prior weights must be finite and non-negative, and not all zero."""
     check_finite(name, w, index)

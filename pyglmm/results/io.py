@@ -68,7 +68,7 @@ def load(path):
     The formula's coding is stored as a pickled formulaic object: load
     only files you trust, as with any pickle.
     """
-    from .base import GLMMResult
+    from ..engines.crossed.result import CrossedResult
 
     with open(path) as fh:
         d = json.load(fh)
@@ -82,7 +82,7 @@ def load(path):
         b_var[f] = pd.Series(re_["cond_var"], index=idx, name=f)
     naive = None if d["naive"] is None else pd.DataFrame.from_dict(d["naive"], orient="index")
     spec = d["model_spec_pickle"]
-    return GLMMResult(
+    return CrossedResult(
         formula=d["formula"], family=d["family"], link=d["link"],
         dispersion_mode=d["dispersion_mode"], coef=pd.Series(d["coef"], dtype=float),
         cov=None if d["cov"] is None else pd.DataFrame(d["cov"], names, names),

@@ -84,6 +84,6 @@ def test_blas_runs_on_one_thread_during_a_kernel_backend_fit(name):
     g = rng.integers(0, 20, 2000)
     y = (rng.random(2000) < 1 / (1 + np.exp(-rng.normal(0, 1.5, 20)[g]))).astype(float)
     pyglmm.glmm_from_arrays(rng.standard_normal((2000, 1)), y, {"a": g}, backend=name,
-                            progress=lambda row: seen.append(blas()))
+                            callback=lambda row: seen.append(blas()))
     assert seen and all(s == ({k: 1 for k in before} if name != "numpy" else before) for s in seen)
     assert blas() == before

@@ -65,12 +65,31 @@ def test_missing_file(capsys):
     assert "pyglmm: error:" in capsys.readouterr().err
 
 
-def test_demo_small(tmp_path, capsys):
+def test_fit_poisson_with_offset_and_weights(tmp_path, capsys):
+    df, _ = load_case("crossed_poisson_s1e4")
+    out = tmp_path / "p.json"
+    formula = "y ~ x1 + x2 + (1|row) + (1|col)"
+    code = main(["fit", str(DATA / "crossed_poisson_s1e4.csv"), "--formula", formula,
+                 "--family", "poisson", "--offset", "logexp", "--weights", "w", "--json", str(out)])
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "Family: poisson (log); dispersion fixed at 1" in captured.out
+    assert "iteration" not in captured.err  # quiet without --verbose
+    api = pyglmm.glmm(formula, df, family="poisson", offset="logexp", weights="w")
+    d = json.loads(out.read_text())
+    assert d["coef"] == pytest.approx(api.coef.to_dict(), rel=1e-12)
+    assert d["sigma"] == pytest.approx(api.sigma.to_dict(), rel=1e-12)
+
+
+@pytest.mark.parametrize("verbose", [True, False])
+def test_demo_small(tmp_path, capsys, verbose):
     out = tmp_path / "demo.json"
-    assert main(["demo", "--rows", "20000", "--quiet", "--json", str(out)]) == 0
-    text = capsys.readouterr().out
+    assert main(["demo", "--rows", "20000", "--json", str(out)] + ["--verbose"] * verbose) == 0
+    captured = capsys.readouterr()
+    text = captured.out
     for piece in ["Fixed effects:", "Naive logistic regression", "Truth:", "Timing: fit"]:
         assert piece in text
+    assert ("  iteration   1: relative change" in captured.err) == verbose
     d = json.loads(out.read_text())
     assert 15000 < d["n_obs"] < 25000 and d["converged"]
 
@@ -79,7 +98,7 @@ def test_installed_entry_point():
     exe = shutil.which("pyglmm")
     cmd = [exe] if exe else [sys.executable, "-m", "pyglmm"]
     outside = tempfile.gettempdir()  # not the source tree: run what is installed
-    run = subprocess.run(cmd + ["demo", "--rows", "5000", "--quiet"], capture_output=True, text=True,
+    run = subprocess.run(cmd + ["demo", "--rows", "5000"], capture_output=True, text=True,
                          cwd=outside)
     assert run.returncode == 0, run.stderr
     assert "Generalized linear mixed model" in run.stdout

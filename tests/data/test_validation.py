@@ -99,8 +99,8 @@ def test_formula_errors(df):
 
 
 def test_bad_options(df):
-    with pytest.raises(ValueError, match="unknown family 'poisson'"):
-        fit(df, family="poisson")
+    with pytest.raises(ValueError, match="unknown family 'negbin'"):
+        fit(df, family="negbin")
     with pytest.raises(ValueError, match="dispersion must be 'fixed' or 'estimate'"):
         fit(df, dispersion="pearson")
     with pytest.raises(ValueError, match="tol must be positive"):

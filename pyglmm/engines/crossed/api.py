@@ -1,6 +1,7 @@
 """Public fitting functions: :func:`glmm` (formula + DataFrame) and
 :func:`glmm_from_arrays` (arrays)."""
 
+import logging
 import time
 import warnings
 
@@ -12,9 +13,12 @@ from ...data.design import build_design
 from ...exceptions import ConvergenceWarning, SingularFitWarning
 from ...families import get_family
 from ...data.formula import check_columns, fixed_matrix, parse_formula, required_columns
+from ...results.base import RowData, compact
 from .inference import beta_covariance, naive_comparison
-from ...results.base import GLMMResult
+from .result import CrossedResult
 from .schall import BOUNDARY, FitOptions, fit_schall, level_precision
+
+logger = logging.getLogger("pyglmm")
 
 _FIT_DOC = r"""
     The model, for grouping factors :math:`k = 1..K` with levels :math:`g`:
@@ -25,8 +29,9 @@ _FIT_DOC = r"""
         b_{k,g} \overset{iid}{\sim} N(0, \sigma_k^2), \qquad
         \mathrm{Var}(y_i \mid b) = \phi V(\mu_i) / a_i,
 
-    binomial-logit (:math:`V = \mu(1-\mu)`) or gaussian-identity (:math:`V = 1`),
-    prior weights :math:`a_i` (times trials).  It is fitted by Schall's PQL
+    binomial-logit (:math:`V = \mu(1-\mu)`), poisson-log (:math:`V = \mu`; an
+    offset :math:`\log(\text{exposure})` models rates) or gaussian-identity
+    (:math:`V = 1`), prior weights :math:`a_i` (times trials).  It is fitted by Schall's PQL
     (Ghosh, Hastie & Owen 2022): each outer iteration solves the penalised
     weighted least squares problem
 
@@ -42,13 +47,18 @@ _FIT_DOC = r"""
     when estimated.  Each iteration costs O(N): one pass over X, then passes over
     the weights and level codes only.  For binary data PQL is known to shrink
     :math:`\hat\beta_0` and :math:`\hat\sigma_k` slightly: it sits near glmer's
-    ``nAGQ=0``.
+    ``nAGQ=0``.  PQL has no likelihood: the result reports no log-likelihood,
+    AIC or BIC, and its standard errors are approximate (see
+    :class:`pyglmm.GLMMResult`).
 
     Common parameters
     -----------------
-    family : {"binomial", "gaussian"}
+    family : {"binomial", "poisson", "gaussian"}
+        A binomial response is 0/1, or successes with ``trials``; a poisson
+        response is non-negative counts (non-integers are warned about and
+        fitted as quasi-Poisson data).
     dispersion : {"fixed", "estimate"}, optional
-        :math:`\phi` fixed at 1 (default for binomial, as in glmer) or estimated
+        :math:`\phi` fixed at 1 (default for binomial and poisson, as in glmer) or estimated
         by eq. (15) (the paper's code always estimates it; default for gaussian,
         where :math:`\phi` is the residual variance).
     tol, inner_tol : float
@@ -70,19 +80,24 @@ _FIT_DOC = r"""
         Kernel backend (default: the active one, see :func:`pyglmm.backend`).
     threads : int, optional
         Kernel threads (default: :func:`pyglmm.get_num_threads`).
-    progress : callable, optional
-        Called after every outer iteration with a dict (``iteration``,
-        ``inner_sweeps``, ``rel_change``, ``seconds``, ``phi``, ``sigma``).
+    callback : callable, optional
+        Called after every outer iteration with a dict: ``iteration``,
+        ``inner_sweeps``, ``inner_rel``, ``rel_change`` (relative change of the
+        linear predictor, the convergence criterion), ``phi``, ``sigma``
+        (``{factor: sd}``), ``accelerated`` and ``seconds`` (of the iteration's
+        inner solve).  The same report goes to ``logging.getLogger("pyglmm")`` at
+        INFO level (``pyglmm fit --verbose`` shows it).
 
     Returns
     -------
-    GLMMResult
+    CrossedResult
+        A :class:`pyglmm.GLMMResult` with the crossed engine's history.
     """
 
 
 def glmm(formula, data, family="binomial", *, weights=None, trials=None, offset=None,
          dispersion=None, tol=1e-8, inner_tol=1e-8, var_tol=1e-3, max_iter=100,
-         max_inner_iter=1000, se=True, compare_naive=False, backend=None, threads=None, progress=None):
+         max_inner_iter=1000, se=True, compare_naive=False, backend=None, threads=None, callback=None):
     start = time.perf_counter()
     parsed = parse_formula(formula)
     named = {"weights": weights, "trials": trials, "offset": offset}
@@ -93,11 +108,13 @@ def glmm(formula, data, family="binomial", *, weights=None, trials=None, offset=
     opts = _options(fam, dispersion, tol, inner_tol, var_tol, max_iter, max_inner_iter)
     name, kern, threads = _kernels(backend, threads)
     with _backend.blas_single_thread(name):
-        d = build_design(X, data[parsed.response].to_numpy(), {g: data[g] for g in parsed.groups},
+        y = data[parsed.response].to_numpy()
+        d = build_design(X, y, {g: data[g] for g in parsed.groups},
                          fam, feature_names=names, response_name=parsed.response,
                          index=data.index, kern=kern, nthreads=threads, **extra)
-        return _fit(d, fam, formula, start, opts, se, compare_naive, name, kern, threads, progress,
-                    intercept=False, offset_name=offset if isinstance(offset, str) else None,
+        given = (y, extra["trials"], extra["weights"], data.index)
+        return _fit(d, fam, formula, start, opts, se, compare_naive, name, kern, threads, callback,
+                    given, intercept=False, offset_name=offset if isinstance(offset, str) else None,
                     has_offset=offset is not None, model_spec=spec)
 
 
@@ -119,7 +136,7 @@ glmm.__doc__ = r"""Fit a crossed random-effects GLMM from an lme4-style formula.
 def glmm_from_arrays(X, y, groups, family="binomial", *, feature_names=None, intercept=True,
                      weights=None, trials=None, offset=None, dispersion=None, tol=1e-8,
                      inner_tol=1e-8, var_tol=1e-3, max_iter=100, max_inner_iter=1000, se=True,
-                     compare_naive=False, backend=None, threads=None, progress=None):
+                     compare_naive=False, backend=None, threads=None, callback=None):
     start = time.perf_counter()
     if isinstance(X, pd.DataFrame):
         feature_names = feature_names or [str(c) for c in X.columns]
@@ -146,8 +163,10 @@ def glmm_from_arrays(X, y, groups, family="binomial", *, feature_names=None, int
     with _backend.blas_single_thread(name):
         d = build_design(X, y, groups, fam, feature_names=names, response_name="y",
                          weights=weights, trials=trials, offset=offset, kern=kern, nthreads=threads)
-        return _fit(d, fam, formula, start, opts, se, compare_naive, name, kern, threads, progress,
-                    intercept=intercept, has_offset=offset is not None)
+        index = y.index if isinstance(y, pd.Series) else pd.RangeIndex(d.n)
+        given = (y, trials, weights, index)
+        return _fit(d, fam, formula, start, opts, se, compare_naive, name, kern, threads, callback,
+                    given, intercept=intercept, has_offset=offset is not None)
 
 
 glmm_from_arrays.__doc__ = r"""Fit a crossed random-effects GLMM from arrays.
@@ -157,7 +176,8 @@ glmm_from_arrays.__doc__ = r"""Fit a crossed random-effects GLMM from arrays.
     X : array-like or DataFrame, shape (n, p)
         Covariates (float64, C-contiguous avoids a copy when ``intercept=False``).
     y : array-like, shape (n,)
-        0/1 response, successes when ``trials`` is given, or a gaussian response.
+        0/1 response, successes when ``trials`` is given, counts (poisson) or a
+        gaussian response.
     groups : dict
         ``{factor name: per-row labels}``; labels may be any hashable values.
     feature_names : list of str, optional
@@ -185,11 +205,13 @@ def _kernels(backend, threads):
     return name, _backend.kernels(name), threads
 
 
-def _fit(d, fam, formula, start, opts, se, compare_naive, name, kern, threads, progress,
+def _fit(d, fam, formula, start, opts, se, compare_naive, name, kern, threads, callback, given,
          **predict_info):
+    """Schall's loop, covariance, naive comparison and the result; ``given`` holds the
+    caller's (y, trials, weights, row index) for the per-row outputs."""
     timings = {"design": time.perf_counter() - start}
     t = time.perf_counter()
-    fit = fit_schall(d, fam, opts, kern, threads, _named_progress(progress, d.factor_names))
+    fit = fit_schall(d, fam, opts, kern, threads, _reporter(callback, d.factor_names))
     timings["schall"] = time.perf_counter() - t
     names = d.feature_names
     cov, cov_note = None, None
@@ -204,14 +226,20 @@ def _fit(d, fam, formula, start, opts, se, compare_naive, name, kern, threads, p
         naive, naive_summary = naive_comparison(d, fam, fit, cov_arr, kern, threads)
         timings["naive"] = time.perf_counter() - t
     t = time.perf_counter()
-    deviance = _deviance(d, fam, fit, kern, threads)
-    timings["deviance"] = time.perf_counter() - t
+    deviance, mu = _conditional_fit(d, fam, fit, kern, threads)
+    y, trials, weights, index = given
+    rows = RowData(d.to_caller_order(mu), compact(y), compact(trials), compact(weights), index)
+    timings["fitted"] = time.perf_counter() - t
 
     sigma = pd.Series(np.sqrt(fit.sigma2), index=d.factor_names, name="sd")
     singular = [f for f, s in sigma.items() if s / np.sqrt(fit.phi) < BOUNDARY]
     notes = _warn_about(fit, opts, singular, naive_summary, cov_note)
     b, b_var = _random_effects(d, fit)
-    return GLMMResult(
+    seconds = time.perf_counter() - start
+    converged = fit.converged and fit.inner_converged
+    logger.info("%s after %d iterations in %.3f s", "converged" if converged else
+                "stopped (not converged)", len(fit.history), seconds)
+    return CrossedResult(
         formula=formula, family=fam.name, link=fam.link,
         dispersion_mode="estimate" if opts.estimate_dispersion else "fixed",
         coef=pd.Series(fit.beta, index=names, name="coef"), cov=cov, sigma=sigma,
@@ -219,11 +247,11 @@ def _fit(d, fam, formula, start, opts, se, compare_naive, name, kern, threads, p
         n_levels=dict(zip(d.factor_names, d.n_levels.tolist())),
         df_resid=float(d.n_eff - d.p - np.sum(d.n_levels - fit.nu)),
         pearson_chi2=fit.pearson, deviance=deviance, iterations=len(fit.history),
-        inner_sweeps=int(sum(h["inner_sweeps"] for h in fit.history)),
-        converged=fit.converged and fit.inner_converged, singular=singular,
-        history=_history_frame(fit.history, d.factor_names),
-        seconds=time.perf_counter() - start, timings=timings, backend=name, threads=threads,
-        warnings=notes, naive=naive, naive_summary=naive_summary, **predict_info)
+        converged=converged, singular=singular,
+        seconds=seconds, timings=timings, backend=name, threads=threads,
+        warnings=notes, rows=rows, inner_sweeps=int(sum(h["inner_sweeps"] for h in fit.history)),
+        history=_history_frame(fit.history, d.factor_names), naive=naive,
+        naive_summary=naive_summary, **predict_info)
 
 
 def _warn_about(fit, opts, singular, naive_summary, cov_note):
@@ -268,20 +296,35 @@ def _history_frame(history, names):
     return pd.DataFrame(columns)
 
 
-def _named_progress(progress, names):
-    """Wrap a progress callback so that it gets {"sigma": {factor: sd}} rows."""
-    if progress is None:
-        return None
+def _reporter(callback, names):
+    """The per-iteration report of fit_schall: a log line at INFO on the "pyglmm"
+    logger (with the wall time since the previous report: the iteration's inner
+    solve and fused pass) and ``callback`` (if given) with a dict whose ``sigma``
+    is {factor: sd}."""
+    last = [time.perf_counter()]
 
     def report(row):
         shown = {k: v for k, v in row.items() if k not in ("sigma2", "old_sigma2")}
-        progress({**shown, "sigma": dict(zip(names, np.sqrt(row["sigma2"]).tolist()))})
+        shown["sigma"] = dict(zip(names, np.sqrt(row["sigma2"]).tolist()))
+        now = time.perf_counter()
+        elapsed, last[0] = now - last[0], now
+        if logger.isEnabledFor(logging.INFO):
+            sig = ", ".join(f"sigma_{k}={v:.4g}" for k, v in shown["sigma"].items())
+            logger.info("iteration %3d: relative change %.3g, %s, phi=%.4g; %d inner sweeps "
+                        "(%.3f s)", row["iteration"], row["rel_change"], sig, row["phi"],
+                        row["inner_sweeps"], elapsed)
+        if callback is not None:
+            callback(shown)
     return report
 
 
-def _deviance(d, fam, fit, kern, threads):
-    """Deviance of the conditional model at the modes (linear_predictor + IRLS kernels;
-    IRLS clamps eta to [-30, 30], which keeps the logarithms finite)."""
+def _conditional_fit(d, fam, fit, kern, threads):
+    """Deviance of the conditional model at the modes and the fitted means, in the
+    design's row order, from the IRLS kernel: the inverse link of the linear
+    predictor, clamped as in the fit (see pyglmm/families.py; only |eta| > 30 for
+    binomial, eta > 100 or mu < 2.2e-16 for poisson are affected), which keeps the
+    logarithms finite."""
     eta, mu, w, z = (np.empty(d.n) for _ in range(4))
     kern.linear_predictor(d.X, d.codes, fit.beta, fit.b, d.offset, eta, threads)
-    return kern.irls_quantities(fam.code, eta, d.y, d.prior, d.offset, mu, w, z, threads)
+    deviance = kern.irls_quantities(fam.code, eta, d.y, d.prior, d.offset, mu, w, z, threads)
+    return deviance, mu

@@ -12,9 +12,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from ...families import BINOMIAL
+from ...families import BINOMIAL, BINOMIAL_ETA_MAX, EPS, POISSON, POISSON_ETA_MAX
 
-ETA_CLAMP = 30.0
 MIN_ROWS_PER_BLOCK = 16384  # as kMinRowsPerBlock in csrc/common/common.hpp
 TILE = 64  # rows per Gram tile, as kTile in csrc/common/common.hpp
 
@@ -38,22 +37,28 @@ def _expit(x):
 
 @njit(cache=True, inline="always")
 def _irls_point(family, eta):
+    """Mean and V(mu) at the clamped linear predictor (see pyglmm/families.py)."""
     if family == BINOMIAL:
-        mu = _expit(min(ETA_CLAMP, max(-ETA_CLAMP, eta)))
+        mu = _expit(min(BINOMIAL_ETA_MAX, max(-BINOMIAL_ETA_MAX, eta)))
         return mu, mu * (1.0 - mu)
+    if family == POISSON:
+        mu = max(np.exp(min(POISSON_ETA_MAX, eta)), EPS)
+        return mu, mu
     return eta, 1.0
 
 
 @njit(cache=True, inline="always")
 def _unit_deviance(family, y, mu):
-    if family != BINOMIAL:
-        return (y - mu) ** 2
-    d = 0.0
-    if y > 0.0:
-        d += y * np.log(y / mu)
-    if y < 1.0:
-        d += (1.0 - y) * np.log((1.0 - y) / (1.0 - mu))
-    return 2.0 * d
+    if family == BINOMIAL:
+        d = 0.0
+        if y > 0.0:
+            d += y * np.log(y / mu)
+        if y < 1.0:
+            d += (1.0 - y) * np.log((1.0 - y) / (1.0 - mu))
+        return 2.0 * d
+    if family == POISSON:
+        return 2.0 * ((y * np.log(y / mu) if y > 0.0 else 0.0) - (y - mu))
+    return (y - mu) ** 2
 
 
 @njit(cache=True, parallel=True)

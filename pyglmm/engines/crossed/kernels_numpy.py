@@ -7,19 +7,15 @@ tested against these.  ``nthreads`` is accepted and ignored.
 
 import numpy as np
 from scipy.linalg import cho_solve
-from scipy.special import rel_entr
 
-from ...families import BINOMIAL, expit
-
-ETA_CLAMP = 30.0  # as R's binomial()$linkinv: keeps V(mu) >= 9.4e-14
+from ...families import family_of_code
 
 
 def family_point(family, eta):
-    """Mean and variance function V(mu) at the linear predictor."""
-    if family == BINOMIAL:
-        mu = expit(np.clip(eta, -ETA_CLAMP, ETA_CLAMP))
-        return mu, mu * (1.0 - mu)
-    return eta, np.ones_like(eta)
+    """Mean (at the fit's clamped linear predictor) and variance function V(mu)."""
+    fam = family_of_code(family)
+    mu = fam.irls_mean(eta)
+    return mu, fam.variance(mu)
 
 
 def _gather(table, codes):
@@ -54,11 +50,7 @@ def irls_quantities(family, eta, y, prior, offset, mu, w, z, nthreads):
     mu[:] = m
     w[:] = (prior if prior.size else 1.0) * v
     z[:] = eta - (offset if offset.size else 0.0) + (y - m) / v
-    if family == BINOMIAL:  # 2 [y log(y/mu) + (1-y) log((1-y)/(1-mu))], 0 log 0 = 0
-        unit = 2.0 * (rel_entr(y, m) + rel_entr(1.0 - y, 1.0 - m))
-    else:
-        unit = (y - m) ** 2
-    return float(np.sum((prior if prior.size else 1.0) * unit))
+    return family_of_code(family).deviance(y, m, prior)
 
 
 def stats_pass(family, X, codes, y, prior, offset, beta, b, dbeta, db, design,

@@ -41,6 +41,14 @@ the geometric sequence; the fixed point, and so the estimate, is unchanged.
 Start: :math:`\beta = 0, b = 0`, :math:`\sigma_k^2 = \phi = 1` (the paper's
 defaults) for binomial; for gaussian both start at the weighted variance of
 :math:`y - o`, which makes the iterations equivariant to the response's scale.
+For poisson :math:`\sigma_k^2 = \phi = 1` and the first factor's effects start
+at the log of the mean rate, :math:`c = \log(\sum_i a_i y_i / \sum_i a_i e^{o_i})`,
+so that the first pass linearises at :math:`\eta = o + c` instead of
+:math:`\eta = o`: from zero, counts in the hundreds give a first working
+response of that size and the loop diverges.  (Every row has one level of the
+first factor, so this shifts every row alike; the penalised problem's solution
+does not depend on the start, and the first inner solve moves the shift into
+the intercept.)
 The gaussian family has fixed weights (no IRLS): its sums are computed once and
 later passes only evaluate the residual sum of squares and the change of
 :math:`\zeta`.
@@ -52,6 +60,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...exceptions import DataError
+from ...families import POISSON
 
 SIGMA2_FLOOR = 1e-12  # relative to phi: keeps lambda finite once a variance collapses
 BOUNDARY = 1e-4  # sigma_k / sqrt(phi) below this is a boundary (singular) fit, as lme4
@@ -141,6 +150,20 @@ def _initial_scale(d, family):
     return var if var > 0 else 1.0
 
 
+def _initial_shift(d, family):
+    """The start of the first factor's effects: 0, or for poisson the log of the
+    mean rate (0 if there are no counts)."""
+    if family.code != POISSON:
+        return 0.0
+    prior = d.prior if d.prior.size else np.ones(d.n)
+    total = float(np.dot(prior, d.y))
+    if not total > 0:
+        return 0.0
+    o = d.offset if d.offset.size else np.zeros(d.n)
+    top = float(o.max())
+    return float(np.log(total) - top - np.log(np.dot(prior, np.exp(o - top))))
+
+
 LEVEL_CHUNK = 1 << 16  # levels per chunk in s' D^-1 s: bounds the temporary to 64k x p
 
 
@@ -191,6 +214,7 @@ class SchallState:
         K, p, Q = d.codes.shape[1], d.p, int(d.offsets[-1])
         self.d, self.family, self.kern, self.nthreads = d, family, kern, nthreads
         self.beta, self.b = np.zeros(p), np.zeros(Q)
+        self.b[: d.offsets[1]] = _initial_shift(d, family)
         self.dbeta, self.db = np.zeros(p), np.zeros(Q)
         start = _initial_scale(d, family)
         self.phi = start if estimate_dispersion else 1.0

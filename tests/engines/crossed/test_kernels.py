@@ -59,7 +59,7 @@ def close(a, b):
 
 @pytest.mark.parametrize("edge", EDGES)
 @pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
-@pytest.mark.parametrize("family", [0, 1])
+@pytest.mark.parametrize("family", [0, 1, 2], ids=["gaussian", "binomial", "poisson"])
 @pytest.mark.parametrize("optional", [True, False], ids=["prior+offset", "absent"])
 def test_stats_pass(backend, edge, size, family, optional):
     P = make_problem(1, edge=edge, **size)
@@ -160,20 +160,31 @@ def test_linear_predictor_and_irls(backend, size):
     manual += np.where(codes[:, 1] >= 0, P["b"][np.maximum(codes[:, 1], 0)], 0.0)
     close(want, manual)
     eta = 40 * P["rng"].standard_normal(n)  # far beyond exp's comfort zone on both sides
+    eta[:4] = [800.0, -800.0, 100.5, -37.0]  # beyond every clamp (exp(800) overflows)
     y = np.where(np.arange(n) % 5 == 0, 0.25, P["y"])  # proportions too, not only 0/1
-    for family in (0, 1):
+    y[np.arange(n) % 11 == 0] = 3.0  # and counts above 1 (only for poisson)
+    for family in (0, 1, 2):
+        yf = np.minimum(y, 1.0) if family == 1 else y
         outs = {}
         for name, k in [("ref", REF), ("test", kern)]:
             bufs = [np.empty(n), np.empty(n), np.empty(n)]
-            dev = k.irls_quantities(family, eta, y, P["prior"], P["offset"], *bufs, 2)
+            dev = k.irls_quantities(family, eta, yf, P["prior"], P["offset"], *bufs, 2)
             outs[name] = [np.array(dev)] + bufs
         for got_, want_ in zip(outs["test"], outs["ref"]):
             assert np.all(np.isfinite(got_))
             close(got_, want_)
-        mu = outs["ref"][1]
+        mu, w = outs["ref"][1], outs["ref"][2]
+        # the clamps by their definitions (pyglmm/families.py)
+        if family == 1:
+            close(mu[:2], [1 / (1 + np.exp(-30.0)), 1 / (1 + np.exp(30.0))])
+        if family == 2:
+            close(mu[:4], [np.exp(100.0), np.finfo(float).eps, np.exp(100.0), np.finfo(float).eps])
+            close(w, P["prior"] * mu)  # V(mu) = mu
         with np.errstate(divide="ignore", invalid="ignore"):  # 0 log 0 = 0
-            unit = (2 * (np.nan_to_num(y * np.log(y / mu)) + np.nan_to_num((1 - y) * np.log((1 - y) / (1 - mu))))
-                    if family == 1 else (y - mu) ** 2)
+            ylog = np.nan_to_num(yf * np.log(yf / mu))
+            unit = {0: (yf - mu) ** 2,
+                    1: 2 * (ylog + np.nan_to_num((1 - yf) * np.log((1 - yf) / (1 - mu)))),
+                    2: 2 * (ylog - (yf - mu))}[family]
         close(outs["test"][0], np.sum(P["prior"] * unit))
 
 

@@ -1,0 +1,80 @@
+"""The crossed engine's result: :class:`~pyglmm.GLMMResult` plus what only Schall's
+loop has (the per-iteration history, the inner backfitting sweeps) and the
+naive-regression comparison of Section 6."""
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from ...results.base import GLMMResult
+from ...results.summary import table
+
+NO_LIKELIHOOD = ("a PQL fit has no likelihood, hence no log-likelihood, AIC or BIC: PQL "
+                 "maximises a linearised working model, not the marginal likelihood")
+
+
+@dataclass(repr=False)  # GLMMResult's short repr
+class CrossedResult(GLMMResult):
+    """A crossed random-effects GLMM fitted by Schall's PQL (see :func:`pyglmm.glmm`).
+
+    Besides everything :class:`~pyglmm.GLMMResult` has (see there for which
+    outputs are approximate for PQL and why):
+
+    Attributes
+    ----------
+    inner_sweeps : int
+        Backfitting sweeps over all outer iterations.
+    history : pandas.DataFrame
+        One row per outer iteration: ``iteration``, ``inner_sweeps``,
+        ``inner_rel``, ``seconds``, ``rel_change`` (of the linear predictor,
+        the convergence criterion), ``phi``, ``accelerated`` (an Aitken step
+        on the variances) and ``sigma_<factor>``.
+    naive, naive_summary : pandas.DataFrame, dict or None
+        The naive-regression comparison (``compare_naive=True``).
+    """
+
+    inner_sweeps: int = 0
+    history: pd.DataFrame = field(default_factory=pd.DataFrame)
+    naive: object = None
+    naive_summary: object = None
+
+    method = "PQL (Schall; clubbed backfitting, diagonal trace)"
+    likelihood_note = "PQL has no likelihood; deviance is that of the conditional model at the modes"
+
+    def iterations_text(self):
+        return f"{self.iterations} outer iterations ({self.inner_sweeps} inner sweeps)"
+
+    def summary(self):
+        text = super().summary()
+        return text + ("\n\n" + format_naive(self) if self.naive is not None else "")
+
+    @property
+    def llf(self):
+        """Not defined: a PQL fit has no likelihood (raises AttributeError saying so)."""
+        raise AttributeError("llf is not available: " + NO_LIKELIHOOD)
+
+    @property
+    def aic(self):
+        """Not defined: a PQL fit has no likelihood (raises AttributeError saying so)."""
+        raise AttributeError("aic is not available: " + NO_LIKELIHOOD)
+
+    @property
+    def bic(self):
+        """Not defined: a PQL fit has no likelihood (raises AttributeError saying so)."""
+        raise AttributeError("bic is not available: " + NO_LIKELIHOOD)
+
+
+def format_naive(res):
+    """The naive-regression comparison of Section 6 as text."""
+    tab, info = res.naive, res.naive_summary
+    rows = [[name, f"{r.coef_naive:.5g}", f"{r.se_naive:.4g}", f"{r.se_naive_under_glmm:.4g}",
+             f"{r.naivete:.3g}", f"{r.inefficiency:.3g}"] for name, r in tab.iterrows()]
+    what = {"binomial": "logistic", "poisson": "Poisson"}.get(res.family, "least-squares")
+    return "\n".join([
+        f"Naive {what} regression (random effects ignored) vs the GLMM:",
+        table(["", "Coef.", "SE naive", "SE under GLMM", "naivete", "inefficiency"], rows, 10),
+        "  naivete = var_GLMM(beta_naive) / var_naive(beta_naive);"
+        " inefficiency = var_GLMM(beta_naive) / var_GLMM(beta_GLMM)",
+        f"  largest over linear combinations: naivete {info['max_naivete']:.4g}, "
+        f"inefficiency {info['max_inefficiency']:.4g}",
+    ])
