@@ -119,13 +119,20 @@ class GLMMResult:
 
     # --- prediction ---------------------------------------------------------------
     def predict(self, newdata=None, *, X=None, groups=None, offset=None, type="link",
-                chunk_size=1_000_000):
+                new_levels="population", chunk_size=1_000_000):
         """Predict on new rows, streaming over chunks of ``chunk_size`` rows.
 
         .. math:: \\hat\\eta = o + x^\\top\\hat\\beta + \\sum_k \\hat b_{k, g_k},
 
-        with :math:`\\hat b_{k,g} = 0` for a level not seen in the fit (or a
-        missing label): the population-level prediction.
+        where a grouping factor's label that was not seen in the fit, or is
+        missing, gets :math:`\\hat b_{k,g} = 0`: the population-level value
+        (``new_levels="population"``), or raises (``new_levels="error"``).
+
+        Labels are matched to the fitted levels by value, not by dtype: a model
+        fitted with integer labels scores ``3``, ``3.0`` and ``"3"`` alike, and
+        a categorical by its categories (see :mod:`pyglmm.data.levels`).  Labels
+        whose type cannot be matched to the fitted levels raise
+        :class:`~pyglmm.exceptions.DataError` instead of being scored as unseen.
 
         Parameters
         ----------
@@ -140,13 +147,32 @@ class GLMMResult:
             ``newdata``).
         type : {"link", "response"}
             Linear predictor or mean :math:`h(\\hat\\eta)`.
+        new_levels : {"population", "error"}
+            Unseen levels (and missing labels) score at the population level
+            (default) or raise :class:`~pyglmm.exceptions.DataError` naming the
+            factor, the level and the first such row.
         chunk_size : int
             Rows per chunk; memory beyond the output is O(chunk_size * p).
+
+        Returns
+        -------
+        pandas.Series
+            One value per row, indexed as ``newdata`` (or ``X`` when it is a
+            DataFrame; else 0..n-1), named ``"eta"`` or ``"mu"``.
+            ``.attrs["population_rows"]`` is a dict ``{factor: rows}`` of the rows
+            scored at the population level for that factor.
+
+        Raises
+        ------
+        DataError
+            A missing column, a NaN in a covariate or the offset, labels of a
+            type that cannot match the fitted levels, or (with
+            ``new_levels="error"``) an unseen level or missing label.
         """
         from .scoring import predict
 
         return predict(self, newdata, X=X, groups=groups, offset=offset, type=type,
-                       chunk_size=chunk_size)
+                       new_levels=new_levels, chunk_size=chunk_size)
 
     @property
     def factor_names(self):
