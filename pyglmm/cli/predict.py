@@ -52,11 +52,20 @@ def run(args):
             try:
                 scorer.score_frame(frame, scores)
             except DataError as exc:
-                raise DataError(f"{args.data}: {exc}") from None
+                raise _in(args.data, exc) from None
             write(scores)
             n += len(frame)
+        try:
+            scorer.finish()
+        except DataError as exc:
+            raise _in(args.data, exc) from None
     seconds = time.perf_counter() - start
     print(f"scored {n:,} rows in {seconds:.3f} s ({n / max(seconds, 1e-9):,.0f} rows/s) -> {args.out}")
     print("rows at the population level (level not seen in the fit, or missing): "
           + ", ".join(f"{f} {k:,}" for f, k in scorer.population_rows.items()))
     return 0
+
+
+def _in(path, exc):
+    """The error ``exc`` of the rows of file ``path``, naming it."""
+    return DataError(f"{path}: {exc}")

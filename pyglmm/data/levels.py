@@ -15,9 +15,11 @@ fitted levels' type, converted only where that is lossless and unambiguous:
 * booleans match booleans only; categoricals match by their categories' values.
 
 Any other pairing is refused with a :class:`~pyglmm.exceptions.DataError`
-naming the factor and showing a fitted and a given label, and so is a chunk
-of rows in which no label matches when a conversion was needed: a type
-mismatch never turns into scoring every row at the population level.
+naming the factor and showing a fitted and a given label, and so are labels
+matched through their spelling (strings for numbers or datetimes, or the
+reverse) of which not one matches a level (:meth:`FactorLevels.check_spelled`,
+after the last chunk): a type mismatch never turns into scoring every row at
+the population level.
 """
 
 import math
@@ -30,7 +32,6 @@ from ..exceptions import DataError
 from .validation import show_value
 
 EXACT = 2**53  # float64 holds every integer of at most this magnitude
-DENSE_RANGE = 2**62  # integer labels within +-this can be looked up densely without overflow
 _INFERRED = {"string": "str", "integer": "int", "floating": "float", "mixed-integer-float": "float",
              "boolean": "bool", "datetime64": "datetime", "datetime": "datetime", "empty": "empty"}
 
@@ -62,6 +63,8 @@ class FactorLevels:
     Level ``g`` of the factor has global id ``base + g`` (its row in the
     concatenated table of random effects); an unseen level or a missing label
     gets -1.  Lookups are built once per label type and reused for every chunk.
+    ``spelled`` counts the present labels matched through their spelling and
+    how many of them matched.
     """
 
     def __init__(self, factor, levels, base):
@@ -70,6 +73,7 @@ class FactorLevels:
         self.factor, self.levels, self.base = factor, pd.Index(levels), int(base)
         self.kind = label_kind(self.levels)
         self._lookups = {}
+        self.spelled = {"labels": 0, "matched": 0, "example": None}
 
     def ids(self, values):
         """int32 global ids of one chunk of labels (array-like or Series), -1 where unseen."""
@@ -79,27 +83,29 @@ class FactorLevels:
         if kind == "str" and isinstance(values, pd.Series) and isinstance(values.dtype, pd.StringDtype):
             codes, uniques = pd.factorize(values)  # several times faster than hashing every row
             return self._via_codes(codes, pd.Index(uniques), values)
-        lookup, cross = self._lookup(kind, values)
+        lookup, spelled = self._lookup(kind, values)
         ids = lookup(values)
-        if cross:
-            self._check_some_match(ids, values)
+        if spelled:
+            self._count_spelled(ids, values)
         return ids
 
     def _via_codes(self, codes, uniques, values):
         """Ids of labels given as codes into ``uniques`` (-1: missing)."""
         kind = label_kind(uniques)
-        lookup, cross = self._lookup(kind, uniques)
+        lookup, spelled = self._lookup(kind, uniques)
         ids = np.append(lookup(uniques.to_numpy() if kind in ("int", "float") else uniques), -1)
         ids = ids.astype(np.int32, copy=False)[codes]
-        if cross:
-            self._check_some_match(ids, values)
+        if spelled:
+            self._count_spelled(ids, values)
         return ids
 
     def _lookup(self, kind, values):
-        """(function labels -> ids, whether the labels are converted) for labels of ``kind``."""
+        """(function labels -> ids, whether labels are matched through their spelling)
+        for labels of ``kind``."""
         if kind not in self._lookups:
+            spelled = kind != self.kind and "str" in (kind, self.kind)
             self._lookups[kind] = ((_nothing, False) if kind == "empty" else
-                                   (self._build(kind, values), kind != self.kind))
+                                   (self._build(kind, values), spelled))
         return self._lookups[kind]
 
     def _build(self, kind, values):
@@ -121,7 +127,7 @@ class FactorLevels:
             return _keyed(pd.DatetimeIndex(keys), pos, self.base)
         if fitted == kind or (fitted == "other" and kind != "bool"):
             return _keyed(self.levels, positions, self.base)
-        raise self._mismatch(values, "cannot be matched to")
+        raise self._mismatch(_about(values), "cannot be matched to")
 
     def _numbers_in_strings(self, values):
         """Fitted string levels that spell a number canonically, as (numbers, positions)."""
@@ -138,7 +144,7 @@ class FactorLevels:
             keys.append(x)
             pos.append(g)
         if not keys:
-            raise self._mismatch(values, "never match")
+            raise self._mismatch(_about(values), "never match")
         return np.asarray(keys, dtype=np.float64), np.asarray(pos, dtype=np.int64)
 
     def _dates_in_strings(self, values):
@@ -146,7 +152,7 @@ class FactorLevels:
         dates = pd.to_datetime(pd.Series(self.levels, dtype=object), format="ISO8601", errors="coerce")
         ok = dates.notna().to_numpy()
         if not ok.any():
-            raise self._mismatch(values, "never match")
+            raise self._mismatch(_about(values), "never match")
         twice = dates[ok].duplicated(keep=False).to_numpy()
         if twice.any():
             a, b = self.levels[ok][twice][:2]
@@ -164,21 +170,37 @@ class FactorLevels:
                             f"(e.g. {show_value(self.levels[0])}) and a label of the data cannot be "
                             f"read as one: {str(exc).splitlines()[0]}") from None
 
-    def _check_some_match(self, ids, values):
-        """After a type conversion, at least one present label must match a level."""
-        if len(ids) and not (ids >= 0).any() and not np.all(pd.isna(values)):
-            raise self._mismatch(values, "do not match")
-
-    def _mismatch(self, values, verb):
-        """The error for labels of the wrong type, with a fitted and a given label."""
+    def _count_spelled(self, ids, values):
         present = np.flatnonzero(~np.asarray(pd.isna(values)))
-        shown = f", e.g. {show_value(item(values, int(present[0])))}" if present.size else ""
-        dtype = values.dtype
-        given = (f"{dtype.categories.dtype} categories" if isinstance(dtype, pd.CategoricalDtype)
-                 else str(dtype))
-        return DataError(f"grouping column {self.factor!r}: its labels in the data ({given}{shown}) "
+        count = self.spelled
+        if present.size and count["example"] is None:
+            count["example"] = _about(values, present)
+        count["labels"] += present.size
+        count["matched"] += int(np.count_nonzero(ids >= 0))
+
+    def check_spelled(self):
+        """Raise if labels were matched through their spelling and not one matched a level
+        (call after the last chunk)."""
+        count = self.spelled
+        if count["labels"] and not count["matched"]:
+            raise self._mismatch(count["example"], "do not match")
+
+    def _mismatch(self, about, verb):
+        """The error for labels of the wrong type, with a fitted and a given label; ``about``
+        (from :func:`_about`) describes the given labels."""
+        return DataError(f"grouping column {self.factor!r}: its labels in the data ({about}) "
                          f"{verb} the fitted levels ({self.levels.dtype}, e.g. "
                          f"{show_value(self.levels[0])}); convert the column to the fitted type")
+
+
+def _about(values, present=None):
+    """'dtype, e.g. label' of a chunk of labels (the first present label)."""
+    if present is None:
+        present = np.flatnonzero(~np.asarray(pd.isna(values)))
+    dtype = values.dtype
+    given = (f"{dtype.categories.dtype} categories" if isinstance(dtype, pd.CategoricalDtype)
+             else str(dtype))
+    return given + (f", e.g. {show_value(item(values, int(present[0])))}" if present.size else "")
 
 
 def item(values, i):
@@ -278,15 +300,18 @@ def _int_lookup(keys, positions, base):
         return _nothing
     lo, hi = int(keys.min()), int(keys.max())
     span = hi - lo + 1
-    if not (-DENSE_RANGE <= lo and hi <= DENSE_RANGE and span <= 4 * len(keys) + 65536):
+    if span > 4 * len(keys) + 65536:
         return _keyed(pd.Index(keys), positions, base)
     table = np.full(span + 1, -1, dtype=np.int32)  # table[span]: every label out of range
     table[keys - lo] = positions + base
 
     def lookup(values):
-        if values.dtype == np.uint64:  # beyond int64: out of range
-            values = np.where(values > np.uint64(DENSE_RANGE), np.uint64(DENSE_RANGE + 1), values)
-        offset = np.subtract(values, lo, dtype=np.int64).view(np.uint64)  # below lo: huge
+        # label - lo as uint64 is in [0, span) only for labels in [lo, hi]: one below lo is
+        # huge, and one that wraps around int64 lands at span or beyond, either way
+        offset = np.subtract(values, lo, dtype=np.int64).view(np.uint64)
         np.minimum(offset, span, out=offset)
-        return table[offset.view(np.int64)]
+        ids = table[offset.view(np.int64)]
+        if values.dtype == np.uint64:  # beyond int64, cast to negatives above
+            ids[values > np.uint64(2**63 - 1)] = -1
+        return ids
     return lookup

@@ -98,6 +98,12 @@ class Scorer:
         if self.type == "response":
             out[:] = self.family.mean(out)
 
+    def finish(self):
+        """Raise if a factor's labels, read through their spelling (strings for numeric
+        levels, say), matched no level at all: a type mismatch, not new levels."""
+        for levels in self.factors:
+            levels.check_spelled()
+
     def score_frame(self, frame, out, offset=None):
         """Score the rows of a DataFrame (formula fits) into ``out``; errors name ``frame.index``.
         ``offset`` is for a model fitted with an offset array; else it is the offset column."""
@@ -155,6 +161,7 @@ def predict(res, newdata=None, *, X=None, groups=None, offset=None, type="link",
             if res.intercept:
                 Xc = np.column_stack([np.ones(Xc.shape[0]), Xc])
             scorer.score(Xc, [g.iloc[rows] for g in groups], off, eta[rows], index[rows])
+    scorer.finish()
     out = pd.Series(eta, index=index, name="eta" if type == "link" else "mu", copy=False)
     out.attrs["population_rows"] = dict(scorer.population_rows)
     return out
