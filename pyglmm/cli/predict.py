@@ -31,7 +31,7 @@ def add_parser(sub):
 
 
 def run(args):
-    from ..data.readers import column_writer, iter_table
+    from ..data.readers import column_writer, iter_table, prefetched
     from ..results.base import load
     from ..results.scoring import Scorer
 
@@ -44,11 +44,13 @@ def run(args):
     if res.has_offset and not res.offset_name:
         raise DataError(f"{args.model}: the model was fitted with an offset array, not a column; "
                         "score it in Python with result.predict(..., offset=...)")
-    start, n = time.perf_counter(), 0
+    start, n, buffer = time.perf_counter(), 0, np.empty(0)
     with column_writer(args.out, "eta" if args.type == "link" else "mu") as write:
-        for frame in iter_table(args.data, scorer.columns, args.chunk_rows,
-                                categorical=res.factor_names):
-            scores = np.empty(len(frame))
+        for frame in prefetched(iter_table(args.data, scorer.columns, args.chunk_rows,
+                                           categorical=res.factor_names)):
+            if len(frame) > buffer.size:  # one buffer for every chunk: its pages are touched once
+                buffer = np.empty(len(frame))
+            scores = buffer[:len(frame)]
             try:
                 scorer.score_frame(frame, scores)
             except DataError as exc:
