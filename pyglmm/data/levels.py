@@ -77,7 +77,7 @@ class FactorLevels:
 
     def ids(self, values):
         """int32 global ids of one chunk of labels (array-like or Series), -1 where unseen."""
-        values, kind = _normalised(values)
+        values, kind, missing = _normalised(values)
         if kind == "category":
             return self._via_codes(values.cat.codes.to_numpy(), values.cat.categories, values)
         if kind == "str" and isinstance(values, pd.Series) and isinstance(values.dtype, pd.StringDtype):
@@ -85,6 +85,8 @@ class FactorLevels:
             return self._via_codes(codes, pd.Index(uniques), values)
         lookup, spelled = self._lookup(kind, values)
         ids = lookup(values)
+        if missing is not None:
+            ids[missing] = -1
         if spelled:
             self._count_spelled(ids, values)
         return ids
@@ -213,19 +215,25 @@ def _nothing(values):
 
 
 def _normalised(values):
-    """(labels as a Series or ndarray with a concrete kind, that kind)."""
+    """(labels as a Series or ndarray with a concrete kind, that kind, the mask of missing
+    labels that the labels no longer show, or None).  Numbers become numpy arrays of their
+    own type (integers stay integers, whatever their size; missing ones are masked)."""
     if not isinstance(values, (pd.Series, np.ndarray)):
         values = pd.Series(values, copy=False) if isinstance(values, (pd.Index, pd.Categorical)) \
             else np.asarray(values)
-    kind = label_kind(values)
+    kind, missing = label_kind(values), None
+    if kind in ("int", "float") and values.dtype == object:
+        values = pd.to_numeric(pd.Series(values, copy=False), dtype_backend="numpy_nullable")
     if kind in ("int", "float") and isinstance(values, pd.Series):
-        values = values.to_numpy(dtype=np.float64, na_value=np.nan) if values.hasnans \
-            else values.to_numpy()
-    elif kind in ("int", "float") and values.dtype == object:
-        values = pd.to_numeric(pd.Series(values, copy=False)).to_numpy()
+        if isinstance(values.dtype, np.dtype):
+            values = values.to_numpy()
+        else:  # a nullable type
+            missing = values.isna().to_numpy()
+            values = values.to_numpy(dtype=values.dtype.numpy_dtype, na_value=0)
+            missing = missing if missing.any() else None
     elif kind == "datetime" and values.dtype == object:
         values = pd.to_datetime(pd.Series(values, copy=False))
-    return values, label_kind(values) if kind in ("int", "float", "datetime") else kind
+    return values, label_kind(values) if kind in ("int", "float", "datetime") else kind, missing
 
 
 def _canonical_number(s):

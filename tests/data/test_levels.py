@@ -53,6 +53,16 @@ def test_integer_extremes_and_unsigned():
                                   [-1, -1, BASE + 1, BASE, -1])
 
 
+def test_missing_integers_are_masked_not_rounded():
+    big = 2**53
+    fl = FactorLevels("g", pd.Index([big, big + 1, 7]), BASE)
+    want = [BASE + 1, -1, BASE, BASE + 2]
+    np.testing.assert_array_equal(fl.ids(pd.Series([big + 1, None, big, 7], dtype="Int64")), want)
+    np.testing.assert_array_equal(fl.ids(np.array([big + 1, None, big, 7], dtype=object)), want)
+    np.testing.assert_array_equal(fl.ids(pd.Series([big + 1, None, big, 7], dtype="int64[pyarrow]")), want)
+    np.testing.assert_array_equal(fl.ids(pd.Series([7.0, None], dtype="Float64")), [BASE + 2, -1])
+
+
 def test_floats_match_integer_levels_by_value_only():
     fl = FactorLevels("g", pd.Index([1, 2, 3]), BASE)
     got = fl.ids(np.array([3.0, 2.5, np.nan, np.inf, -np.inf, 1.0, 1e300, 2.0**63]))
