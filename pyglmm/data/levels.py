@@ -12,7 +12,8 @@ fitted levels' type, converted only where that is lossless and unambiguous:
   such as ``"3"`` and ``"3.0"``, the data are refused as ambiguous);
 * datetimes match datetimes whatever their resolution; strings given for
   datetime levels (and datetimes for string levels) are read as ISO 8601;
-* booleans match booleans only; categoricals match by their categories' values.
+* booleans match booleans (and the strings ``"True"`` and ``"False"``);
+* categoricals match by their categories' values, in either role.
 
 Any other pairing is refused with a :class:`~pyglmm.exceptions.DataError`
 naming the factor and showing a fitted and a given label, and so are labels
@@ -50,7 +51,7 @@ def label_kind(values):
         return "float"
     if pdt.is_datetime64_any_dtype(dtype):
         return "datetimetz" if isinstance(dtype, pd.DatetimeTZDtype) else "datetime"
-    if isinstance(dtype, pd.StringDtype) or getattr(dtype, "kind", "") in "US":
+    if isinstance(dtype, pd.StringDtype) or getattr(dtype, "kind", None) in ("U", "S"):
         return "str"
     if dtype == object:
         return _INFERRED.get(pdt.infer_dtype(values, skipna=True), "other")
@@ -173,11 +174,12 @@ class FactorLevels:
                             f"read as one: {str(exc).splitlines()[0]}") from None
 
     def _count_spelled(self, ids, values):
-        present = np.flatnonzero(~np.asarray(pd.isna(values)))
+        present = ~np.asarray(pd.isna(values))
+        labels = int(np.count_nonzero(present))
         count = self.spelled
-        if present.size and count["example"] is None:
-            count["example"] = _about(values, present)
-        count["labels"] += present.size
+        if labels and count["example"] is None:
+            count["example"] = _about(values)
+        count["labels"] += labels
         count["matched"] += int(np.count_nonzero(ids >= 0))
 
     def check_spelled(self):
@@ -195,14 +197,13 @@ class FactorLevels:
                          f"{show_value(self.levels[0])}); convert the column to the fitted type")
 
 
-def _about(values, present=None):
-    """'dtype, e.g. label' of a chunk of labels (the first present label)."""
-    if present is None:
-        present = np.flatnonzero(~np.asarray(pd.isna(values)))
+def _about(values):
+    """'dtype, e.g. label' of a chunk of labels (its first present label)."""
+    present = ~np.asarray(pd.isna(values))
     dtype = values.dtype
     given = (f"{dtype.categories.dtype} categories" if isinstance(dtype, pd.CategoricalDtype)
              else str(dtype))
-    return given + (f", e.g. {show_value(item(values, int(present[0])))}" if present.size else "")
+    return given + (f", e.g. {show_value(item(values, int(np.argmax(present))))}" if present.any() else "")
 
 
 def item(values, i):

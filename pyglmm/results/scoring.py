@@ -175,6 +175,10 @@ def _array_inputs(res, X, groups):
     X = X.to_numpy(np.float64) if isinstance(X, pd.DataFrame) else np.asarray(X, dtype=np.float64)
     if X.ndim != 2:
         raise ValueError(f"X must be 2-dimensional, got shape {X.shape}")
+    covariates = list(res.coef.index[int(res.intercept):])
+    if X.shape[1] != len(covariates):
+        raise DataError(f"X has {X.shape[1]} columns, the model has {len(covariates)} covariates "
+                        f"({', '.join(covariates)}{'; the intercept is added' if res.intercept else ''})")
     n = X.shape[0]
     unknown = set(res.factor_names) - set(groups)
     if unknown:

@@ -83,6 +83,13 @@ def test_new_levels_error_names_factor_level_and_row(formula_fit, arrays_fit):
         ares.predict(X=X, groups={**groups, "g1": g1}, new_levels="error", chunk_size=50)
 
 
+def test_array_fit_needs_its_covariates(arrays_fit):
+    X, groups, res = arrays_fit
+    with pytest.raises(DataError, match=r"X has 3 columns, the model has 2 covariates \(x1, x2; "
+                                        r"the intercept is added\)"):
+        res.predict(X=np.column_stack([np.ones(len(X)), X]), groups=groups)
+
+
 @pytest.mark.parametrize("kwargs,name", [({"new_levels": "drop"}, "new_levels"), ({"type": "mean"}, "type"),
                                          ({"chunk_size": 0}, "chunk_size")])
 def test_bad_arguments_are_named(arrays_fit, kwargs, name):
