@@ -55,12 +55,12 @@ def test_integer_extremes_and_unsigned():
 
 def test_missing_integers_are_masked_not_rounded():
     big = 2**53
-    fl = FactorLevels("g", pd.Index([big, big + 1, 7]), BASE)
+    fl = FactorLevels("g", pd.Index([big, big + 1, 7, 0]), BASE)  # 0: what a missing one reads as
     want = [BASE + 1, -1, BASE, BASE + 2]
     np.testing.assert_array_equal(fl.ids(pd.Series([big + 1, None, big, 7], dtype="Int64")), want)
     np.testing.assert_array_equal(fl.ids(np.array([big + 1, None, big, 7], dtype=object)), want)
     np.testing.assert_array_equal(fl.ids(pd.Series([big + 1, None, big, 7], dtype="int64[pyarrow]")), want)
-    np.testing.assert_array_equal(fl.ids(pd.Series([7.0, None], dtype="Float64")), [BASE + 2, -1])
+    np.testing.assert_array_equal(fl.ids(pd.Series([7.0, None, 0.0], dtype="Float64")), [BASE + 2, -1, BASE + 3])
 
 
 def test_floats_match_integer_levels_by_value_only():
