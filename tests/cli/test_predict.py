@@ -136,3 +136,14 @@ def test_bad_output_name_and_array_models_are_refused(model, capsys, tmp_path):
     pyglmm.glmm_from_arrays(X, y, groups).save(tmp_path / "arrays.json")
     err = error_of(capsys, tmp_path / "arrays.json", tmp / "data.csv", "--out", tmp_path / "s.csv")
     assert f"{tmp_path / 'arrays.json'}: the model was fitted from arrays" in err
+
+
+def test_empty_input_gives_an_empty_output(model, capsys, tmp_path):
+    tmp, df, _ = model
+    df.head(0).to_csv(tmp_path / "empty.csv", index=False)
+    df.head(0).to_parquet(tmp_path / "empty.parquet")
+    for source, target in (("empty.csv", "e.parquet"), ("empty.parquet", "e.csv")):
+        code, out, _ = run(capsys, tmp / "model.json", tmp_path / source, "--out", tmp_path / target)
+        assert code == 0 and "scored 0 rows" in out and "g0 0, g1 0" in out
+        got = read_scores(tmp_path / target)
+        assert list(got.columns) == ["eta"] and len(got) == 0
