@@ -48,6 +48,8 @@ def run(args):
     with column_writer(args.out, "eta" if args.type == "link" else "mu") as write:
         for frame in prefetched(iter_table(args.data, scorer.columns, args.chunk_rows,
                                            categorical=res.factor_names)):
+            if not len(frame):  # a CSV with a header only: columns of unknown type
+                continue
             if len(frame) > buffer.size:  # one buffer for every chunk: its pages are touched once
                 buffer = np.empty(len(frame))
             scores = buffer[:len(frame)]
