@@ -53,8 +53,8 @@ def iter_table(path, columns, chunk_rows, categorical=()):
         pa = _pyarrow("reading Parquet")
         schema = pa.parquet.ParquetFile(path).schema_arrow
         _check_has(path, schema.names, columns)
-        strings = [c for c in categorical
-                   if pa.types.is_string(schema.field(c).type) or pa.types.is_large_string(schema.field(c).type)]
+        strings = [c for c in categorical if pa.types.is_string(schema.field(c).type)
+                   or pa.types.is_large_string(schema.field(c).type)]
         start = 0
         for batch in pa.parquet.ParquetFile(path, read_dictionary=strings).iter_batches(
                 batch_size=chunk_rows, columns=columns):
