@@ -64,6 +64,8 @@ class Scorer:
         self.beta = np.ascontiguousarray(res.coef.to_numpy(np.float64))
         self.table = np.concatenate([res.b[f].to_numpy(np.float64) for f in res.factor_names])
         bases = np.cumsum([0] + [len(res.b[f]) for f in res.factor_names])
+        if bases[-1] >= 2**31:  # the kernel's level ids are int32
+            raise DataError(f"the model has {bases[-1]:,} levels in all; scoring takes at most 2^31 - 1")
         self.factors = [FactorLevels(f, res.b[f].index, base) for f, base in zip(res.factor_names, bases)]
         self.population_rows = dict.fromkeys(res.factor_names, 0)
         fixed = _fixed_columns(res)
