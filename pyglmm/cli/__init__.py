@@ -6,9 +6,9 @@ import warnings
 
 from .. import backends as _backend
 from ..exceptions import DataError
-from . import demo, fit
+from . import demo, fit, predict
 
-SUBCOMMANDS = (fit, demo)
+SUBCOMMANDS = (fit, predict, demo)
 
 
 def build_parser():

@@ -4,7 +4,6 @@ from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from ..exceptions import DataError
 from .validation import aliased_columns, check_finite, check_numeric, check_weights, factorize
@@ -87,15 +86,6 @@ class Design:
     def factor_slices(self):
         """Slices of the concatenated level space, one per factor."""
         return [slice(int(a), int(b)) for a, b in zip(self.offsets[:-1], self.offsets[1:])]
-
-
-def level_codes(levels, values_by_factor, offsets, n):
-    """Global level ids of new rows; unseen levels become -1."""
-    codes = np.full((n, len(levels)), -1, dtype=np.int32)
-    for k, (lv, values) in enumerate(zip(levels, values_by_factor)):
-        local = lv.get_indexer(pd.Index(values))
-        codes[:, k] = np.where(local >= 0, local + offsets[k], -1)
-    return codes
 
 
 def build_design(X, y, groups, family, *, feature_names, response_name, kern, nthreads,

@@ -1,4 +1,8 @@
-"""Readers for the command line and scoring: CSV and Parquet files."""
+"""Readers for the command line and scoring: CSV and Parquet files, whole or in chunks,
+and a chunked writer of scores."""
+
+import contextlib
+import os
 
 from ..exceptions import DataError
 
@@ -14,3 +18,101 @@ def read_table(path):
         except ImportError as exc:
             raise DataError(f"reading Parquet needs pyarrow: pip install 'pyglmm[parquet]' ({exc})") from exc
     return pd.read_csv(path)
+
+
+def is_parquet(path):
+    return str(path).lower().endswith((".parquet", ".pq"))
+
+
+def _pyarrow(what):
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError as exc:
+        raise DataError(f"{what} needs pyarrow: pip install 'pyglmm[parquet]' ({exc})") from exc
+    return pyarrow
+
+
+def iter_table(path, columns, chunk_rows, categorical=()):
+    """Yield ``columns`` of a CSV or Parquet file as DataFrames of at most ``chunk_rows`` rows.
+
+    Each chunk is indexed by its rows' numbers in the file (0-based, header
+    excluded), so that errors name rows of the whole file.  String columns of
+    a Parquet file named in ``categorical`` are read as pandas categoricals
+    (from the file's dictionary encoding, without decoding every row).
+
+    Raises
+    ------
+    DataError
+        Naming the file and the column(s) it lacks.
+    """
+    import pandas as pd
+
+    columns = list(columns)
+    if is_parquet(path):
+        pa = _pyarrow("reading Parquet")
+        schema = pa.parquet.ParquetFile(path).schema_arrow
+        _check_has(path, schema.names, columns)
+        strings = [c for c in categorical if pa.types.is_string(schema.field(c).type)
+                   or pa.types.is_large_string(schema.field(c).type)]
+        start = 0
+        for batch in pa.parquet.ParquetFile(path, read_dictionary=strings).iter_batches(
+                batch_size=chunk_rows, columns=columns):
+            frame = batch.to_pandas(split_blocks=True)  # a block per column: no copy into one
+            frame.index = pd.RangeIndex(start, start + len(frame))
+            start += len(frame)
+            yield frame
+        return
+    _check_has(path, pd.read_csv(path, nrows=0).columns, columns)
+    with pd.read_csv(path, usecols=columns, chunksize=chunk_rows) as reader:
+        yield from reader  # chunks are indexed by row number in the file
+
+
+def prefetched(chunks):
+    """The items of iterator ``chunks``, each read in a background thread while the caller
+    works on the one before (reading Parquet and CSV mostly runs outside the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        coming = pool.submit(next, chunks, None)
+        while (chunk := coming.result()) is not None:
+            coming = pool.submit(next, chunks, None)
+            yield chunk
+
+
+def _check_has(path, names, columns):
+    missing = [c for c in columns if c not in set(names)]
+    if missing:
+        raise DataError(f"{path}: no column(s) {', '.join(map(repr, missing))}; the file has "
+                        f"{', '.join(map(repr, list(names)[:20]))}")
+
+
+@contextlib.contextmanager
+def column_writer(path, name):
+    """Write one float64 column to a Parquet (``.parquet``, ``.pq``) or CSV (``.csv``) file
+    chunk by chunk: yields ``write(values)``.
+
+    The rows go to ``path + ".partial"``, renamed to ``path`` when the block
+    ends without an error (and removed when it raises): a file at ``path`` is
+    always complete.  CSV values are written in the shortest form that reads
+    back exactly.
+    """
+    if not (is_parquet(path) or str(path).lower().endswith(".csv")):
+        raise DataError(f"output {path}: give a .parquet, .pq or .csv file name")
+    partial = f"{path}.partial"
+    try:
+        if is_parquet(path):
+            pa = _pyarrow("writing Parquet")
+            schema = pa.schema([(name, pa.float64())])
+            # scores do not repeat and do not compress: no dictionary, no compression (twice as fast)
+            with pa.parquet.ParquetWriter(partial, schema, use_dictionary=False,
+                                          compression="none") as writer:
+                yield lambda values: writer.write_table(pa.table({name: values}, schema=schema))
+        else:
+            with open(partial, "w") as fh:
+                fh.write(f"{name}\n")
+                yield lambda values: fh.write("".join(f"{v!r}\n" for v in values.tolist()))
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)

@@ -1,23 +1,147 @@
-"""Scoring new rows with a fitted model: :func:`predict`."""
+"""Scoring new rows with a fitted model: :func:`predict` and the :class:`Scorer` behind it
+(also behind ``pyglmm predict``)."""
 
 import numpy as np
 import pandas as pd
 
 from .. import backends as _backend
-from ..data.design import level_codes
-from ..data.formula import fixed_matrix
-from ..data.validation import check_finite
+from ..data.levels import FactorLevels, item
+from ..data.validation import check_finite, show_value
+from ..exceptions import DataError
 from ..families import get_family
+
+NEW_LEVELS = ("population", "error")
+TYPES = ("link", "response")
+
+
+def _fixed_columns(res):
+    """The data columns the fixed part of a formula fit reads (None for an array fit)."""
+    return None if res.model_spec is None else sorted(res.model_spec.required_variables)
+
+
+def _fixed_part(res, frame):
+    """The fixed-effects matrix (C-contiguous float64) of a formula fit for the rows of ``frame``,
+    coded as the training data were; the one place that builds it."""
+    from ..data.formula import fixed_matrix
+
+    X, _, _ = fixed_matrix(str(res.model_spec.formula), frame, res.model_spec)
+    return X
+
+
+class Scorer:
+    """Scores chunks of rows with a fitted model; set up once, then :meth:`score` per chunk.
+
+    Parameters
+    ----------
+    res : GLMMResult
+    type : {"link", "response"}
+    new_levels : {"population", "error"}
+        What a row whose label of a grouping factor was not seen in the fit
+        (or is missing) gets: that factor's population value b = 0, or a
+        :class:`~pyglmm.exceptions.DataError` naming the factor, the level
+        and the row.
+    backend, threads : optional
+        Kernel backend and threads (default: the active backend, all threads).
+
+    Attributes
+    ----------
+    population_rows : dict
+        Rows scored so far at the population level, per factor.
+    columns : list of str or None
+        The data columns a formula fit's rows need (None for an array fit).
+    """
+
+    def __init__(self, res, *, type="link", new_levels="population", backend=None, threads=None):
+        if type not in TYPES:
+            raise ValueError(f"type must be 'link' or 'response', got {type!r}")
+        if new_levels not in NEW_LEVELS:
+            raise ValueError(f"new_levels must be 'population' or 'error', got {new_levels!r}")
+        self.res, self.type, self.new_levels = res, type, new_levels
+        self.kern = _backend.kernels(backend)
+        self.threads = 1 if _backend.backend(backend) == "numpy" else (
+            threads or _backend.get_num_threads())
+        self.family = get_family(res.family)
+        self.beta = np.ascontiguousarray(res.coef.to_numpy(np.float64))
+        self.table = np.concatenate([res.b[f].to_numpy(np.float64) for f in res.factor_names])
+        bases = np.cumsum([0] + [len(res.b[f]) for f in res.factor_names])
+        if bases[-1] >= 2**31:  # the kernel's level ids are int32
+            raise DataError(f"the model has {bases[-1]:,} levels in all; scoring takes at most 2^31 - 1")
+        self.factors = [FactorLevels(f, res.b[f].index, base) for f, base in zip(res.factor_names, bases)]
+        self.population_rows = dict.fromkeys(res.factor_names, 0)
+        fixed = _fixed_columns(res)
+        self.columns = None if fixed is None else list(dict.fromkeys(
+            [*fixed, *res.factor_names, *([res.offset_name] if res.offset_name else [])]))
+
+    def score(self, X, labels, offset, out, rows):
+        """Score one chunk into ``out``.
+
+        ``X`` (m, p) is the fixed-effects matrix, ``labels`` one array-like of
+        m labels per factor, ``offset`` m values or None, and ``rows`` the
+        chunk's row labels in the whole input (an Index or a range), which
+        errors name.
+        """
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != self.beta.size:
+            raise DataError(f"X has shape {X.shape}, the model has {self.beta.size} fixed effects")
+        check_finite("X", X, rows, list(self.res.coef.index))
+        if offset is not None:
+            offset = np.ascontiguousarray(offset, dtype=np.float64)
+            check_finite(self.res.offset_name or "offset", offset, rows)
+        codes = np.empty((X.shape[0], len(self.factors)), dtype=np.int32)
+        for k, (levels, values) in enumerate(zip(self.factors, labels)):
+            ids = levels.ids(values)
+            unseen = X.shape[0] - int(np.count_nonzero(ids >= 0))
+            if unseen and self.new_levels == "error":
+                raise self._unseen(levels.factor, values, int(np.argmax(ids < 0)), rows)
+            self.population_rows[levels.factor] += unseen
+            codes[:, k] = ids
+        self.kern.linear_predictor(X, codes, self.beta, self.table,
+                                   np.empty(0) if offset is None else offset, out, self.threads)
+        if self.type == "response":
+            out[:] = self.family.mean(out)
+
+    def finish(self):
+        """Raise if a factor's labels, read through their spelling (strings for numeric
+        levels, say), matched no level at all: a type mismatch, not new levels."""
+        for levels in self.factors:
+            levels.check_spelled()
+
+    def score_frame(self, frame, out, offset=None):
+        """Score the rows of a DataFrame (formula fits) into ``out``; errors name ``frame.index``.
+        ``offset`` is for a model fitted with an offset array; else it is the offset column."""
+        res = self.res
+        if res.offset_name:
+            offset = frame[res.offset_name]
+            if not pd.api.types.is_numeric_dtype(offset):
+                raise DataError(f"offset column {res.offset_name!r} must be numeric, "
+                                f"got dtype {offset.dtype}")
+        self.score(_fixed_part(res, frame), [frame[f] for f in res.factor_names],
+                   offset, out, frame.index)
+
+    @staticmethod
+    def _unseen(factor, values, pos, rows):
+        label = item(values, pos)
+        what = "a missing label" if pd.isna(label) else f"level {show_value(label)}, not seen in the fit,"
+        return DataError(f"grouping column {factor!r} has {what} at row {show_value(rows[pos])}; "
+                         "new_levels='population' (--new-levels population) scores such rows "
+                         "at the population level (b = 0)")
 
 
 def predict(res, newdata=None, *, X=None, groups=None, offset=None, type="link",
-            chunk_size=1_000_000):
+            new_levels="population", chunk_size=1_000_000):
     """Predict on new rows, streaming over chunks of ``chunk_size`` rows.
 
     .. math:: \\hat\\eta = o + x^\\top\\hat\\beta + \\sum_k \\hat b_{k, g_k},
 
-    with :math:`\\hat b_{k,g} = 0` for a level not seen in the fit (or a
-    missing label): the population-level prediction.
+    where a grouping factor's label that was not seen in the fit, or is
+    missing, gets :math:`\\hat b_{k,g} = 0`: the population-level value
+    (``new_levels="population"``), or raises (``new_levels="error"``).
+
+    Labels are matched to the fitted levels by value, not by dtype: a model
+    fitted with integer labels scores ``3``, ``3.0`` and ``"3"`` alike, and
+    a categorical by its categories (see :mod:`pyglmm.data.levels`).  Labels
+    whose type cannot be matched to the fitted levels raise
+    :class:`~pyglmm.exceptions.DataError` instead of being scored as unseen.
 
     Parameters
     ----------
@@ -32,11 +156,29 @@ def predict(res, newdata=None, *, X=None, groups=None, offset=None, type="link",
         ``newdata``).
     type : {"link", "response"}
         Linear predictor or mean :math:`h(\\hat\\eta)`.
+    new_levels : {"population", "error"}
+        Unseen levels (and missing labels) score at the population level
+        (default) or raise :class:`~pyglmm.exceptions.DataError` naming the
+        factor, the level and the first such row.
     chunk_size : int
         Rows per chunk; memory beyond the output is O(chunk_size * p).
+
+    Returns
+    -------
+    pandas.Series
+        One value per row, indexed as ``newdata`` (or ``X`` when it is a
+        DataFrame; else 0..n-1), named ``"eta"`` or ``"mu"``.
+        ``.attrs["population_rows"]`` is a dict ``{factor: rows}`` of the rows
+        scored at the population level for that factor.
+
+    Raises
+    ------
+    DataError
+        A missing column, a NaN in a covariate or the offset, labels of a
+        type that cannot match the fitted levels, or (with
+        ``new_levels="error"``) an unseen level or missing label.
     """
-    if type not in ("link", "response"):
-        raise ValueError(f"type must be 'link' or 'response', got {type!r}")
+    scorer = Scorer(res, type=type, new_levels=new_levels)
     if not (isinstance(chunk_size, (int, np.integer)) and chunk_size >= 1):
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     array_offset = res.has_offset and res.offset_name is None
@@ -44,64 +186,59 @@ def predict(res, newdata=None, *, X=None, groups=None, offset=None, type="link",
         raise ValueError("the model was fitted with an offset: pass offset=")
     if offset is not None and not array_offset:
         raise ValueError("offset= is only for models fitted with an offset array")
-    if res.model_spec is not None:
-        if newdata is None:
+    if scorer.columns is not None:
+        if not isinstance(newdata, pd.DataFrame):
             raise ValueError("this model was fitted from a formula: pass newdata=DataFrame")
-        n = len(newdata)
-        needed = [*sorted(res.model_spec.required_variables), *res.factor_names,
-                  *([res.offset_name] if res.offset_name else [])]
-        missing = [c for c in needed if c not in newdata.columns]
+        missing = [c for c in scorer.columns if c not in newdata.columns]
         if missing:
-            raise ValueError(f"newdata lacks column(s) {', '.join(map(repr, missing))}")
-        if offset is not None and len(offset) != n:
-            raise ValueError(f"offset has {len(offset)} rows, newdata has {n}")
+            raise DataError(f"newdata lacks column(s) {', '.join(map(repr, missing))}")
+        n, index = len(newdata), newdata.index
     else:
-        if X is None or groups is None:
-            raise ValueError("this model was fitted from arrays: pass X= and groups=")
-        X = X.to_numpy() if isinstance(X, pd.DataFrame) else np.asarray(X)
-        if X.ndim != 2:
-            raise ValueError(f"X must be 2-dimensional, got shape {X.shape}")
+        X, index, groups = _array_inputs(res, X, groups)
         n = X.shape[0]
-        unknown = set(res.factor_names) - set(groups)
-        if unknown:
-            raise ValueError(f"groups lacks factor(s) {', '.join(sorted(unknown))}")
-        lengths = {f"groups[{f!r}]": len(groups[f]) for f in res.factor_names}
-        if offset is not None:
-            lengths["offset"] = len(offset)
-        for name, m in lengths.items():
-            if m != n:
-                raise ValueError(f"{name} has {m} rows, X has {n}")
-    kern, threads = _backend.kernels(), _backend.get_num_threads()
-    family = get_family(res.family)
-    beta = res.coef.to_numpy()
-    levels = [res.b[f].index for f in res.factor_names]
-    table = np.concatenate([res.b[f].to_numpy() for f in res.factor_names])
-    offsets = np.concatenate([[0], np.cumsum([len(lv) for lv in levels])])
+    if offset is not None:
+        offset = np.asarray(offset, dtype=np.float64)
+        if offset.shape != (n,):
+            raise ValueError(f"offset has {len(offset)} rows, {'newdata' if X is None else 'X'} has {n}")
     eta = np.empty(n)
     for start in range(0, n, chunk_size):
         rows = slice(start, min(n, start + chunk_size))
-        if res.model_spec is not None:
-            part = newdata.iloc[rows]
-            Xc, _, _ = fixed_matrix(str(res.model_spec.formula), part, res.model_spec)
-            labels = [part[f] for f in res.factor_names]
-            off = (part[res.offset_name].to_numpy(np.float64) if res.offset_name else
-                   None if offset is None else np.asarray(offset, dtype=np.float64)[rows])
+        off = None if offset is None else offset[rows]
+        if X is None:
+            scorer.score_frame(newdata.iloc[rows], eta[rows], off)
         else:
-            Xc = np.asarray(X[rows], dtype=np.float64)
+            Xc = X[rows]
             if res.intercept:
                 Xc = np.column_stack([np.ones(Xc.shape[0]), Xc])
-            labels = [np.asarray(groups[f])[rows] for f in res.factor_names]
-            off = None if offset is None else np.asarray(offset, dtype=np.float64)[rows]
-        if Xc.shape[1] != beta.size:
-            raise ValueError(f"X has {Xc.shape[1]} columns, the model has {beta.size}")
-        positions = range(rows.start, rows.stop)  # errors name rows of the whole input
-        check_finite("X", Xc, positions, list(res.coef.index))
-        if off is not None:
-            check_finite("offset", off, positions)
-        codes = level_codes(levels, labels, offsets, Xc.shape[0])
-        kern.linear_predictor(np.ascontiguousarray(Xc), codes, beta, table,
-                              np.empty(0) if off is None else np.ascontiguousarray(off),
-                              eta[rows], threads)
-        if type == "response":  # per chunk: no temporaries the size of the output
-            eta[rows] = family.mean(eta[rows])
-    return eta
+            scorer.score(Xc, [g.iloc[rows] for g in groups], off, eta[rows], index[rows])
+    scorer.finish()
+    out = pd.Series(eta, index=index, name="eta" if type == "link" else "mu", copy=False)
+    out.attrs["population_rows"] = dict(scorer.population_rows)
+    return out
+
+
+def _array_inputs(res, X, groups):
+    """X (2-D, float64), its row labels and the factors' labels (Series) of an array fit."""
+    if X is None or groups is None:
+        raise ValueError("this model was fitted from arrays: pass X= and groups=")
+    index = X.index if isinstance(X, pd.DataFrame) else None
+    X = X.to_numpy(np.float64) if isinstance(X, pd.DataFrame) else np.asarray(X, dtype=np.float64)
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-dimensional, got shape {X.shape}")
+    covariates = list(res.coef.index[int(res.intercept):])
+    if X.shape[1] != len(covariates):
+        raise DataError(f"X has {X.shape[1]} columns, the model has {len(covariates)} covariates "
+                        f"({', '.join(covariates)}{'; the intercept is added' if res.intercept else ''})")
+    n = X.shape[0]
+    unknown = set(res.factor_names) - set(groups)
+    if unknown:
+        raise ValueError(f"groups lacks factor(s) {', '.join(sorted(unknown))}")
+    columns = []
+    for f in res.factor_names:
+        values = groups[f]
+        values = (values.reset_index(drop=True) if isinstance(values, pd.Series)
+                  else pd.Series(values, copy=False))
+        if len(values) != n:
+            raise ValueError(f"groups[{f!r}] has {len(values)} rows, X has {n}")
+        columns.append(values)
+    return X, pd.RangeIndex(n) if index is None else index, columns
