@@ -68,7 +68,7 @@ class GLMMResult:
     intercept: bool = False
     offset_name: object = None
     has_offset: bool = False
-    model_spec: object = None
+    coding: object = None  # pyglmm.data.coding.FixedCoding of a formula fit
 
     # --- tables -----------------------------------------------------------------
     @property

@@ -5,7 +5,6 @@ import pandas as pd
 
 from .. import backends as _backend
 from ..data.design import level_codes
-from ..data.formula import fixed_matrix
 from ..data.validation import check_finite
 from ..families import get_family
 
@@ -44,11 +43,11 @@ def predict(res, newdata=None, *, X=None, groups=None, offset=None, type="link",
         raise ValueError("the model was fitted with an offset: pass offset=")
     if offset is not None and not array_offset:
         raise ValueError("offset= is only for models fitted with an offset array")
-    if res.model_spec is not None:
+    if res.coding is not None:
         if newdata is None:
             raise ValueError("this model was fitted from a formula: pass newdata=DataFrame")
         n = len(newdata)
-        needed = [*sorted(res.model_spec.required_variables), *res.factor_names,
+        needed = [*res.coding.required_variables, *res.factor_names,
                   *([res.offset_name] if res.offset_name else [])]
         missing = [c for c in needed if c not in newdata.columns]
         if missing:
@@ -80,9 +79,9 @@ def predict(res, newdata=None, *, X=None, groups=None, offset=None, type="link",
     eta = np.empty(n)
     for start in range(0, n, chunk_size):
         rows = slice(start, min(n, start + chunk_size))
-        if res.model_spec is not None:
+        if res.coding is not None:
             part = newdata.iloc[rows]
-            Xc, _, _ = fixed_matrix(str(res.model_spec.formula), part, res.model_spec)
+            Xc = _fixed_part(res, part)
             labels = [part[f] for f in res.factor_names]
             off = (part[res.offset_name].to_numpy(np.float64) if res.offset_name else
                    None if offset is None else np.asarray(offset, dtype=np.float64)[rows])
@@ -105,3 +104,9 @@ def predict(res, newdata=None, *, X=None, groups=None, offset=None, type="link",
         if type == "response":  # per chunk: no temporaries the size of the output
             eta[rows] = family.mean(eta[rows])
     return eta
+
+
+def _fixed_part(res, frame):
+    """The fixed-effects matrix of ``frame`` (a formula fit), coded as the fit's data;
+    DataError naming the column and level for an unseen level."""
+    return res.coding.matrix(frame)
