@@ -23,10 +23,11 @@ def add_parser(sub):
 
 
 def run(args):
+    from ..data.formula import parse_formula, required_columns
     from ..engines.crossed.api import glmm
 
-    data = read_table(args.data)
-    res = glmm(args.formula, data, family=args.family, dispersion=args.dispersion,
+    needed = required_columns(parse_formula(args.formula), [args.weights, args.trials, args.offset])
+    res = glmm(args.formula, read_table(args.data, columns=needed), family=args.family, dispersion=args.dispersion,
                weights=args.weights, trials=args.trials, offset=args.offset,
                compare_naive=args.naive, backend=args.backend, threads=args.threads,
                progress=print_progress if args.verbose else None)

@@ -144,15 +144,15 @@ def build_design(X, y, groups, family, *, feature_names, response_name, kern, nt
     offset = EMPTY if offset is None else np.ascontiguousarray(offset)
 
     codes = np.empty((n, len(groups)), dtype=np.int32)
-    levels, sizes = [], [0]
+    levels, counts, sizes = [], [], [0]
     for k, (name, values) in enumerate(groups.items()):
         _check_length(f"grouping column {name!r}", values, n)
-        local, lv = _factorize(name, values)
-        codes[:, k] = local + sizes[-1]
+        lv, count = _factorize_into(name, values, codes[:, k], sizes[-1])
         levels.append(lv)
+        counts.append(count)
         sizes.append(sizes[-1] + len(lv))
     offsets = np.asarray(sizes, dtype=np.int64)
-    counts = np.bincount(codes.ravel(), minlength=int(offsets[-1])).astype(np.float64)
+    counts = np.concatenate(counts).astype(np.float64)
 
     order = _row_order(codes, np.diff(offsets), p)
     if callable(X):
@@ -175,25 +175,27 @@ def build_design(X, y, groups, family, *, feature_names, response_name, kern, nt
                   list(groups), levels, response_name, has_intercept, order)
 
 
-def _factorize(name, values):
-    """:func:`factorize`, with a fast path for integer labels in a compact range
-    (a lookup table instead of a hash table and a sort: several times faster)."""
+def _factorize_into(name, values, out, first):
+    """Write ``first`` + each row's level position (sorted levels) into ``out``;
+    return the levels and the rows per level.
+
+    Integer labels in a compact range take a fast path (a table of counts
+    instead of a hash table and a sort: several times faster)."""
     arr = values.to_numpy() if isinstance(values, pd.Series) else values
     if isinstance(arr, np.ndarray) and arr.ndim == 1 and arr.dtype.kind in "iu" and arr.size:
         lo, hi = int(arr.min()), int(arr.max())
-        if hi - lo < max(1024, 2 * arr.size) and -2**62 < lo and hi < 2**62:
+        if hi - lo < max(1024, arr.size) and -2**62 < lo and hi < 2**62:
             shifted = arr - lo if lo else arr
-            seen = np.zeros(hi - lo + 1, dtype=bool)
-            seen[shifted] = True
-            present = np.flatnonzero(seen)
-            if present.size >= 2**31:
-                return factorize(name, values)
-            lookup = np.cumsum(seen, dtype=np.int32) - 1
-            return lookup[shifted], pd.Index((present + lo).astype(arr.dtype), name=name)
-    codes, levels = factorize(name, values)
+            count = np.bincount(shifted, minlength=hi - lo + 1)
+            present = count > 0
+            lookup = np.cumsum(present, dtype=np.int64) + (first - 1)
+            np.take(lookup.astype(out.dtype), shifted, out=out)
+            return pd.Index((np.flatnonzero(present) + lo).astype(arr.dtype), name=name), count[present]
+    local, levels = factorize(name, values)
+    np.add(local, first, out=out)
     if isinstance(levels, pd.CategoricalIndex):  # plain labels, as a saved model restores them
         levels = pd.Index(levels.astype(levels.dtype.categories.dtype), name=name)
-    return codes, levels
+    return levels, np.bincount(local, minlength=len(levels))
 
 
 def _row_order(codes, n_levels, p):

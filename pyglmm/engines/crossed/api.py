@@ -98,6 +98,7 @@ def glmm(formula, data, family="binomial", *, weights=None, trials=None, offset=
                          {g: data[g] for g in parsed.groups}, fam, feature_names=coding.names,
                          response_name=parsed.response,
                          index=data.index, kern=kern, nthreads=threads, **extra)
+        del data, extra  # if the caller keeps no reference (the CLI), the frame goes before the fit
         return _fit(d, fam, formula, start, opts, se, compare_naive, name, kern, threads, progress,
                     intercept=False, offset_name=offset if isinstance(offset, str) else None,
                     has_offset=offset is not None, coding=coding)
