@@ -78,13 +78,14 @@ def simulate_stitchfix(n_rows=5_000_000, n_clients=744_482, n_items=3_547, *, si
     pandas.DataFrame (``as_frame=True``)
         Columns ``y`` (0/1, int8), ``client``, ``item`` (int32 ids),
         ``client_fit``, ``material``, ``item_fit`` (pandas categoricals with
-        integer categories), ``edgy``, ``boho`` (bool), ``chest``, ``dress``
+        integer categories, those that occur), ``edgy``, ``boho`` (bool), ``chest``, ``dress``
         (float).  Fit it with ``y ~ C(client_fit) + edgy + boho + chest + dress
         + C(material) + C(item_fit) + (1|client) + (1|item)``.
     X, y, groups, feature_names (``as_frame=False``)
         ``X`` (n_rows, 34) C-contiguous with the intercept first (fit with
-        ``intercept=False``), ``y`` float, ``groups = {"client": ids, "item":
-        ids}`` and the column names (``client_fit[T.1]``, ...).
+        ``intercept=False``; fewer columns if some level never occurs), ``y``
+        float, ``groups = {"client": ids, "item": ids}`` and the column names
+        (``client_fit[T.1]``, ...).
     """
     rng = np.random.default_rng(seed)
     client = rng.integers(0, n_clients, n_rows).astype(np.int32)
@@ -102,7 +103,8 @@ def simulate_stitchfix(n_rows=5_000_000, n_clients=744_482, n_items=3_547, *, si
     item_eta = b_mat[i_mat] + b_ifit[i_fit] + rng.normal(0, sigma[1], n_items)
     eta = beta[0] + client_eta[client] + item_eta[item]
     y = (rng.random(n_rows) < expit(eta)).astype(np.int8)
-    category = lambda codes, q: pd.Categorical.from_codes(codes, categories=np.arange(q))  # noqa: E731
+    category = lambda codes, q: pd.Categorical.from_codes(  # noqa: E731
+        codes, categories=np.arange(q)).remove_unused_categories()  # few items: some never occur
     df = pd.DataFrame({"y": y, "client": client, "item": item,
                        "client_fit": category(c_fit[client], 6), "edgy": c_edgy[client],
                        "boho": c_boho[client], "chest": c_chest[client], "dress": c_dress[client],

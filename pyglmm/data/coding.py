@@ -267,6 +267,8 @@ def _kind(name, values):
     if kind is not None and not pd.api.types.is_complex_dtype(dtype):
         return kind
     inferred = pd.api.types.infer_dtype(values, skipna=True)
+    if inferred == "empty":
+        raise DataError(f"column {name!r} has no non-missing value")
     kind = {"string": "str", "integer": "int", "floating": "float", "mixed-integer-float": "float",
             "boolean": "bool", "datetime64": "datetime", "datetime": "datetime",
             "timedelta64": "timedelta", "timedelta": "timedelta"}.get(inferred)

@@ -97,13 +97,13 @@ def parse_fixed(fixed):
 
 
 def _signed_pieces(text):
-    """(sign, piece) at each top-level ``+`` or ``-`` (outside parentheses and backquotes)."""
+    """(sign, piece) at each top-level ``+`` or ``-`` (outside brackets and backquotes)."""
     pieces, depth, quoted, sign, start = [], 0, False, "+", 0
     for i, ch in enumerate(text):
         if ch == "`":
             quoted = not quoted
-        elif not quoted and ch in "()":
-            depth += 1 if ch == "(" else -1
+        elif not quoted and ch in "([{)]}":
+            depth += 1 if ch in "([{" else -1
         elif not quoted and depth == 0 and ch in "+-":
             pieces.append((sign, text[start:i].strip()))
             sign, start = ch, i + 1
