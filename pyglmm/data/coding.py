@@ -200,6 +200,17 @@ class FixedCoding:
             terms.append(CodedTerm(json_field(t, "name", str, at), json_field(t, "column", str, at),
                                    None if saved is None else levels_from_json(saved, f"{at}.levels"),
                                    json_field(t, "full", bool, at)))
+        from .formula import parse_fixed
+
+        try:
+            parsed_intercept, parsed = parse_fixed(d["formula"])
+        except ValueError as exc:
+            raise ValueError(f"model file: field '{where}.formula': {exc}") from None
+        if parsed_intercept != intercept or [(t.name, t.column) for t in parsed] != [
+                (t.name, t.column) for t in terms] or any(
+                t.forced_categorical and not u.categorical for t, u in zip(parsed, terms)):
+            raise ValueError(f"model file: fields '{where}.intercept' and '{where}.terms' do not "
+                             f"match the formula in '{where}.formula' ({d['formula']!r})")
         coding = cls(d["formula"], intercept, terms)
         if coding.names != json_field(d, "names", list, where):
             raise ValueError(f"model file: field '{where}.names' does not match the column names "
@@ -284,6 +295,8 @@ def _kind(name, values):
 
 def _level_codes(term, col):
     """Each row's position in ``term.levels``; DataError for a missing or unseen level."""
+    if len(col) == 0:
+        return np.empty(0, dtype=np.intp)
     fitted = _kind(term.column, term.levels)
     kind = _kind(term.column, col)
     if kind != fitted and kind not in _COMPATIBLE.get(fitted, ()):

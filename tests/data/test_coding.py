@@ -93,6 +93,12 @@ def test_unseen_level_names_column_level_and_row(frame, rows):
         coding.matrix(cat)
 
 
+def test_no_rows_give_an_empty_matrix(frame):
+    coding = FixedCoding.from_data("x + C(k) + o + c", frame)
+    X = coding.matrix(frame.iloc[:0])
+    assert X.shape == (0, len(coding.names)) and X.flags.c_contiguous
+
+
 def test_missing_and_non_finite_values_name_column_and_row(frame):
     coding = FixedCoding.from_data("x + C(s) + ni", frame)
     bad = frame.copy()
@@ -174,6 +180,10 @@ def test_malformed_saved_coding_names_the_field(frame):
          r"field 'coding\.terms\[1\]\.levels\.dtype' \('datetime64\[ns\]'\) is not a int dtype"),
         (lambda d: d["names"].append("extra"), r"field 'coding\.names' does not match"),
         (lambda d: d["terms"][0].update(levels=[1, 2]), r"field 'coding\.terms\[0\]\.levels' has the wrong type"),
+        (lambda d: d["terms"][1].update(column="x"), r"'coding\.terms' do not match the formula"),
+        (lambda d: d["terms"][1].update(levels=None), r"'coding\.terms' do not match the formula"),
+        (lambda d: d.update(intercept=False), r"'coding\.intercept' and 'coding\.terms' do not match"),
+        (lambda d: d.update(formula="x + np.log(k)"), r"field 'coding\.formula': the fixed-effect term 'np\.log\(k\)'"),
     ]
     for corrupt, message in cases:
         d = json.loads(json.dumps(good))

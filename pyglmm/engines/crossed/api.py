@@ -3,6 +3,7 @@
 
 import time
 import warnings
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -94,7 +95,7 @@ def glmm(formula, data, family="binomial", *, weights=None, trials=None, offset=
     opts = _options(fam, dispersion, tol, inner_tol, var_tol, max_iter, max_inner_iter)
     name, kern, threads = _kernels(backend, threads)
     with _backend.blas_single_thread(name):
-        d = build_design(lambda order: coding.matrix(data, order), data[parsed.response].to_numpy(),
+        d = build_design(partial(coding.matrix, data), data[parsed.response].to_numpy(),
                          {g: data[g] for g in parsed.groups}, fam, feature_names=coding.names,
                          response_name=parsed.response,
                          index=data.index, kern=kern, nthreads=threads, **extra)
