@@ -372,8 +372,8 @@ def levels_to_json(levels, what):
     return {"kind": kind, "dtype": str(levels.dtype), "values": values}
 
 
-_JSON_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,),
-               "datetime": (int,), "timedelta": (int,)}
+_JSON_TYPES = {"str": {str}, "int": {int}, "float": {int, float}, "bool": {bool},
+               "datetime": {int}, "timedelta": {int}}
 
 
 def levels_from_json(saved, where):
@@ -383,11 +383,8 @@ def levels_from_json(saved, where):
         raise ValueError(f"model file: field '{where}.kind' is {kind!r}, not one of {LEVEL_KINDS}")
     values = json_field(saved, "values", list, where)
     dtype = json_field(saved, "dtype", str, where)
-    types = _JSON_TYPES[kind]
-    if not all(isinstance(v, types) and (kind == "bool" or not isinstance(v, bool)) for v in values):
+    if not set(map(type, values)) <= _JSON_TYPES[kind]:  # exact types: a bool is no int here
         raise ValueError(f"model file: field '{where}.values' must hold only {kind} values")
-    if len(set(values)) != len(values):
-        raise ValueError(f"model file: field '{where}.values' repeats a level")
     try:
         if kind in ("datetime", "timedelta"):
             target = pd.api.types.pandas_dtype(dtype)
@@ -405,6 +402,8 @@ def levels_from_json(saved, where):
                          f"dtype {dtype!r}: {exc}") from exc
     if kind != "str" and _kind(where, index) != kind:
         raise ValueError(f"model file: field '{where}.dtype' ({dtype!r}) is not a {kind} dtype")
+    if not index.is_unique:
+        raise ValueError(f"model file: field '{where}.values' repeats a level")
     return index
 
 

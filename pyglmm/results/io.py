@@ -183,7 +183,7 @@ def _number(d, key):
 
 
 def _floats(values, field, length):
-    if len(values) != length or not all(map(_is_number, values)):
+    if len(values) != length or not set(map(type, values)) <= {int, float}:  # not bool
         raise ValueError(f"model file: field '{field}' must be a list of {length} numbers")
     return np.array(values, dtype=np.float64)
 
