@@ -297,6 +297,8 @@ def _level_codes(term, col):
     """Each row's position in ``term.levels``; DataError for a missing or unseen level."""
     if len(col) == 0:
         return np.empty(0, dtype=np.intp)
+    if col.dtype == object and col.isna().all():  # no type to check: report the missing values
+        _raise_bad_level(term, col, np.ones(len(col), dtype=bool))
     fitted = _kind(term.column, term.levels)
     kind = _kind(term.column, col)
     if kind != fitted and kind not in _COMPATIBLE.get(fitted, ()):

@@ -114,6 +114,8 @@ def test_missing_and_non_finite_values_name_column_and_row(frame):
     bad = frame.assign(s=frame.s.where(frame.index != 503))
     with pytest.raises(DataError, match=r"column 's' has 1 missing value\(s\), first at row 503"):
         coding.matrix(bad)
+    with pytest.raises(DataError, match=r"column 's' has 3 missing value\(s\), first at row 510"):
+        coding.matrix(frame.iloc[10:13].assign(s=None))
 
 
 def test_dtype_accidents_are_refused_or_exact(frame):
