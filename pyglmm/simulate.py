@@ -57,45 +57,61 @@ def simulate_crossed(S=1_000_000, *, beta="trend", rho=0.56, kappa=0.56, upsilon
 
 
 def simulate_stitchfix(n_rows=5_000_000, n_clients=744_482, n_items=3_547, *, sigma=(0.82, 0.46),
-                       seed=0):
+                       seed=0, as_frame=False):
     """A binary crossed problem with the Stitch Fix data's shape (Sec. 6).
 
     Clients are drawn uniformly (about 6.7 rows each), items by a Zipf(0.7)
     popularity (the most popular item has about 2.6% of the rows, as in the
-    paper).  Covariates, one-hot coded against their first level: client fit
-    profile (6 levels), edgy, boho, chest size, dress size (per client);
-    material (20 levels) and item fit profile (6 levels) (per item; material is
-    nested in item).  With the intercept, p = 34.
+    paper).  Covariates: client fit profile (6 levels), edgy, boho, chest
+    size, dress size (per client); material (20 levels) and item fit profile
+    (6 levels) (per item; material is nested in item).  One-hot coded against
+    their first level and with the intercept, p = 34.
+
+    Parameters
+    ----------
+    as_frame : bool
+        Return the data as a DataFrame (the columns a user would have) instead
+        of arrays.
 
     Returns
     -------
-    X : ndarray (n_rows, 34)
-        C-contiguous, first column the intercept (fit with ``intercept=False``).
-    y : ndarray (n_rows,)
-    groups : dict
-        ``{"client": codes, "item": codes}``.
-    feature_names : list of str
+    pandas.DataFrame (``as_frame=True``)
+        Columns ``y`` (0/1, int8), ``client``, ``item`` (int32 ids),
+        ``client_fit``, ``material``, ``item_fit`` (pandas categoricals with
+        integer categories, those that occur), ``edgy``, ``boho`` (bool), ``chest``, ``dress``
+        (float).  Fit it with ``y ~ C(client_fit) + edgy + boho + chest + dress
+        + C(material) + C(item_fit) + (1|client) + (1|item)``.
+    X, y, groups, feature_names (``as_frame=False``)
+        ``X`` (n_rows, 34) C-contiguous with the intercept first (fit with
+        ``intercept=False``; fewer columns if some level never occurs), ``y``
+        float, ``groups = {"client": ids, "item": ids}`` and the column names
+        (``client_fit[T.1]``, ...).
     """
     rng = np.random.default_rng(seed)
     client = rng.integers(0, n_clients, n_rows).astype(np.int32)
     pop = 1.0 / np.arange(1, n_items + 1) ** 0.7
     item = rng.choice(n_items, n_rows, p=pop / pop.sum()).astype(np.int32)
-    c_fit = rng.integers(0, 6, n_clients)
+    c_fit = rng.integers(0, 6, n_clients).astype(np.int8)
     c_edgy, c_boho = rng.random(n_clients) < 0.3, rng.random(n_clients) < 0.2
     c_chest, c_dress = rng.standard_normal(n_clients), rng.standard_normal(n_clients)
-    i_mat, i_fit = rng.integers(0, 20, n_items), rng.integers(0, 6, n_items)
-    names = (["Intercept"] + [f"client_fit[T.{k}]" for k in range(1, 6)] + ["edgy", "boho", "chest",
-             "dress"] + [f"material[T.{k}]" for k in range(1, 20)] + [f"item_fit[T.{k}]" for k in range(1, 6)])
-    X = np.zeros((n_rows, len(names)))
-    X[:, 0] = 1.0
-    rows = np.arange(n_rows)
-    cf, mat, itf = c_fit[client], i_mat[item], i_fit[item]
-    X[rows[cf > 0], cf[cf > 0]] = 1.0
-    X[:, 6], X[:, 7] = c_edgy[client], c_boho[client]
-    X[:, 8], X[:, 9] = c_chest[client], c_dress[client]
-    X[rows[mat > 0], 9 + mat[mat > 0]] = 1.0
-    X[rows[itf > 0], 28 + itf[itf > 0]] = 1.0
-    beta = np.concatenate([[-1.0], rng.normal(0.0, 0.3, len(names) - 1)])
-    eta = X @ beta + rng.normal(0, sigma[0], n_clients)[client] + rng.normal(0, sigma[1], n_items)[item]
-    y = (rng.random(n_rows) < expit(eta)).astype(np.float64)
-    return X, y, {"client": client, "item": item}, names
+    i_mat, i_fit = rng.integers(0, 20, n_items).astype(np.int8), rng.integers(0, 6, n_items).astype(np.int8)
+    beta = np.concatenate([[-1.0], rng.normal(0.0, 0.3, 33)])
+    # beta by coded column: intercept, client_fit 1-5, edgy, boho, chest, dress, material 1-19, item_fit 1-5
+    b_fit, b_mat, b_ifit = (np.concatenate([[0.0], beta[a:b]]) for a, b in ((1, 6), (10, 29), (29, 34)))
+    client_eta = (b_fit[c_fit] + beta[6] * c_edgy + beta[7] * c_boho + beta[8] * c_chest
+                  + beta[9] * c_dress + rng.normal(0, sigma[0], n_clients))
+    item_eta = b_mat[i_mat] + b_ifit[i_fit] + rng.normal(0, sigma[1], n_items)
+    eta = beta[0] + client_eta[client] + item_eta[item]
+    y = (rng.random(n_rows) < expit(eta)).astype(np.int8)
+    category = lambda codes, q: pd.Categorical.from_codes(  # noqa: E731
+        codes, categories=np.arange(q)).remove_unused_categories()  # few items: some never occur
+    df = pd.DataFrame({"y": y, "client": client, "item": item,
+                       "client_fit": category(c_fit[client], 6), "edgy": c_edgy[client],
+                       "boho": c_boho[client], "chest": c_chest[client], "dress": c_dress[client],
+                       "material": category(i_mat[item], 20), "item_fit": category(i_fit[item], 6)})
+    if as_frame:
+        return df
+    from .data.coding import FixedCoding
+
+    coding = FixedCoding.from_data("client_fit + edgy + boho + chest + dress + material + item_fit", df)
+    return coding.matrix(df), y.astype(np.float64), {"client": client, "item": item}, coding.names

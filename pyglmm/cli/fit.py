@@ -1,6 +1,6 @@
 """``pyglmm fit DATA --formula F``: fit the crossed engine to a CSV or Parquet file."""
 
-from ..data.readers import read_table
+from ..data.readers import column_names, read_table
 from ..families import FAMILIES
 from .common import add_common, progress_to_stderr, write_json
 
@@ -24,9 +24,13 @@ def add_parser(sub):
 
 
 def run(args):
+    from ..data.formula import parse_formula, required_columns
     from ..engines.crossed.api import glmm
 
-    data = read_table(args.data)
+    # only the columns the model uses; one the file lacks is reported by glmm, by its role
+    needed = required_columns(parse_formula(args.formula), [args.weights, args.trials, args.offset])
+    present = set(column_names(args.data))
+    data = read_table(args.data, columns=[c for c in needed if c in present])
     with progress_to_stderr(args.verbose):
         res = glmm(args.formula, data, family=args.family, dispersion=args.dispersion,
                    weights=args.weights, trials=args.trials, offset=args.offset,

@@ -4,6 +4,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from ..exceptions import DataError
 from .validation import aliased_columns, check_finite, check_numeric, check_weights, factorize
@@ -92,15 +93,24 @@ def build_design(X, y, groups, family, *, feature_names, response_name, kern, nt
                  weights=None, trials=None, offset=None, index=None):
     """Validate the pieces of a model and assemble its :class:`Design`.
 
+    ``X`` is an (n, p) array, or a function of a row order (None, or an int64
+    permutation) that returns the validated, C-contiguous float64 X with its
+    rows in that order: then X is written once, already in the order the
+    kernels want (see ``SORT_ABOVE_BYTES``), and never copied.
     ``groups`` maps factor names to per-row labels (any hashable values).
     ``weights``, ``trials`` and ``offset`` are per-row arrays or None.
-    ``kern`` (a kernel module) with ``nthreads`` reorders the rows when that
-    pays (see ``SORT_ABOVE_BYTES``).
+    ``kern`` (a kernel module) with ``nthreads`` reorders array rows when that
+    pays.
     """
-    X = np.ascontiguousarray(X, dtype=np.float64)
-    if X.ndim != 2:
-        raise DataError(f"X must be 2-dimensional, got shape {X.shape}")
-    n, p = X.shape
+    if callable(X):
+        n = len(y)
+    else:
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        if X.ndim != 2:
+            raise DataError(f"X must be 2-dimensional, got shape {X.shape}")
+        n = X.shape[0]
+        check_finite("X", X, index, feature_names)
+    p = len(feature_names) if callable(X) else X.shape[1]
     if n == 0:
         raise DataError("the data have no rows")
     if p == 0:
@@ -110,7 +120,6 @@ def build_design(X, y, groups, family, *, feature_names, response_name, kern, nt
     repeated = sorted(f for f, count in Counter(feature_names).items() if count > 1)
     if repeated:
         raise DataError("fixed-effect column names repeat: " + ", ".join(map(repr, repeated)))
-    check_finite("X", X, index, feature_names)
     y = check_numeric(response_name, y)
     _check_length(response_name, y, n)
     check_finite(response_name, y, index)
@@ -136,15 +145,26 @@ def build_design(X, y, groups, family, *, feature_names, response_name, kern, nt
     offset = EMPTY if offset is None else np.ascontiguousarray(offset)
 
     codes = np.empty((n, len(groups)), dtype=np.int32)
-    levels, sizes = [], [0]
+    levels, counts, sizes = [], [], [0]
     for k, (name, values) in enumerate(groups.items()):
         _check_length(f"grouping column {name!r}", values, n)
-        local, lv = factorize(name, values)
-        codes[:, k] = local + sizes[-1]
+        lv, count = _factorize_into(name, values, codes[:, k], sizes[-1])
         levels.append(lv)
+        counts.append(count)
         sizes.append(sizes[-1] + len(lv))
     offsets = np.asarray(sizes, dtype=np.int64)
-    counts = np.bincount(codes.ravel(), minlength=int(offsets[-1])).astype(np.float64)
+    counts = np.concatenate(counts).astype(np.float64)
+
+    order = _row_order(codes, np.diff(offsets), p)
+    if callable(X):
+        X = X(order)
+    elif order is not None:
+        sorted_X = np.empty_like(X)
+        kern.take_rows(X, order, sorted_X, nthreads)
+        X = sorted_X
+    if order is not None:
+        take = lambda a: np.ascontiguousarray(a[order]) if a.size else a  # noqa: E731
+        y, prior, offset, codes = (take(a) for a in (y, prior, offset, codes))
 
     XtX = X.T @ X
     problems = aliased_columns(XtX, list(feature_names))
@@ -152,9 +172,43 @@ def build_design(X, y, groups, family, *, feature_names, response_name, kern, nt
         raise DataError("fixed-effect columns are aliased (linearly dependent): " + "; ".join(problems))
     colsum = np.ones(n) @ X  # BLAS: several times faster than X.sum(axis=0) on C order
     has_intercept = bool(np.any((colsum != 0) & np.isclose(colsum**2, n * np.diag(XtX), rtol=1e-12)))
-    d = Design(X, y, prior, offset, codes, offsets, counts, XtX, list(feature_names),
-               list(groups), levels, response_name, has_intercept)
-    return _sorted_by_largest_factor(d, kern, nthreads)
+    return Design(X, y, prior, offset, codes, offsets, counts, XtX, list(feature_names),
+                  list(groups), levels, response_name, has_intercept, order)
+
+
+def _factorize_into(name, values, out, first):
+    """Write ``first`` + each row's level position (sorted levels) into ``out``;
+    return the levels and the rows per level.
+
+    Integer labels in a compact range take a fast path (a table of counts
+    instead of a hash table and a sort: several times faster)."""
+    arr = values.to_numpy() if isinstance(values, pd.Series) else values
+    if isinstance(arr, np.ndarray) and arr.ndim == 1 and arr.dtype.kind in "iu" and arr.size:
+        lo, hi = int(arr.min()), int(arr.max())
+        if hi - lo < max(1024, arr.size) and -2**62 < lo and hi < 2**62:
+            shifted = arr - lo if lo else arr
+            count = np.bincount(shifted, minlength=hi - lo + 1)
+            present = count > 0
+            lookup = np.cumsum(present, dtype=np.int64) + (first - 1)
+            np.take(lookup.astype(out.dtype), shifted, out=out)
+            return pd.Index((np.flatnonzero(present) + lo).astype(arr.dtype), name=name), count[present]
+    local, levels = factorize(name, values)
+    np.add(local, first, out=out)
+    if isinstance(levels, pd.CategoricalIndex):  # plain labels, as a saved model restores them
+        levels = pd.Index(levels.astype(levels.dtype.categories.dtype), name=name)
+    return levels, np.bincount(local, minlength=len(levels))
+
+
+def _row_order(codes, n_levels, p):
+    """The stable permutation that sorts rows by the largest factor's levels, or None
+    when that does not pay (see ``SORT_ABOVE_BYTES``) or they are sorted already."""
+    k = int(np.argmax(n_levels))
+    if n_levels[k] * p * 8 <= SORT_ABOVE_BYTES:
+        return None
+    key = codes[:, k]
+    if np.all(key[1:] >= key[:-1]):
+        return None
+    return _stable_order(key)
 
 
 def _stable_order(key):
@@ -165,23 +219,6 @@ def _stable_order(key):
     if shift + max(1, int(key.max()).bit_length()) > 62:
         return np.argsort(key, kind="stable")
     return np.sort((key.astype(np.int64) << shift) | np.arange(n)) & ((1 << shift) - 1)
-
-
-def _sorted_by_largest_factor(d, kern, nthreads):
-    """``d`` with rows in the order of its largest factor's levels, when that pays."""
-    k = int(np.argmax(d.n_levels))
-    if d.n_levels[k] * d.p * 8 <= SORT_ABOVE_BYTES:
-        return d
-    key = d.codes[:, k]
-    if np.all(key[1:] >= key[:-1]):
-        return d
-    order = _stable_order(key)
-    X = np.empty_like(d.X)
-    kern.take_rows(d.X, order, X, nthreads)
-    take = lambda a: np.ascontiguousarray(a[order]) if a.size else a  # noqa: E731
-    d.X, d.y, d.prior, d.offset, d.codes = X, *(take(a) for a in (d.y, d.prior, d.offset, d.codes))
-    d.order = order
-    return d
 
 
 def _check_length(name, values, n):

@@ -1,21 +1,22 @@
 """lme4-style formulas: ``y ~ x1 + C(cat) + (1|user) + (1|item)``.
 
-The random-intercept terms ``(1|g)`` are taken out here; the fixed part goes
-to formulaic (treatment coding, first sorted level as reference, intercept
-named ``Intercept``, as R does).
+The random-intercept terms ``(1|g)`` are taken out here; the fixed part is
+split into its terms (:func:`parse_fixed`), which :mod:`pyglmm.data.coding`
+codes as R and formulaic do: treatment contrasts, first level as reference,
+intercept named ``Intercept``.
 """
 
 import re
 from dataclasses import dataclass
 
-import formulaic
-import numpy as np
 import pandas as pd
 
 from ..exceptions import DataError
-from .validation import show_value, check_finite
 
 _RANDOM = re.compile(r"\(\s*([^()|]*?)\s*\|\s*([^()|]*?)\s*\)")
+_NAME = r"[A-Za-z_.][A-Za-z0-9_.]*"
+_COLUMN = re.compile(rf"(?P<name>{_NAME})|`(?P<quoted>[^`]+)`")
+_CATEGORICAL = re.compile(rf"C\(\s*(?P<arg>{_NAME}|`[^`]+`)\s*\)")
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,17 @@ class ParsedFormula:
     response: str
     fixed: str
     groups: tuple
+
+
+@dataclass(frozen=True)
+class FixedTerm:
+    """One main effect of the fixed part: ``name`` as formulaic names it
+    (``x``, ``cat``, ``C(cat)``), the data ``column`` it reads, and whether
+    ``C()`` asks for categorical coding whatever the column's dtype."""
+
+    name: str
+    column: str
+    forced_categorical: bool
 
 
 def parse_formula(formula):
@@ -46,13 +58,78 @@ def parse_formula(formula):
     if not groups:
         raise ValueError(f"formula {formula!r} has no random-effect term such as (1|group)")
     fixed = re.sub(r"(\s*\+\s*)+", " + ", _RANDOM.sub("", rhs)).strip(" +") or "1"
+    parse_fixed(fixed)  # refuse unsupported terms before any data is read
     return ParsedFormula(formula, lhs, fixed, tuple(groups))
 
 
+def parse_fixed(fixed):
+    """The intercept flag and the terms of a fixed part such as ``x + C(cat) - 1``.
+
+    Supported: ``1``, ``0`` and ``- 1`` (the intercept, as in R), column names
+    (backquoted if they are not identifiers) and ``C(column)``.  Anything else
+    (interactions, transforms, contrasts other than treatment) raises
+    ``ValueError`` naming the term: pyglmm codes only what it can code again,
+    identically, from a saved model.
+
+    Returns
+    -------
+    intercept : bool
+    terms : list of FixedTerm
+        In formula order, without repeats.
+    """
+    intercept, terms = True, {}
+    for sign, piece in _signed_pieces(fixed):
+        if piece in ("0", "1"):
+            if sign == "-" and piece == "0":
+                raise ValueError(f"the fixed-effect term '- 0' is ambiguous; write '+ 0' or '- 1' "
+                                 f"to drop the intercept (formula part {fixed!r})")
+            intercept = piece == "1" and sign == "+"
+            continue
+        term = _term(piece)
+        if term is None or sign == "-":
+            raise ValueError(
+                f"the fixed-effect term {(sign + ' ' if sign == '-' else '') + piece!r} is not "
+                "supported: pyglmm codes numeric columns, categorical columns and C(column) main "
+                "effects (and '0 +' or '- 1'); compute interactions and transforms as columns of "
+                "the data before fitting")
+        terms.setdefault(term.name, term)
+    return intercept, list(terms.values())
+
+
+def _signed_pieces(text):
+    """(sign, piece) at each top-level ``+`` or ``-`` (outside brackets and backquotes)."""
+    pieces, depth, quoted, sign, start = [], 0, False, "+", 0
+    for i, ch in enumerate(text):
+        if ch == "`":
+            quoted = not quoted
+        elif not quoted and ch in "([{)]}":
+            depth += 1 if ch in "([{" else -1
+        elif not quoted and depth == 0 and ch in "+-":
+            pieces.append((sign, text[start:i].strip()))
+            sign, start = ch, i + 1
+    pieces.append((sign, text[start:].strip()))
+    return [(s, p) for s, p in pieces if p]
+
+
+def _term(piece):
+    """The FixedTerm that ``piece`` names, or None if it is not a supported term."""
+    match = _CATEGORICAL.fullmatch(piece)
+    if match:
+        arg = match["arg"]
+        return FixedTerm(f"C({arg})", _column(arg), True)
+    if _COLUMN.fullmatch(piece):
+        return FixedTerm(_column(piece), _column(piece), False)
+    return None
+
+
+def _column(token):
+    return token[1:-1] if token.startswith("`") else token
+
+
 def required_columns(parsed, extra=()):
-    """Columns the formula (and named extra columns) read."""
-    fixed_vars = sorted(formulaic.Formula(parsed.fixed).required_variables)
-    return [parsed.response, *fixed_vars, *parsed.groups, *[c for c in extra if c]]
+    """Columns the formula (and named extra columns) read, without repeats."""
+    fixed_vars = [t.column for t in parse_fixed(parsed.fixed)[1]]
+    return list(dict.fromkeys([parsed.response, *fixed_vars, *parsed.groups, *[c for c in extra if c]]))
 
 
 def check_columns(data, columns):
@@ -63,26 +140,3 @@ def check_columns(data, columns):
     if missing:
         raise DataError(f"unknown column(s) {', '.join(map(repr, missing))}; the data have "
                         f"{', '.join(map(repr, list(data.columns)[:20]))}")
-
-
-def fixed_matrix(fixed, data, spec=None):
-    """The fixed-effects matrix (C-contiguous float64) of the formula's fixed part
-    ``fixed``, its column names and spec.
-
-    With ``spec`` (from a fit), new data are coded exactly as the training data.
-    """
-    for var in sorted(formulaic.Formula(fixed).required_variables):
-        col = data[var]
-        if col.isna().any():
-            pos = int(np.flatnonzero(col.isna().to_numpy())[0])
-            raise DataError(f"column {var!r} has {int(col.isna().sum())} missing value(s), "
-                            f"first at row {show_value(data.index[pos])}")
-        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
-            check_finite(var, col.to_numpy(dtype=np.float64), data.index)
-    try:
-        mm = (spec.get_model_matrix(data) if spec is not None
-              else formulaic.model_matrix(fixed, data, na_action="raise"))
-    except Exception as exc:  # formulaic raises many types; name the formula part
-        raise DataError(f"cannot build the fixed effects {fixed!r}: {exc}") from exc
-    X = np.ascontiguousarray(mm.to_numpy(dtype=np.float64))
-    return X, list(mm.columns), mm.model_spec

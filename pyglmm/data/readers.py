@@ -7,21 +7,56 @@ import os
 from ..exceptions import DataError
 
 
-def read_table(path):
-    """A CSV or Parquet (``.parquet``, ``.pq``) file as a DataFrame."""
+def read_table(path, columns=None):
+    """A CSV or Parquet (``.parquet``, ``.pq``) file as a DataFrame.
+
+    Parameters
+    ----------
+    path : str or path-like
+    columns : list of str, optional
+        Read only these columns (default: all).  Parquet files are read
+        column by column with pyarrow, and each column's Arrow buffers are
+        released as soon as pandas holds it, so that memory peaks near the
+        size of the columns read (numeric columns without missing values are
+        not copied), and in memory that goes back to the system when freed.
+
+    Raises
+    ------
+    DataError
+        Naming any requested column the file lacks.
+    """
     import pandas as pd
 
-    lower = path.lower()
-    if lower.endswith((".parquet", ".pq")):
-        try:
-            return pd.read_parquet(path)
-        except ImportError as exc:
-            raise DataError(f"reading Parquet needs pyarrow: pip install 'pyglmm[parquet]' ({exc})") from exc
-    return pd.read_csv(path)
+    path = str(path)
+    columns = None if columns is None else list(dict.fromkeys(columns))
+    if is_parquet(path):
+        pyarrow = _pyarrow("reading Parquet")
+        pq = pyarrow.parquet
+        if columns is not None:
+            _check_has(path, column_names(path), columns)
+        pool = pyarrow.default_memory_pool()
+        pyarrow.set_memory_pool(pyarrow.system_memory_pool())
+        try:  # malloc'd buffers go back to the system when freed, the pool's may not
+            table = pq.read_table(path, columns=columns, use_pandas_metadata=True)
+            return table.to_pandas(split_blocks=True, self_destruct=True)
+        finally:
+            pyarrow.set_memory_pool(pool)
+    if columns is not None:
+        _check_has(path, column_names(path), columns)
+    return pd.read_csv(path, usecols=columns)
 
 
 def is_parquet(path):
     return str(path).lower().endswith((".parquet", ".pq"))
+
+
+def column_names(path):
+    """The column names of a CSV or Parquet file, read from its header or schema."""
+    if is_parquet(path):
+        return list(_pyarrow("reading Parquet").parquet.read_schema(path).names)
+    import pandas as pd
+
+    return list(pd.read_csv(path, nrows=0).columns)
 
 
 def _pyarrow(what):

@@ -149,7 +149,7 @@ class GLMMResult:
     intercept: bool = False
     offset_name: object = None
     has_offset: bool = False
-    model_spec: object = None
+    coding: object = None  # pyglmm.data.coding.FixedCoding of a formula fit
     rows: object = field(default=None, repr=False)
 
     #: One line naming the fitting method (the summary's title); engines override it.

@@ -16,16 +16,14 @@ TYPES = ("link", "response")
 
 def _fixed_columns(res):
     """The data columns the fixed part of a formula fit reads (None for an array fit)."""
-    return None if res.model_spec is None else sorted(res.model_spec.required_variables)
+    return None if res.coding is None else list(res.coding.required_variables)
 
 
 def _fixed_part(res, frame):
     """The fixed-effects matrix (C-contiguous float64) of a formula fit for the rows of ``frame``,
-    coded as the training data were; the one place that builds it."""
-    from ..data.formula import fixed_matrix
-
-    X, _, _ = fixed_matrix(str(res.model_spec.formula), frame, res.model_spec)
-    return X
+    coded as the training data were; the one place that builds it.  It checks the values
+    (DataError naming the column and row, or the column and an unseen level)."""
+    return res.coding.matrix(frame)
 
 
 class Scorer:
@@ -72,18 +70,19 @@ class Scorer:
         self.columns = None if fixed is None else list(dict.fromkeys(
             [*fixed, *res.factor_names, *([res.offset_name] if res.offset_name else [])]))
 
-    def score(self, X, labels, offset, out, rows):
+    def score(self, X, labels, offset, out, rows, checked=False):
         """Score one chunk into ``out``.
 
-        ``X`` (m, p) is the fixed-effects matrix, ``labels`` one array-like of
-        m labels per factor, ``offset`` m values or None, and ``rows`` the
-        chunk's row labels in the whole input (an Index or a range), which
-        errors name.
+        ``X`` (m, p) is the fixed-effects matrix (``checked``: its values were
+        validated when it was built), ``labels`` one array-like of m labels per
+        factor, ``offset`` m values or None, and ``rows`` the chunk's row labels
+        in the whole input (an Index or a range), which errors name.
         """
         X = np.ascontiguousarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.beta.size:
             raise DataError(f"X has shape {X.shape}, the model has {self.beta.size} fixed effects")
-        check_finite("X", X, rows, list(self.res.coef.index))
+        if not checked:
+            check_finite("X", X, rows, list(self.res.coef.index))
         if offset is not None:
             offset = np.ascontiguousarray(offset, dtype=np.float64)
             check_finite(self.res.offset_name or "offset", offset, rows)
@@ -116,7 +115,7 @@ class Scorer:
                 raise DataError(f"offset column {res.offset_name!r} must be numeric, "
                                 f"got dtype {offset.dtype}")
         self.score(_fixed_part(res, frame), [frame[f] for f in res.factor_names],
-                   offset, out, frame.index)
+                   offset, out, frame.index, checked=True)
 
     @staticmethod
     def _unseen(factor, values, pos, rows):

@@ -120,7 +120,7 @@ def test_missing_column_nan_and_type_mismatch_are_named(model, capsys, tmp_path)
     bad.to_parquet(tmp_path / "nan.parquet")
     err = error_of(capsys, tmp / "model.json", tmp_path / "nan.parquet", "--out", tmp_path / "s.csv",
                    "--chunk-rows", 100)
-    assert f"{tmp_path / 'nan.parquet'}: column 'x1' has 1 missing value(s), first at row 333" in err
+    assert f"{tmp_path / 'nan.parquet'}: column 'x1' has 1 NaN or infinite value(s), first at row 333" in err
     numbered = df.assign(g1=df.g1.str[1:].astype(int))  # 'u3' fitted, 3 given: never the same
     numbered.to_csv(tmp_path / "num.csv", index=False)
     err = error_of(capsys, tmp / "model.json", tmp_path / "num.csv", "--out", tmp_path / "s.csv")

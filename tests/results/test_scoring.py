@@ -191,7 +191,7 @@ def test_nan_in_a_covariate_or_the_offset_names_column_and_row(formula_fit):
     df, res = formula_fit
     bad = df.copy()
     bad.loc["r7", "x2"] = np.nan
-    with pytest.raises(DataError, match=r"column 'x2' has 1 missing value\(s\), first at row 'r7'"):
+    with pytest.raises(DataError, match=r"column 'x2' has 1 NaN or infinite value\(s\), first at row 'r7'"):
         res.predict(bad, chunk_size=5)
     with_offset = pyglmm.glmm("y ~ x1 + x2 + (1|g0) + (1|g1)", df.assign(off=0.1), offset="off")
     bad = df.assign(off=0.1)

@@ -4,6 +4,7 @@
 import logging
 import time
 import warnings
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,8 @@ from ... import backends as _backend
 from ...data.design import build_design
 from ...exceptions import ConvergenceWarning, SingularFitWarning
 from ...families import get_family
-from ...data.formula import check_columns, fixed_matrix, parse_formula, required_columns
+from ...data.coding import FixedCoding
+from ...data.formula import check_columns, parse_formula, required_columns
 from ...results.base import RowData, compact
 from .inference import beta_covariance, naive_comparison
 from .result import CrossedResult
@@ -102,20 +104,21 @@ def glmm(formula, data, family="binomial", *, weights=None, trials=None, offset=
     parsed = parse_formula(formula)
     named = {"weights": weights, "trials": trials, "offset": offset}
     check_columns(data, required_columns(parsed, [v for v in named.values() if isinstance(v, str)]))
-    X, names, spec = fixed_matrix(parsed.fixed, data)
+    coding = FixedCoding.from_data(parsed.fixed, data)
     extra = {k: (data[v].to_numpy() if isinstance(v, str) else v) for k, v in named.items()}
     fam = get_family(family)
     opts = _options(fam, dispersion, tol, inner_tol, var_tol, max_iter, max_inner_iter)
     name, kern, threads = _kernels(backend, threads)
     with _backend.blas_single_thread(name):
         y = data[parsed.response].to_numpy()
-        d = build_design(X, y, {g: data[g] for g in parsed.groups},
-                         fam, feature_names=names, response_name=parsed.response,
+        d = build_design(partial(coding.matrix, data), y, {g: data[g] for g in parsed.groups}, fam,
+                         feature_names=coding.names, response_name=parsed.response,
                          index=data.index, kern=kern, nthreads=threads, **extra)
         given = (y, extra["trials"], extra["weights"], data.index)
+        del data, extra  # if the caller keeps no reference (the CLI), the frame goes before the fit
         return _fit(d, fam, formula, start, opts, se, compare_naive, name, kern, threads, callback,
                     given, intercept=False, offset_name=offset if isinstance(offset, str) else None,
-                    has_offset=offset is not None, model_spec=spec)
+                    has_offset=offset is not None, coding=coding)
 
 
 glmm.__doc__ = r"""Fit a crossed random-effects GLMM from an lme4-style formula.
@@ -123,9 +126,13 @@ glmm.__doc__ = r"""Fit a crossed random-effects GLMM from an lme4-style formula.
     Parameters
     ----------
     formula : str
-        ``y ~ x1 + C(cat) + (1|user) + (1|item)``: fixed effects as formulaic
-        reads them (treatment coding, first sorted level as reference, intercept
-        ``Intercept``) and one ``(1|g)`` term per grouping column.
+        ``y ~ x1 + C(cat) + (1|user) + (1|item)``: fixed main effects coded as
+        R and formulaic code them (see :mod:`pyglmm.data.coding`: numeric and
+        boolean columns as they are; ``C(x)`` and non-numeric columns by
+        treatment contrasts against the first sorted level, or a categorical's
+        first category; intercept ``Intercept`` unless ``0 +`` or ``- 1``) and
+        one ``(1|g)`` term per grouping column.  Interactions and transforms
+        are refused: compute them as columns first.
     data : pandas.DataFrame
     weights, trials, offset : str or array-like, optional
         Prior weights, binomial trials (the response is then the number of
