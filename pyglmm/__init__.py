@@ -14,7 +14,8 @@ from importlib.metadata import PackageNotFoundError, version
 from .backends import (BackendUnavailableError, available_backends, backend,
                        get_num_threads, set_num_threads)
 from .engines.crossed import glmm, glmm_from_arrays
-from .exceptions import ConvergenceWarning, DataError, SingularFitWarning
+from .exceptions import (ConvergenceWarning, DataError, SeparationWarning,
+                         SingularFitWarning, SingularMatrixError)
 from .results import GLMMResult, load
 from .simulate import simulate_crossed, simulate_stitchfix
 
@@ -26,6 +27,7 @@ except PackageNotFoundError:  # running from a source tree
 __all__ = [
     "glmm", "glmm_from_arrays", "GLMMResult", "load",
     "backend", "available_backends", "get_num_threads", "set_num_threads",
-    "BackendUnavailableError", "ConvergenceWarning", "DataError", "SingularFitWarning",
+    "BackendUnavailableError", "ConvergenceWarning", "DataError", "SeparationWarning",
+    "SingularFitWarning", "SingularMatrixError",
     "simulate_crossed", "simulate_stitchfix", "__version__",
 ]

@@ -33,6 +33,10 @@ class GLMMResult:
         One row per outer iteration.
     converged, singular : bool, list of str
         Convergence flag; factors whose variance is at (numerically) zero.
+    separation : list of str
+        Fixed-effect columns that (quasi-)separate the response, whose
+        estimates diverge (the fit stopped early and warned with
+        :class:`~pyglmm.SeparationWarning`); empty for a regular fit.
     naive, naive_summary : pandas.DataFrame, dict or None
         The naive-regression comparison (``compare_naive=True``).
     """
@@ -64,6 +68,7 @@ class GLMMResult:
     warnings: list = field(default_factory=list)
     naive: object = None
     naive_summary: object = None
+    separation: list = field(default_factory=list)
     # What predict() needs to code new data as the training data were coded.
     intercept: bool = False
     offset_name: object = None

@@ -15,6 +15,7 @@ def to_dict(res, full=False):
 
     The brief form (``full=False``) has the keys ``coef``, ``se``, ``sigma``,
     ``dispersion``, ``n_obs``, ``n_levels``, ``iterations``, ``converged``,
+    ``separation`` (the columns that separate the response, usually none),
     ``seconds`` and ``backend``; ``full=True`` adds everything :meth:`load`
     needs, including the random effects and the formula's coding.
     """
@@ -28,6 +29,7 @@ def to_dict(res, full=False):
         "n_levels": {k: int(v) for k, v in res.n_levels.items()},
         "iterations": int(res.iterations),
         "converged": bool(res.converged),
+        "separation": list(res.separation),
         "seconds": float(res.seconds),
         "backend": res.backend,
     }
@@ -92,7 +94,7 @@ def load(path):
         inner_sweeps=d["inner_sweeps"], converged=d["converged"], singular=d["singular"],
         history=pd.DataFrame(d["history"]), seconds=d["seconds"], timings=d["timings"],
         backend=d["backend"], threads=d["threads"], warnings=d["warnings"], naive=naive,
-        naive_summary=d["naive_summary"], intercept=d["intercept"],
+        naive_summary=d["naive_summary"], separation=d["separation"], intercept=d["intercept"],
         offset_name=d["offset_name"], has_offset=d["has_offset"],
         model_spec=None if spec is None else pickle.loads(base64.b64decode(spec)))
 

@@ -28,6 +28,8 @@ def format_summary(res):
         f"  Fit: {res.iterations} outer iterations ({res.inner_sweeps} inner sweeps), {status}; "
         f"{res.seconds:.3g} s on backend {res.backend} ({res.threads} thread"
         f"{'s' if res.threads != 1 else ''})",
+        *([f"  Separation: the estimates of {', '.join(map(repr, res.separation))} diverge "
+           "(no finite estimate; see the warning below)"] if res.separation else []),
         "",
         _table(["", "deviance", "Pearson chi2", "Pearson chi2/df", "dispersion"],
                [["", f"{res.deviance:.4f}", f"{res.pearson_chi2:.4f}",

@@ -9,9 +9,11 @@ import pandas as pd
 
 from ... import backends as _backend
 from ...data.design import build_design
-from ...exceptions import ConvergenceWarning, SingularFitWarning
+from ...exceptions import ConvergenceWarning, SeparationWarning, SingularFitWarning
 from ...families import get_family
 from ...data.formula import check_columns, fixed_matrix, parse_formula, required_columns
+from ...data.validation import check_column_roles, named_column
+from .degenerate import check_response_varies
 from .inference import beta_covariance, naive_comparison
 from ...results.base import GLMMResult
 from .schall import BOUNDARY, FitOptions, fit_schall, level_precision
@@ -86,9 +88,11 @@ def glmm(formula, data, family="binomial", *, weights=None, trials=None, offset=
     start = time.perf_counter()
     parsed = parse_formula(formula)
     named = {"weights": weights, "trials": trials, "offset": offset}
+    _check_roles(data, parsed, named)
     check_columns(data, required_columns(parsed, [v for v in named.values() if isinstance(v, str)]))
     X, names, spec = fixed_matrix(parsed.fixed, data)
-    extra = {k: (data[v].to_numpy() if isinstance(v, str) else v) for k, v in named.items()}
+    extra = {k: (named_column(data, k, v, data.index) if isinstance(v, str) else v)
+             for k, v in named.items()}
     fam = get_family(family)
     opts = _options(fam, dispersion, tol, inner_tol, var_tol, max_iter, max_inner_iter)
     name, kern, threads = _kernels(backend, threads)
@@ -168,6 +172,13 @@ glmm_from_arrays.__doc__ = r"""Fit a crossed random-effects GLMM from arrays.
 """ + _FIT_DOC
 
 
+def _check_roles(data, parsed, named):
+    """Name a missing column by its role (response, weights, grouping factor, ...)."""
+    special = {parsed.response, *parsed.groups}
+    fixed = [c for c in required_columns(parsed) if c not in special]
+    check_column_roles(data, parsed.response, parsed.groups, fixed, **named)
+
+
 def _options(fam, dispersion, tol, inner_tol, var_tol, max_iter, max_inner_iter):
     dispersion = dispersion or fam.default_dispersion
     if dispersion not in ("fixed", "estimate"):
@@ -187,6 +198,7 @@ def _kernels(backend, threads):
 
 def _fit(d, fam, formula, start, opts, se, compare_naive, name, kern, threads, progress,
          **predict_info):
+    check_response_varies(d, fam)
     timings = {"design": time.perf_counter() - start}
     t = time.perf_counter()
     fit = fit_schall(d, fam, opts, kern, threads, _named_progress(progress, d.factor_names))
@@ -199,7 +211,7 @@ def _fit(d, fam, formula, start, opts, se, compare_naive, name, kern, threads, p
         cov = pd.DataFrame(cov_arr, names, names) if se else None
         timings["covariance"] = time.perf_counter() - t
     naive = naive_summary = None
-    if compare_naive:
+    if compare_naive and fit.separation is None:  # the naive regression would diverge too
         t = time.perf_counter()
         naive, naive_summary = naive_comparison(d, fam, fit, cov_arr, kern, threads)
         timings["naive"] = time.perf_counter() - t
@@ -209,7 +221,7 @@ def _fit(d, fam, formula, start, opts, se, compare_naive, name, kern, threads, p
 
     sigma = pd.Series(np.sqrt(fit.sigma2), index=d.factor_names, name="sd")
     singular = [f for f, s in sigma.items() if s / np.sqrt(fit.phi) < BOUNDARY]
-    notes = _warn_about(fit, opts, singular, naive_summary, cov_note)
+    notes = _warn_about(fit, opts, singular, naive_summary, cov_note, compare_naive)
     b, b_var = _random_effects(d, fit)
     return GLMMResult(
         formula=formula, family=fam.name, link=fam.link,
@@ -223,13 +235,15 @@ def _fit(d, fam, formula, start, opts, se, compare_naive, name, kern, threads, p
         converged=fit.converged and fit.inner_converged, singular=singular,
         history=_history_frame(fit.history, d.factor_names),
         seconds=time.perf_counter() - start, timings=timings, backend=name, threads=threads,
-        warnings=notes, naive=naive, naive_summary=naive_summary, **predict_info)
+        warnings=notes, naive=naive, naive_summary=naive_summary,
+        separation=[] if fit.separation is None else fit.separation.columns, **predict_info)
 
 
-def _warn_about(fit, opts, singular, naive_summary, cov_note):
-    """Warn about non-convergence and boundary fits; return the notes for the summary."""
+def _warn_about(fit, opts, singular, naive_summary, cov_note, compare_naive):
+    """Warn about non-convergence, separation and boundary fits; return the notes for
+    the summary."""
     notes = [] if cov_note is None else [cov_note]
-    if not fit.converged:
+    if not fit.converged and fit.separation is None:
         notes.append(f"Schall's loop did not converge in {opts.max_iter} iterations (relative "
                      f"change {fit.rel_change:.3g}, tol {opts.tol:g}, var_tol {opts.var_tol:g})")
     if not fit.inner_converged:
@@ -237,6 +251,12 @@ def _warn_about(fit, opts, singular, naive_summary, cov_note):
                      f"before inner_tol {opts.inner_tol:g}")
     for note in notes:
         warnings.warn(note, ConvergenceWarning, stacklevel=4)
+    if fit.separation is not None:
+        note = fit.separation.describe()
+        warnings.warn(note, SeparationWarning, stacklevel=4)
+        notes.append(note)
+        if compare_naive:
+            notes.append("the naive comparison was skipped: the naive regression separates too")
     if singular:
         note = ("boundary (singular) fit: the variance of " + ", ".join(map(repr, singular))
                 + " is estimated at ~0; consider dropping that term")
