@@ -9,7 +9,7 @@ import pandas as pd
 
 from ... import backends as _backend
 from ...data.design import build_design
-from ...exceptions import ConvergenceWarning, SeparationWarning, SingularFitWarning
+from ...exceptions import ConvergenceWarning, DataError, SeparationWarning, SingularFitWarning
 from ...families import get_family
 from ...data.formula import check_columns, fixed_matrix, parse_formula, required_columns
 from ...data.validation import check_column_roles, named_column
@@ -142,6 +142,9 @@ def glmm_from_arrays(X, y, groups, family="binomial", *, feature_names=None, int
         names = ["Intercept"] + names
     if not isinstance(groups, dict):
         raise TypeError("groups must be a dict {factor name: per-row labels}")
+    if not groups:
+        raise DataError("groups is empty: give at least one grouping factor, "
+                        "groups={factor name: per-row labels}")
     fam = get_family(family)
     opts = _options(fam, dispersion, tol, inner_tol, var_tol, max_iter, max_inner_iter)
     name, kern, threads = _kernels(backend, threads)

@@ -218,7 +218,7 @@ class SeparationMonitor:
 
 
 def separation_certificate(d, bounds, delta):
-    """Whether the fixed-effects direction ``delta`` separates the response.
+    r"""Whether the fixed-effects direction ``delta`` separates the response.
 
     With :math:`t = X\delta`, rows of positive weight with :math:`t > 0` must all
     sit at the upper bound of the mean and rows with :math:`t < 0` at the lower
