@@ -47,7 +47,8 @@ CONSTANT = 1e-9  # spread / size of values below this: they are constant
 
 def _positive_rows(d):
     """Mask of the rows with positive prior weight (None: all rows)."""
-    return d.prior > 0 if d.prior.size else None
+    keep = d.prior > 0 if d.prior.size else None
+    return None if keep is None or keep.all() else keep
 
 
 def _level_sums(d, k, weights, rows=slice(None)):
@@ -205,11 +206,14 @@ class SeparationMonitor:
         return found
 
     def _certify(self, step, iteration):
-        """Try the last step with its small coordinates dropped, then as it is."""
+        """Try the last step with its coordinates below 10% or 1% of the largest (on the
+        scale of the columns) set to 0, then the step as it is."""
         size = np.abs(step) * self.scale
-        main = size >= 0.01 * size.max()
-        for delta in (np.where(main, step, 0.0), step)[:1 if main.all() else 2]:
-            found = separation_certificate(self.d, self.bounds, delta)
+        masks = [size >= share * size.max() for share in (0.1, 0.01, 0.0)]
+        for i, main in enumerate(masks):
+            if any(np.array_equal(main, m) for m in masks[:i]):
+                continue
+            found = separation_certificate(self.d, self.bounds, np.where(main, step, 0.0))
             if found is not None:
                 names = [n for n, m in zip(self.d.feature_names, main) if m]
                 limits = " or ".join(f"{b:g}" for b in self.bounds if b is not None)

@@ -41,8 +41,9 @@ from ...data.validation import checked_inverse, checked_solve, singular_matrix_e
 from .schall import _relative, level_precision
 
 # How a singular H = X'W(I - S)X, with S the random effects' smoother, names its columns.
-_BESIDE_RANDOM = dict(zero="is (a sum of) per-level constants of the grouping factors, so it is "
-                           "not estimable beside the random effects",
+_BESIDE_RANDOM = dict(zero="has nothing left beside the random effects (it is zero on the rows "
+                           "with positive weight, or constant within the levels of the grouping "
+                           "factors), so it is not estimable",
                       within=" after removing the random effects")
 _AT_WEIGHTS = dict(zero="is zero on every row with positive weight",
                    within=" on the rows with positive weight")
