@@ -79,6 +79,25 @@ _FIT_DOC = r"""
     Returns
     -------
     GLMMResult
+
+    Raises
+    ------
+    DataError
+        Input that cannot be fitted, naming the column, row, level or factor;
+        also a response without a finite estimate: binomial 0 in every row or 1
+        in every row, or all 0 or all 1 within every level of a factor, and an
+        estimated dispersion that falls to 0 (a response reproduced exactly).
+    SingularMatrixError
+        A singular matrix in the fit or its standard errors (a subclass of
+        DataError), naming the columns to blame.
+
+    Warns
+    -----
+    SeparationWarning
+        Fixed effects that (quasi-)separate the response: the fit stops as soon
+        as that is certain and ``result.separation`` names the columns.
+    ConvergenceWarning, SingularFitWarning
+        An iteration limit reached; a variance estimated at ~0.
     """
 
 

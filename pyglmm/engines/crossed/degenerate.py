@@ -43,6 +43,7 @@ from ...exceptions import DataError
 MEAN_BOUNDS = {"binomial": (0.0, 1.0), "poisson": (0.0, None)}
 PHI_EXACT = 1e-14  # estimated dispersion / initial scale below this: the model fits exactly
 CONSTANT = 1e-9  # spread / size of values below this: they are constant
+SCREEN = 1 << 16  # rows checked first for a mix of outcomes (the rest only if they show none)
 
 
 def _positive_rows(d):
@@ -52,10 +53,9 @@ def _positive_rows(d):
 
 
 def _level_sums(d, k, weights, rows=slice(None)):
-    """Sums of ``weights`` (None: ones) over the levels of factor k, on ``rows``."""
+    """Sums over the levels of factor k of ``weights`` given for ``rows`` (None: ones)."""
     lv = d.factor_slices()[k]
-    w = weights[rows] if weights is not None else None
-    return np.bincount(d.codes[rows, k], weights=w, minlength=lv.stop)[lv]
+    return np.bincount(d.codes[rows, k], weights=weights, minlength=lv.stop)[lv]
 
 
 def check_response_varies(d, family):
@@ -81,9 +81,6 @@ def check_response_varies(d, family):
                 _raise_level_separation(d, k, *bounds)
 
 
-SCREEN = 1 << 16  # rows checked first for a mix of outcomes (the rest only if they show none)
-
-
 def _all_at(d, keep, bound, rows):
     """Whether the response is ``bound`` in all ``rows`` of positive weight."""
     at = d.y[rows] == bound
@@ -93,8 +90,8 @@ def _all_at(d, keep, bound, rows):
 def _level_outcomes(d, k, rows):
     """Per level of factor k on ``rows``: the weight of the rows, and the weight of
     the rows times the response (the number of events for binomial)."""
-    w = d.prior if d.prior.size else None
-    return _level_sums(d, k, w, rows), _level_sums(d, k, d.y if w is None else w * d.y, rows)
+    w, y = (d.prior[rows] if d.prior.size else None), d.y[rows]
+    return _level_sums(d, k, w, rows), _level_sums(d, k, y if w is None else w * y, rows)
 
 
 def _all_levels_pure(d, k, rows):
