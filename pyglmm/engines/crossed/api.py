@@ -230,6 +230,9 @@ def _fit(d, fam, formula, start, opts, se, compare_naive, name, kern, threads, p
     if se or compare_naive:
         t = time.perf_counter()
         cov_arr, cov_note = beta_covariance(d, fit, kern, threads)
+        if fit.separation is not None:  # diverging estimates have no (finite) variance
+            diverging = np.isin(names, fit.separation.columns)
+            cov_arr[diverging, :] = cov_arr[:, diverging] = np.nan
         cov = pd.DataFrame(cov_arr, names, names) if se else None
         timings["covariance"] = time.perf_counter() - t
     naive = naive_summary = None

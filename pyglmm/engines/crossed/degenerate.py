@@ -151,16 +151,16 @@ class Separation:
     columns: list  # names of the fixed-effect columns whose estimates diverge
     rows: int  # rows whose fitted means tend to a bound of their range
     complete: bool  # every row (of positive weight) is separated
-    iteration: int  # the outer iteration at which the fit stopped
+    iterations: int  # outer iterations done when the fit stopped
     limits: str  # the bounds, e.g. "0 or 1"
 
     def describe(self):
         kind = "complete" if self.complete else "quasi-complete"
         cols = ", ".join(map(repr, self.columns))
         return (f"{kind} separation by {cols}: the fitted means of {self.rows} row(s) tend to "
-                f"{self.limits} as the estimates of {cols} diverge; the fit stopped at outer "
-                f"iteration {self.iteration}. Those estimates (and their standard errors) have no "
-                "finite value: drop or merge the separating columns or levels")
+                f"{self.limits} as the estimates of {cols} diverge; the fit stopped after "
+                f"{self.iterations} outer iterations. Those estimates have no finite value (their "
+                "standard errors are NaN): drop or merge the separating columns or levels")
 
 
 class SeparationMonitor:
@@ -181,8 +181,8 @@ class SeparationMonitor:
         self.betas, self.next_check, self.wait = [], 0, 1
 
     def check(self, beta, iteration):
-        """Record ``beta`` (the current fixed effects); return a :class:`Separation`
-        once separation is certain, else None."""
+        """Record ``beta``, the fixed effects after ``iteration`` outer iterations;
+        return a :class:`Separation` once separation is certain, else None."""
         if self.bounds is None:
             return None
         self.betas = (self.betas + [beta.copy()])[-(self.STEPS + 1):]

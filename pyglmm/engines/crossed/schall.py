@@ -283,7 +283,7 @@ def fit_schall(d, family, opts, kern, nthreads, progress=None):
             # returned modes are the solution at the returned variances
             converged = (rel <= opts.tol and not history[-1]["accelerated"]
                          and _variances_settled(history, st.phi, opts.var_tol))
-            separation = None if converged else monitor.check(st.beta, it)
+            separation = None if converged else monitor.check(st.beta, len(history))
             if separation is not None:
                 break
             if opts.estimate_dispersion:

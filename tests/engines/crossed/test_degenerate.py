@@ -127,6 +127,8 @@ def test_quasi_separation_by_a_category_is_flagged_and_stops_early(backend, tmp_
     assert issubclass(SeparationWarning, pyglmm.ConvergenceWarning)
     assert res.separation == ["C(cat)[T.d]"] and not res.converged and res.iterations <= 10
     assert res.coef["C(cat)[T.d]"] > 4  # on its way to infinity
+    assert np.isnan(res.se["C(cat)[T.d]"]) and np.all(np.isfinite(res.se.drop("C(cat)[T.d]")))
+    assert f"after {res.iterations} outer iterations" in res.warnings[0]
     assert "Separation: the estimates of 'C(cat)[T.d]' diverge" in str(res)
     assert res.to_dict()["separation"] == ["C(cat)[T.d]"]
     res.save(tmp_path / "fit.json")
