@@ -44,6 +44,11 @@ MEAN_BOUNDS = {"binomial": (0.0, 1.0), "poisson": (0.0, None)}
 PHI_EXACT = 1e-14  # estimated dispersion / initial scale below this: the model fits exactly
 CONSTANT = 1e-9  # spread / size of values below this: they are constant
 SCREEN = 1 << 16  # rows checked first for a mix of outcomes (the rest only if they show none)
+# A coefficient whose steps shrink by less than this factor looks divergent.  Under quasi-
+# separation the steps tend to one unit of the linear predictor (measured ratios 0.89-0.93),
+# under complete separation they grow; IRLS steps towards a finite estimate shrink faster
+# (measured 0.52 at most at the third step on the seed design).
+SLOW = 0.75
 
 
 def _positive_rows(d):
@@ -167,7 +172,7 @@ class SeparationMonitor:
     """Stops Schall's loop as soon as the fixed effects certainly separate the response.
 
     :meth:`check` costs O(p) per iteration; only a coefficient whose last three
-    steps share one sign, shrink by less than half each and are not small beside
+    steps share one sign, shrink by less than ``SLOW`` each and are not small beside
     the coefficient prompts a certificate (one pass over X).  After a certificate
     fails the next one waits 1, 2, 4, ... iterations, so that a slowly converging
     fit pays a few passes at most.
@@ -191,7 +196,7 @@ class SeparationMonitor:
         steps = np.diff(self.betas, axis=0)
         last = np.abs(steps[-1])
         same_sign = np.all(np.sign(steps) == np.sign(steps[-1]), axis=0) & (last > 0)
-        slow = np.all(np.abs(steps[1:]) >= 0.5 * np.abs(steps[:-1]), axis=0)
+        slow = np.all(np.abs(steps[1:]) >= SLOW * np.abs(steps[:-1]), axis=0)
         # a diverging coefficient moves by a fair share of its size (about 1/iteration
         # when it grows linearly), and visibly on the scale of the linear predictor
         moving = (last >= 0.02 * np.abs(beta)) & (last * self.scale >= 1e-3)
