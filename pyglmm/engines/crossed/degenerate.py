@@ -236,14 +236,11 @@ def separation_certificate(d, bounds, delta):
     keep = _positive_rows(d)
     if keep is not None:
         t = np.where(keep, t, 0.0)
-    tol = 1e-9 * np.abs(t).max()
-    if not tol > 0:
-        return None
     lo, hi = bounds
-    up, down = t > tol, t < -tol
+    up, down = t > 0, t < 0  # exact: rows off the columns of delta give exact zeros
     if up.any() and (hi is None or np.any(d.y[up] != hi)):
         return None
     if down.any() and (lo is None or np.any(d.y[down] != lo)):
         return None
     rows = int(np.count_nonzero(up) + np.count_nonzero(down))
-    return rows, rows == d.n_eff
+    return (rows, rows == d.n_eff) if rows else None

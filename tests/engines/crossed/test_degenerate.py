@@ -140,6 +140,17 @@ def test_quasi_separation_by_a_category_is_flagged_and_stops_early(backend, tmp_
                                rest.coef[["x", "C(cat)[T.b]", "C(cat)[T.c]"]], atol=0.01)
 
 
+def test_regular_fits_pay_no_separation_check(monkeypatch):
+    """The monitor's O(p) test keeps regular fits free of certificate passes over X."""
+    calls = []
+    monkeypatch.setattr(degenerate, "separation_certificate", lambda *a: calls.append(a))
+    df = crossed()
+    for data in (df, df.assign(y=np.where((df.cat == "d") & (df.x > 1.5), 1.0, df.y))):
+        res = quiet_fit(FC, data, se=False)
+        assert res.converged and res.separation == []
+    assert calls == []
+
+
 def test_one_contradicting_row_means_no_separation():
     df = quasi_separated()
     first_d = int(np.flatnonzero(df.cat == "d")[0])
