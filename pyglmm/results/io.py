@@ -94,7 +94,7 @@ def load(path):
         inner_sweeps=d["inner_sweeps"], converged=d["converged"], singular=d["singular"],
         history=pd.DataFrame(d["history"]), seconds=d["seconds"], timings=d["timings"],
         backend=d["backend"], threads=d["threads"], warnings=d["warnings"], naive=naive,
-        naive_summary=d["naive_summary"], separation=d["separation"], intercept=d["intercept"],
+        naive_summary=d["naive_summary"], separation=d.get("separation", []), intercept=d["intercept"],
         offset_name=d["offset_name"], has_offset=d["has_offset"],
         model_spec=None if spec is None else pickle.loads(base64.b64decode(spec)))
 
