@@ -195,19 +195,23 @@ def singular_matrix_error(what, M, names, zero="is zero", within="", scale=None)
                                f"{what} is not numerically positive definite")
 
 
-def checked_inverse(M, names, what, **explain):
-    """``inv(M)`` for a symmetric positive definite ``M``; :class:`SingularMatrixError`
-    naming the columns (see :func:`singular_matrix_error`) when it is singular."""
+def check_positive_definite(M, names, what, **explain):
+    """Raise :class:`SingularMatrixError` naming the columns (see
+    :func:`singular_matrix_error`) unless the symmetric matrix ``M`` is positive
+    definite with every relative pivot at least ``PIVOT_TOL``."""
     if not np.all(np.isfinite(M)) or dependent_columns(M, names):
         raise singular_matrix_error(what, M, names, **explain)
+
+
+def checked_inverse(M, names, what, **explain):
+    """``inv(M)`` for a symmetric positive definite ``M``, checked first."""
+    check_positive_definite(M, names, what, **explain)
     return np.linalg.inv(M)
 
 
 def checked_solve(M, rhs, names, what, **explain):
-    """``solve(M, rhs)`` for a symmetric positive definite ``M``, checked as
-    :func:`checked_inverse`."""
-    if not np.all(np.isfinite(M)) or dependent_columns(M, names):
-        raise singular_matrix_error(what, M, names, **explain)
+    """``solve(M, rhs)`` for a symmetric positive definite ``M``, checked first."""
+    check_positive_definite(M, names, what, **explain)
     return np.linalg.solve(M, rhs)
 
 

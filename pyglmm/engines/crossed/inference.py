@@ -37,7 +37,7 @@ import pandas as pd
 from scipy.linalg import eigh
 
 from ...data.design import EMPTY
-from ...data.validation import checked_inverse, checked_solve, singular_matrix_error
+from ...data.validation import check_positive_definite, checked_inverse, checked_solve
 from .schall import _relative, level_precision
 
 # How a singular H = X'W(I - S)X, with S the random effects' smoother, names its columns.
@@ -165,9 +165,8 @@ def naive_comparison(d, family, fit, cov_glmm, kern, nthreads):
 
 def _largest_ratio(A, B, names, what):
     """Largest eigenvalue of B^{-1} A (the largest ratio a'Aa / a'Ba); B, named ``what``
-    in errors, must be positive definite."""
-    try:
-        return float(eigh(A, B, eigvals_only=True)[-1])
-    except np.linalg.LinAlgError:
-        raise singular_matrix_error(what, B, names, zero="has zero variance",
-                                    within=" (their estimates are confounded)") from None
+    in errors, must be positive definite (numerically singular, it would give an
+    arbitrarily large number)."""
+    check_positive_definite(B, names, what, zero="has zero variance",
+                            within=" (their estimates are confounded)")
+    return float(eigh(A, B, eigvals_only=True)[-1])
