@@ -17,7 +17,8 @@ from importlib.metadata import PackageNotFoundError, version
 
 from .backends import (BackendUnavailableError, available_backends, backend,
                        get_num_threads, set_num_threads)
-from .exceptions import ConvergenceWarning, DataError, SingularFitWarning
+from .exceptions import (ConvergenceWarning, DataError, SeparationWarning,
+                         SingularFitWarning, SingularMatrixError)
 
 try:
     __version__ = version("pyglmm")
@@ -34,7 +35,8 @@ _LAZY = {
 __all__ = [
     "glmm", "glmm_from_arrays", "GLMMResult", "load",
     "backend", "available_backends", "get_num_threads", "set_num_threads",
-    "BackendUnavailableError", "ConvergenceWarning", "DataError", "SingularFitWarning",
+    "BackendUnavailableError", "ConvergenceWarning", "DataError", "SeparationWarning",
+    "SingularFitWarning", "SingularMatrixError",
     "simulate_crossed", "simulate_stitchfix", "__version__",
 ]
 

@@ -5,8 +5,25 @@ class DataError(ValueError):
     """The data cannot be fitted as given; the message says where and why."""
 
 
+class SingularMatrixError(DataError):
+    """A matrix that must be invertible (or positive definite) is not.
+
+    The message names the matrix and the columns or factors to blame: a column
+    that is zero or a linear combination of others (on the rows with positive
+    weight), or one that is constant within every level of a grouping factor.
+    """
+
+
 class ConvergenceWarning(UserWarning):
     """A loop stopped at its iteration limit before reaching its tolerance."""
+
+
+class SeparationWarning(ConvergenceWarning):
+    """Some fixed effects (quasi-)separate the response: their estimates diverge.
+
+    The fit stops as soon as separation is certain; the result names the
+    columns in ``GLMMResult.separation``.
+    """
 
 
 class SingularFitWarning(UserWarning):

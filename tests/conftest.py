@@ -12,3 +12,11 @@ if os.environ.get("PYGLMM_REQUIRE_ALL_BACKENDS") == "1":
 @pytest.fixture(params=BACKENDS)
 def backend(request):
     return request.param
+
+
+@pytest.fixture(params=[b for b in BACKENDS if b != "numpy"] or
+                [pytest.param("numpy", marks=pytest.mark.skip(reason="no backend besides numpy"))])
+def compiled_backend(request):
+    """A backend to compare with the numpy reference (comparing numpy with itself
+    would prove nothing)."""
+    return request.param

@@ -27,10 +27,16 @@ def run(args):
     from ..data.formula import parse_formula, required_columns
     from ..engines.crossed.api import glmm
 
-    # only the columns the model uses; one the file lacks is reported by glmm, by its role
+    # only the columns the model uses; if the file lacks one, glmm names it by its role
+    # from the file's (empty) columns
     needed = required_columns(parse_formula(args.formula), [args.weights, args.trials, args.offset])
-    present = set(column_names(args.data))
-    data = read_table(args.data, columns=[c for c in needed if c in present])
+    present = column_names(args.data)
+    if set(needed) <= set(present):
+        data = read_table(args.data, columns=needed)
+    else:
+        import pandas as pd
+
+        data = pd.DataFrame(columns=present)
     with progress_to_stderr(args.verbose):
         res = glmm(args.formula, data, family=args.family, dispersion=args.dispersion,
                    weights=args.weights, trials=args.trials, offset=args.offset,

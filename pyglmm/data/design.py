@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..exceptions import DataError
+from ..exceptions import DataError, SingularMatrixError
 from .validation import aliased_columns, check_finite, check_numeric, check_weights, factorize
 
 EMPTY = np.empty(0)
@@ -169,7 +169,8 @@ def build_design(X, y, groups, family, *, feature_names, response_name, kern, nt
     XtX = X.T @ X
     problems = aliased_columns(XtX, list(feature_names))
     if problems:
-        raise DataError("fixed-effect columns are aliased (linearly dependent): " + "; ".join(problems))
+        raise SingularMatrixError("fixed-effect columns are aliased (X'X is singular): "
+                                  + "; ".join(problems))
     colsum = np.ones(n) @ X  # BLAS: several times faster than X.sum(axis=0) on C order
     has_intercept = bool(np.any((colsum != 0) & np.isclose(colsum**2, n * np.diag(XtX), rtol=1e-12)))
     return Design(X, y, prior, offset, codes, offsets, counts, XtX, list(feature_names),

@@ -9,10 +9,6 @@ intercept named ``Intercept``.
 import re
 from dataclasses import dataclass
 
-import pandas as pd
-
-from ..exceptions import DataError
-
 _RANDOM = re.compile(r"\(\s*([^()|]*?)\s*\|\s*([^()|]*?)\s*\)")
 _NAME = r"[A-Za-z_.][A-Za-z0-9_.]*"
 _COLUMN = re.compile(rf"(?P<name>{_NAME})|`(?P<quoted>[^`]+)`")
@@ -131,12 +127,3 @@ def required_columns(parsed, extra=()):
     fixed_vars = [t.column for t in parse_fixed(parsed.fixed)[1]]
     return list(dict.fromkeys([parsed.response, *fixed_vars, *parsed.groups, *[c for c in extra if c]]))
 
-
-def check_columns(data, columns):
-    """Raise naming any column missing from ``data``."""
-    if not isinstance(data, pd.DataFrame):
-        raise TypeError(f"data must be a pandas DataFrame, got {type(data).__name__}")
-    missing = [c for c in dict.fromkeys(columns) if c not in data.columns]
-    if missing:
-        raise DataError(f"unknown column(s) {', '.join(map(repr, missing))}; the data have "
-                        f"{', '.join(map(repr, list(data.columns)[:20]))}")

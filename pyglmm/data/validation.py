@@ -1,9 +1,12 @@
-"""Input checks that name the column, row or level at fault."""
+"""Input checks that name the column, row or level at fault, and the diagnosis of
+singular matrices (which columns are to blame)."""
+
+import difflib
 
 import numpy as np
 import pandas as pd
 
-from ..exceptions import DataError
+from ..exceptions import DataError, SingularMatrixError
 
 CHUNK = 1 << 20  # rows per chunk when scanning large arrays
 
@@ -17,19 +20,49 @@ def _row_label(index, pos):
     return f"row {show_value(index[pos])}" if index is not None else f"row {int(pos)}"
 
 
-def check_numeric(name, values):
+def _column(name, role=None):
+    """How a message names a column: ``weights column 'wt'`` or ``column 'x'``."""
+    return f"{role} column {name!r}" if role else f"column {name!r}"
+
+
+def check_column_roles(data, response, groups=(), fixed=(), **named):
+    """Raise if a column the model reads is missing, naming it by its role.
+
+    ``named`` maps roles (``weights``, ``trials``, ``offset``) to the column
+    names the user gave (None or an array: not a column); ``fixed`` lists the
+    variables of the fixed effects and ``groups`` the grouping factors.
+    """
+    if not isinstance(data, pd.DataFrame):
+        raise TypeError(f"data must be a pandas DataFrame, got {type(data).__name__}")
+    wanted = [(f"response column {response!r}", response)]
+    wanted += [(f"{role} column {col!r}", col) for role, col in named.items() if isinstance(col, str)]
+    wanted += [(f"grouping factor {g!r} (in (1|{g}))", g) for g in groups]
+    wanted += [(f"fixed-effect variable {v!r}", v) for v in fixed]
+    have = [str(c) for c in data.columns]
+    missing = []
+    for label, col in wanted:
+        if col not in data.columns:
+            close = difflib.get_close_matches(str(col), have, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            missing.append(f"{label} is not in the data{hint}")
+    if missing:
+        shown = ", ".join(map(repr, have[:20])) + (", ..." if len(have) > 20 else "")
+        raise DataError("; ".join(missing) + f"; the data have columns {shown}")
+
+
+def check_numeric(name, values, role=None):
     """Return ``values`` as 1-D float64, or raise naming the column if it is not numeric."""
     arr = np.asarray(values)
     if arr.ndim != 1:
-        raise DataError(f"column {name!r} must be 1-dimensional, got shape {arr.shape}")
+        raise DataError(f"{_column(name, role)} must be 1-dimensional, got shape {arr.shape}")
     if arr.dtype == bool:
         return arr.astype(np.float64)
     if not (np.issubdtype(arr.dtype, np.number)):
-        raise DataError(f"column {name!r} must be numeric, got dtype {arr.dtype}")
+        raise DataError(f"{_column(name, role)} must be numeric, got dtype {arr.dtype}")
     return np.asarray(arr, dtype=np.float64)
 
 
-def check_finite(name, arr, index=None, columns=None):
+def check_finite(name, arr, index=None, columns=None, role=None):
     """Raise if ``arr`` (1-D or 2-D, scanned in chunks) holds NaN or infinity."""
     for start in range(0, arr.shape[0], CHUNK):
         bad = ~np.isfinite(arr[start:start + CHUNK])
@@ -38,20 +71,34 @@ def check_finite(name, arr, index=None, columns=None):
                 row, col = np.argwhere(bad)[0]
                 where = f"column {columns[col]!r}" if columns is not None else f"{name} column {col}"
             else:
-                row, where = np.flatnonzero(bad)[0], f"column {name!r}"
+                row, where = np.flatnonzero(bad)[0], _column(name, role)
             total = sum(int((~np.isfinite(arr[s:s + CHUNK])).sum()) for s in range(0, arr.shape[0], CHUNK))
             raise DataError(f"{where} has {total} NaN or infinite value(s), first at "
                             f"{_row_label(index, start + row)}")
 
 
-def check_weights(name, w, index=None):
+def named_column(data, role, name, index=None):
+    """The column ``name`` that the user gave as ``role`` (weights, trials, offset),
+    as float64, checked with errors that name it by its role."""
+    col = data[name]
+    if not pd.api.types.is_numeric_dtype(col):  # bool counts as numeric
+        raise DataError(f"{_column(name, role)} must be numeric, got dtype {col.dtype}")
+    values = col.to_numpy(dtype=np.float64, na_value=np.nan)  # missing values become NaN
+    if role == "weights":
+        check_weights(name, values, index, role=role)
+    else:
+        check_finite(name, values, index, role=role)
+    return values
+
+
+def check_weights(name, w, index=None, role=None):
     """Prior weights must be finite and non-negative, and not all zero."""
-    check_finite(name, w, index)
+    check_finite(name, w, index, role=role)
     if (w < 0).any():
         pos = np.flatnonzero(w < 0)[0]
-        raise DataError(f"column {name!r} has negative weights, first at {_row_label(index, pos)}")
+        raise DataError(f"{_column(name, role)} has negative weights, first at {_row_label(index, pos)}")
     if not (w > 0).any():
-        raise DataError(f"column {name!r}: every weight is zero")
+        raise DataError(f"{_column(name, role)}: every weight is zero")
 
 
 def factorize(name, values):
@@ -71,28 +118,90 @@ def factorize(name, values):
     return codes.astype(np.int32), pd.Index(levels, name=name)
 
 
-def aliased_columns(XtX, names, tol=1e-9):
-    """Describe columns of X that are (numerically) linear combinations of earlier ones.
+PIVOT_TOL = 1e-9  # a column whose relative residual (1 - R^2) is below this is dependent
 
-    Works on the Gram matrix ``X'X`` scaled to unit diagonal: column j is
-    aliased when its residual after projection on the kept columns is below
-    ``tol`` (relative).  Returns a list of messages, empty when X has full rank.
+
+def dependent_columns(M, names, tol=PIVOT_TOL, scale=None):
+    """Columns of a symmetric positive semi-definite matrix ``M`` (a Gram matrix such
+    as X'WX) that are numerically zero or linear combinations of earlier columns.
+
+    ``M`` is scaled by ``scale`` (default: the square roots of its own diagonal)
+    on both sides; column j is dependent when its squared residual after
+    projection on the independent earlier columns (its Cholesky pivot) is below
+    ``tol``.  Returns ``[(name, [names it combines])]``, with an empty list for a
+    column that is zero (relative to ``scale``); empty when ``M`` has full rank.
+    One Cholesky factorisation when it has, O(p^4) only to explain a failure.
     """
-    d = np.sqrt(np.diag(XtX))
+    M = 0.5 * (M + M.T)
+    d = np.sqrt(np.diag(M)) if scale is None else np.asarray(scale, dtype=np.float64)
+    if np.all(d > 0):
+        try:
+            pivots = np.diag(np.linalg.cholesky(M / np.outer(d, d))) ** 2
+            if pivots.min() >= tol:
+                return []
+        except np.linalg.LinAlgError:
+            pass
     problems, keep = [], []
     for j, name in enumerate(names):
-        if d[j] == 0:
-            problems.append(f"{name!r} is all zeros")
+        if not d[j] > 0:
+            problems.append((name, []))
             continue
-        C = XtX[np.ix_(keep + [j], keep + [j])] / np.outer(d[keep + [j]], d[keep + [j]])
-        if keep:
-            coef = np.linalg.solve(C[:-1, :-1], C[:-1, -1])
-            resid = C[-1, -1] - C[:-1, -1] @ coef
-        else:
-            coef, resid = np.empty(0), C[-1, -1]
-        if resid < tol:
-            parts = [names[keep[i]] for i in np.flatnonzero(np.abs(coef) > 1e-6)]
-            problems.append(f"{name!r} is a linear combination of " + ", ".join(map(repr, parts)))
+        idx = keep + [j]
+        C = M[np.ix_(idx, idx)] / np.outer(d[idx], d[idx])
+        coef = np.linalg.solve(C[:-1, :-1], C[:-1, -1]) if keep else np.empty(0)
+        if not C[-1, -1] - C[:-1, -1] @ coef >= tol:  # NaN counts as dependent
+            problems.append((name, [names[keep[i]] for i in np.flatnonzero(np.abs(coef) > 1e-6)]))
         else:
             keep.append(j)
     return problems
+
+
+def singular_matrix_error(what, M, names, zero="is zero", within="", scale=None):
+    """A :class:`SingularMatrixError` saying that ``what`` (the matrix ``M`` over the
+    columns ``names``) is singular and which columns are to blame.
+
+    ``zero`` describes a column with nothing left (``'x' is zero ...``) and
+    ``within`` qualifies a linear combination (``... within the levels of 'g'``).
+    """
+    if not np.all(np.isfinite(M)):
+        return SingularMatrixError(f"{what} holds NaN or infinite values")
+    problems = dependent_columns(M, names, scale=scale)
+    parts = [f"{name!r} {zero}" if not combo else
+             f"{name!r} is a linear combination of {', '.join(map(repr, combo))}{within}"
+             for name, combo in problems]
+    return SingularMatrixError(f"{what} is singular: " + "; ".join(parts) if parts else
+                               f"{what} is not numerically positive definite")
+
+
+def check_positive_definite(M, names, what, **explain):
+    """Raise :class:`SingularMatrixError` naming the columns (see
+    :func:`singular_matrix_error`) unless the symmetric matrix ``M`` is positive
+    definite with every relative pivot at least ``PIVOT_TOL``."""
+    if not np.all(np.isfinite(M)) or dependent_columns(M, names):
+        raise singular_matrix_error(what, M, names, **explain)
+
+
+def checked_inverse(M, names, what, **explain):
+    """``inv(M)`` for a symmetric positive definite ``M``, checked first."""
+    check_positive_definite(M, names, what, **explain)
+    return np.linalg.inv(M)
+
+
+def checked_solve(M, rhs, names, what, **explain):
+    """``solve(M, rhs)`` for a symmetric positive definite ``M``, checked first."""
+    check_positive_definite(M, names, what, **explain)
+    return np.linalg.solve(M, rhs)
+
+
+def aliased_columns(XtX, names, tol=PIVOT_TOL):
+    """Describe columns of X that are (numerically) zero, too large, or linear
+    combinations of earlier ones, from the Gram matrix ``X'X``.
+
+    Returns a list of messages, empty when X has full rank.
+    """
+    big = [name for name, v in zip(names, np.diag(XtX)) if not np.isfinite(v)]
+    if big:
+        return [f"{name!r} is too large (its sum of squares overflows): rescale it" for name in big]
+    return [f"{name!r} is all zeros (or so small that its squares underflow)" if not combo else
+            f"{name!r} is a linear combination of {', '.join(map(repr, combo))}"
+            for name, combo in dependent_columns(XtX, names, tol)]

@@ -120,6 +120,10 @@ class GLMMResult:
         (numerically) zero.
     rows : RowData or None
         What the per-row outputs need (None for a loaded model).
+    separation : list of str
+        Fixed-effect columns that (quasi-)separate the response, whose
+        estimates diverge (the fit stopped early and warned with
+        :class:`~pyglmm.SeparationWarning`); empty for a regular fit.
     """
 
     formula: str
@@ -145,6 +149,7 @@ class GLMMResult:
     backend: str
     threads: int
     warnings: list = field(default_factory=list)
+    separation: list = field(default_factory=list)
     # What predict() needs to code new data as the training data were coded.
     intercept: bool = False
     offset_name: object = None

@@ -29,6 +29,7 @@ def to_dict(res, full=False):
 
     The brief form (``full=False``) has the keys ``coef``, ``se``, ``sigma``,
     ``dispersion``, ``n_obs``, ``n_levels``, ``iterations``, ``converged``,
+    ``separation`` (the columns that separate the response, usually none),
     ``seconds`` and ``backend``; ``full=True`` adds everything :func:`load`
     needs, including the random effects and the fixed-effects coding.
     """
@@ -42,6 +43,7 @@ def to_dict(res, full=False):
         "n_levels": {k: int(v) for k, v in res.n_levels.items()},
         "iterations": int(res.iterations),
         "converged": bool(res.converged),
+        "separation": list(res.separation),
         "seconds": float(res.seconds),
         "backend": res.backend,
     }
@@ -166,6 +168,7 @@ def from_dict(d):
         timings=json_field(d, "timings", dict), backend=json_field(d, "backend", str),
         threads=json_field(d, "threads", int), warnings=_strings(d, "warnings"), naive=naive,
         naive_summary=json_field(d, "naive_summary", (dict, type(None))),
+        separation=_strings(d, "separation"),
         intercept=json_field(d, "intercept", bool),
         offset_name=json_field(d, "offset_name", (str, type(None))),
         has_offset=json_field(d, "has_offset", bool), coding=coding)

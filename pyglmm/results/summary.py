@@ -25,6 +25,8 @@ def format_summary(res):
         f"  Formula: {res.formula}",
         f"  Family: {res.family} ({res.link}); dispersion {disp}",
         f"  Fit: {res.fit_description()}",
+        *([f"  Separation: the estimates of {', '.join(map(repr, res.separation))} diverge "
+           "(no finite estimate; see the warning below)"] if res.separation else []),
         "",
         table(["", "deviance", "Pearson chi2", "Pearson chi2/df", "dispersion"],
               [["", f"{res.deviance:.4f}", f"{res.pearson_chi2:.4f}",

@@ -39,7 +39,8 @@ def test_env_forces_a_backend_and_results_record_it(name):
 
 def test_unknown_backend_is_an_error():
     run = run_python("import pyglmm; pyglmm.backend()", PYGLMM_BACKEND="cuda")
-    assert run.returncode != 0 and "unknown backend 'cuda'" in run.stderr
+    assert run.returncode != 0
+    assert "ValueError: unknown backend 'cuda'; choose one of cpp, numba, numpy" in run.stderr
 
 
 def test_unavailable_forced_backend_is_an_error_not_a_fallback(monkeypatch):
@@ -63,7 +64,7 @@ def test_thread_setting(monkeypatch):
     monkeypatch.setenv("PYGLMM_NUM_THREADS", "many")
     with pytest.raises(ValueError, match="PYGLMM_NUM_THREADS must be a positive integer"):
         pyglmm.get_num_threads()
-    with pytest.raises(ValueError, match="positive integer"):
+    with pytest.raises(ValueError, match="number of threads must be a positive integer, got 0"):
         pyglmm.set_num_threads(0)
 
 

@@ -46,7 +46,8 @@ def test_json_brief_schema(fitted):
     _, res = fitted
     d = json.loads(res.to_json())
     assert set(d) == {"coef", "se", "sigma", "dispersion", "n_obs", "n_levels", "iterations",
-                      "converged", "seconds", "backend"}
+                      "converged", "separation", "seconds", "backend"}
+    assert d["separation"] == []
     assert d["coef"]["Intercept"] == pytest.approx(res.coef["Intercept"])
     assert d["n_levels"] == {"row": 173, "col": 173} and d["n_obs"] == 11236
 
@@ -83,7 +84,7 @@ def test_predict_unseen_levels_are_population_level(fitted):
     fixed = X @ res.coef.to_numpy() + res.b["col"].loc[new.col].to_numpy()
     np.testing.assert_allclose(eta[[0, 1, 3]], fixed[[0, 1, 3]], rtol=1e-12)
     assert eta[2] == pytest.approx(fixed[2] + res.b["row"].loc[df.row.iloc[2]])
-    with pytest.raises(ValueError, match="newdata lacks column"):
+    with pytest.raises(ValueError, match=r"newdata lacks column\(s\) 'col'"):
         res.predict(new.drop(columns="col"))
 
 

@@ -11,11 +11,13 @@ import pandas as pd
 
 from ... import backends as _backend
 from ...data.design import build_design
-from ...exceptions import ConvergenceWarning, SingularFitWarning
+from ...exceptions import ConvergenceWarning, DataError, SeparationWarning, SingularFitWarning
 from ...families import get_family
 from ...data.coding import FixedCoding
-from ...data.formula import check_columns, parse_formula, required_columns
+from ...data.formula import parse_formula, required_columns
+from ...data.validation import check_column_roles, named_column
 from ...results.base import RowData, compact
+from .degenerate import check_response_varies
 from .inference import beta_covariance, naive_comparison
 from .result import CrossedResult
 from .schall import BOUNDARY, FitOptions, fit_schall, level_precision
@@ -94,6 +96,25 @@ _FIT_DOC = r"""
     -------
     CrossedResult
         A :class:`pyglmm.GLMMResult` with the crossed engine's history.
+
+    Raises
+    ------
+    DataError
+        Input that cannot be fitted, naming the column, row, level or factor;
+        also a response without a finite estimate: binomial 0 in every row or 1
+        in every row, or all 0 or all 1 within every level of a factor, and an
+        estimated dispersion that falls to 0 (a response reproduced exactly).
+    SingularMatrixError
+        A singular matrix in the fit or its standard errors (a subclass of
+        DataError), naming the columns to blame.
+
+    Warns
+    -----
+    SeparationWarning
+        Fixed effects that (quasi-)separate the response: the fit stops as soon
+        as that is certain and ``result.separation`` names the columns.
+    ConvergenceWarning, SingularFitWarning
+        An iteration limit reached; a variance estimated at ~0.
     """
 
 
@@ -103,9 +124,10 @@ def glmm(formula, data, family="binomial", *, weights=None, trials=None, offset=
     start = time.perf_counter()
     parsed = parse_formula(formula)
     named = {"weights": weights, "trials": trials, "offset": offset}
-    check_columns(data, required_columns(parsed, [v for v in named.values() if isinstance(v, str)]))
+    _check_roles(data, parsed, named)
     coding = FixedCoding.from_data(parsed.fixed, data)
-    extra = {k: (data[v].to_numpy() if isinstance(v, str) else v) for k, v in named.items()}
+    extra = {k: (named_column(data, k, v, data.index) if isinstance(v, str) else v)
+             for k, v in named.items()}
     fam = get_family(family)
     opts = _options(fam, dispersion, tol, inner_tol, var_tol, max_iter, max_inner_iter)
     name, kern, threads = _kernels(backend, threads)
@@ -162,6 +184,9 @@ def glmm_from_arrays(X, y, groups, family="binomial", *, feature_names=None, int
         names = ["Intercept"] + names
     if not isinstance(groups, dict):
         raise TypeError("groups must be a dict {factor name: per-row labels}")
+    if not groups:
+        raise DataError("groups is empty: give at least one grouping factor, "
+                        "groups={factor name: per-row labels}")
     fam = get_family(family)
     opts = _options(fam, dispersion, tol, inner_tol, var_tol, max_iter, max_inner_iter)
     name, kern, threads = _kernels(backend, threads)
@@ -195,6 +220,13 @@ glmm_from_arrays.__doc__ = r"""Fit a crossed random-effects GLMM from arrays.
 """ + _FIT_DOC
 
 
+def _check_roles(data, parsed, named):
+    """Name a missing column by its role (response, weights, grouping factor, ...)."""
+    special = {parsed.response, *parsed.groups}
+    fixed = [c for c in required_columns(parsed) if c not in special]
+    check_column_roles(data, parsed.response, parsed.groups, fixed, **named)
+
+
 def _options(fam, dispersion, tol, inner_tol, var_tol, max_iter, max_inner_iter):
     dispersion = dispersion or fam.default_dispersion
     if dispersion not in ("fixed", "estimate"):
@@ -216,6 +248,7 @@ def _fit(d, fam, formula, start, opts, se, compare_naive, name, kern, threads, c
          **predict_info):
     """Schall's loop, covariance, naive comparison and the result; ``given`` holds the
     caller's (y, trials, weights, row index) for the per-row outputs."""
+    check_response_varies(d, fam)
     timings = {"design": time.perf_counter() - start}
     t = time.perf_counter()
     fit = fit_schall(d, fam, opts, kern, threads, _reporter(callback, d.factor_names))
@@ -225,10 +258,13 @@ def _fit(d, fam, formula, start, opts, se, compare_naive, name, kern, threads, c
     if se or compare_naive:
         t = time.perf_counter()
         cov_arr, cov_note = beta_covariance(d, fit, kern, threads)
+        if fit.separation is not None:  # diverging estimates have no (finite) variance
+            diverging = np.isin(names, fit.separation.columns)
+            cov_arr[diverging, :] = cov_arr[:, diverging] = np.nan
         cov = pd.DataFrame(cov_arr, names, names) if se else None
         timings["covariance"] = time.perf_counter() - t
     naive = naive_summary = None
-    if compare_naive:
+    if compare_naive and fit.separation is None:  # the naive regression would diverge too
         t = time.perf_counter()
         naive, naive_summary = naive_comparison(d, fam, fit, cov_arr, kern, threads)
         timings["naive"] = time.perf_counter() - t
@@ -240,7 +276,7 @@ def _fit(d, fam, formula, start, opts, se, compare_naive, name, kern, threads, c
 
     sigma = pd.Series(np.sqrt(fit.sigma2), index=d.factor_names, name="sd")
     singular = [f for f, s in sigma.items() if s / np.sqrt(fit.phi) < BOUNDARY]
-    notes = _warn_about(fit, opts, singular, naive_summary, cov_note)
+    notes = _warn_about(fit, opts, singular, naive_summary, cov_note, compare_naive)
     b, b_var = _random_effects(d, fit)
     seconds = time.perf_counter() - start
     converged = fit.converged and fit.inner_converged
@@ -258,13 +294,15 @@ def _fit(d, fam, formula, start, opts, se, compare_naive, name, kern, threads, c
         seconds=seconds, timings=timings, backend=name, threads=threads,
         warnings=notes, rows=rows, inner_sweeps=int(sum(h["inner_sweeps"] for h in fit.history)),
         history=_history_frame(fit.history, d.factor_names), naive=naive,
-        naive_summary=naive_summary, **predict_info)
+        naive_summary=naive_summary,
+        separation=[] if fit.separation is None else fit.separation.columns, **predict_info)
 
 
-def _warn_about(fit, opts, singular, naive_summary, cov_note):
-    """Warn about non-convergence and boundary fits; return the notes for the summary."""
+def _warn_about(fit, opts, singular, naive_summary, cov_note, compare_naive):
+    """Warn about non-convergence, separation and boundary fits; return the notes for
+    the summary."""
     notes = [] if cov_note is None else [cov_note]
-    if not fit.converged:
+    if not fit.converged and fit.separation is None:
         notes.append(f"Schall's loop did not converge in {opts.max_iter} iterations (relative "
                      f"change {fit.rel_change:.3g}, tol {opts.tol:g}, var_tol {opts.var_tol:g})")
     if not fit.inner_converged:
@@ -272,6 +310,12 @@ def _warn_about(fit, opts, singular, naive_summary, cov_note):
                      f"before inner_tol {opts.inner_tol:g}")
     for note in notes:
         warnings.warn(note, ConvergenceWarning, stacklevel=4)
+    if fit.separation is not None:
+        note = fit.separation.describe()
+        warnings.warn(note, SeparationWarning, stacklevel=4)
+        notes.append(note)
+        if compare_naive:
+            notes.append("the naive comparison was skipped: the naive regression separates too")
     if singular:
         note = ("boundary (singular) fit: the variance of " + ", ".join(map(repr, singular))
                 + " is estimated at ~0; consider dropping that term")

@@ -37,7 +37,16 @@ import pandas as pd
 from scipy.linalg import eigh
 
 from ...data.design import EMPTY
+from ...data.validation import check_positive_definite, checked_inverse, checked_solve
 from .schall import _relative, level_precision
+
+# How a singular H = X'W(I - S)X, with S the random effects' smoother, names its columns.
+_BESIDE_RANDOM = dict(zero="has nothing left beside the random effects (it is zero on the rows "
+                           "with positive weight, or constant within the levels of the grouping "
+                           "factors), so it is not estimable",
+                      within=" after removing the random effects")
+_AT_WEIGHTS = dict(zero="is zero on every row with positive weight",
+                   within=" on the rows with positive weight")
 
 
 def smooth_columns(d, fit, kern, nthreads, tol=1e-10, max_iter=1000):
@@ -70,21 +79,22 @@ def smooth_columns(d, fit, kern, nthreads, tol=1e-10, max_iter=1000):
     return A, it, rel
 
 
-def _sandwich(d, kern, nthreads, A, wu, scale, wm, sigma2):
-    """H^{-1} M H^{-T} and H from one sandwich pass."""
+def _sandwich(d, kern, nthreads, A, wu, scale, wm, sigma2, what):
+    """H^{-1} M H^{-T} and H^{-1} from one sandwich pass (``what`` names H in errors)."""
     p, Q = d.p, int(d.offsets[-1])
     H, ZU, M0 = np.empty((p, p)), np.empty((Q, p)), np.empty((p, p))
     kern.sandwich_pass(d.X, d.codes, A, wu, scale, wm, H, ZU, M0, nthreads)
     M = M0 + sum(s2 * ZU[lv].T @ ZU[lv] for s2, lv in zip(sigma2, d.factor_slices()))
-    Hinv = np.linalg.inv(H)
-    return Hinv @ M @ Hinv.T, H
+    Hinv = checked_inverse(H, d.feature_names, what, **(_BESIDE_RANDOM if A.size else _AT_WEIGHTS))
+    return Hinv @ M @ Hinv.T, Hinv
 
 
 def beta_covariance(d, fit, kern, nthreads, tol=1e-10, max_iter=1000):
     """Eq. (24) at the converged weights; returns ``(cov, note)``, ``note`` None
     unless backfitting the columns of X stopped short of ``tol``."""
     A, it, rel = smooth_columns(d, fit, kern, nthreads, tol, max_iter)
-    cov, _ = _sandwich(d, kern, nthreads, A, fit.w0, 1.0 / fit.phi, EMPTY, fit.sigma2)
+    cov, _ = _sandwich(d, kern, nthreads, A, fit.w0, 1.0 / fit.phi, EMPTY, fit.sigma2,
+                       "H = X'W(I - S)X of the standard errors (eq. 24)")
     note = None if rel <= tol else (f"backfitting the columns of X for the standard errors "
                                     f"stopped at {it} iterations (relative change {rel:.3g})")
     return 0.5 * (cov + cov.T), note
@@ -114,7 +124,7 @@ def naive_fit(d, family, kern, nthreads, tol=1e-10, max_iter=100):
             break
         if it == max_iter:
             break
-        new = np.linalg.solve(G, h)
+        new = checked_solve(G, h, d.feature_names, "X'WX of the naive regression", **_AT_WEIGHTS)
         dbeta, beta = new - beta, new
     phi = 1.0 if family.irls else float(sc[0]) / (d.n_eff - p)
     return NaiveFit(beta, w0, phi, converged, it)
@@ -132,8 +142,9 @@ def naive_comparison(d, family, fit, cov_glmm, kern, nthreads):
     with np.errstate(divide="ignore", invalid="ignore"):
         wm = np.where(wG > 0, lr.w0**2 / wG, 0.0)
     no_smooth = np.empty((0, 0))  # absent A: the naive fit smooths nothing
-    cov_glmm_lr, H = _sandwich(d, kern, nthreads, no_smooth, lr.w0, 1.0, wm, fit.sigma2)
-    cov_lr = lr.phi * np.linalg.inv(H)
+    cov_glmm_lr, Hinv = _sandwich(d, kern, nthreads, no_smooth, lr.w0, 1.0, wm, fit.sigma2,
+                                  "X'WX of the naive regression")
+    cov_lr = lr.phi * Hinv
     table = pd.DataFrame({
         "coef_naive": lr.beta,
         "se_naive": np.sqrt(np.diag(cov_lr)),
@@ -141,10 +152,21 @@ def naive_comparison(d, family, fit, cov_glmm, kern, nthreads):
         "naivete": np.diag(cov_glmm_lr) / np.diag(cov_lr),
         "inefficiency": np.diag(cov_glmm_lr) / np.diag(cov_glmm),
     }, index=pd.Index(d.feature_names, name="term"))
+    names = d.feature_names
     summary = {
-        "max_naivete": float(eigh(cov_glmm_lr, cov_lr, eigvals_only=True)[-1]),
-        "max_inefficiency": float(eigh(cov_glmm_lr, cov_glmm, eigvals_only=True)[-1]),
+        "max_naivete": _largest_ratio(cov_glmm_lr, cov_lr, names, "the naive covariance"),
+        "max_inefficiency": _largest_ratio(cov_glmm_lr, cov_glmm, names,
+                                           "the covariance of the GLMM estimates"),
         "naive_converged": lr.converged,
         "naive_iterations": lr.iterations,
     }
     return table, summary
+
+
+def _largest_ratio(A, B, names, what):
+    """Largest eigenvalue of B^{-1} A (the largest ratio a'Aa / a'Ba); B, named ``what``
+    in errors, must be positive definite (numerically singular, it would give an
+    arbitrarily large number)."""
+    check_positive_definite(B, names, what, zero="has zero variance",
+                            within=" (their estimates are confounded)")
+    return float(eigh(A, B, eigvals_only=True)[-1])

@@ -59,8 +59,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ...data.validation import dependent_columns, singular_matrix_error
 from ...exceptions import DataError
 from ...families import POISSON
+from .degenerate import PHI_EXACT, SeparationMonitor, exact_fit_error
 
 SIGMA2_FLOOR = 1e-12  # relative to phi: keeps lambda finite once a variance collapses
 BOUNDARY = 1e-4  # sigma_k / sqrt(phi) below this is a boundary (singular) fit, as lme4
@@ -105,6 +107,7 @@ class SchallFit:
     inner_converged: bool
     rel_change: float
     history: list = field(default_factory=list)
+    separation: object = None  # a degenerate.Separation when the loop stopped on separation
 
 
 def _relative(num, den):
@@ -173,7 +176,7 @@ def level_precision(Wq0, phi, sigma2, n_levels):
     return Wq0 / phi + np.repeat(1.0 / sigma2, n_levels)
 
 
-def _club_factors(G, s, D, slices):
+def _club_factors(G, s, D, slices, names, factors):
     """Cholesky factors of A_k = X'WX - s_k' D_k^{-1} s_k, one per factor."""
     chol = np.empty((len(slices),) + G.shape)
     for k, lv in enumerate(slices):
@@ -184,9 +187,22 @@ def _club_factors(G, s, D, slices):
         try:
             chol[k] = np.linalg.cholesky(A)
         except np.linalg.LinAlgError:
-            raise DataError("the fixed effects are not estimable beside the random effects: "
-                            "X'W(I - S)X is singular for factor k=" + str(k)) from None
+            raise _club_singular(G, A, names, factors[k]) from None
     return chol
+
+
+def _club_singular(G, A, names, factor):
+    """The error for a clubbed block A_k = X'W(I - S_k)X that is not positive
+    definite: the columns to blame at the working weights (G = X'WX), else beside
+    the factor's random effects (A_k on the scale of G)."""
+    if not np.all(np.isfinite(G)) or dependent_columns(G, names):
+        return singular_matrix_error("X'WX (the fixed effects at the working weights)", G, names,
+                                     zero="is zero on every row with positive weight",
+                                     within=" on the rows with positive weight")
+    return singular_matrix_error(
+        f"X'W(I - S)X beside the random effects of {factor!r}", A, names,
+        zero=f"is constant within every level of {factor!r}, so it is not estimable beside (1|{factor})",
+        within=f" within the levels of {factor!r}", scale=np.sqrt(np.diag(G)))
 
 
 @dataclass
@@ -216,7 +232,7 @@ class SchallState:
         self.beta, self.b = np.zeros(p), np.zeros(Q)
         self.b[: d.offsets[1]] = _initial_shift(d, family)
         self.dbeta, self.db = np.zeros(p), np.zeros(Q)
-        start = _initial_scale(d, family)
+        self.start = start = _initial_scale(d, family)
         self.phi = start if estimate_dispersion else 1.0
         self.sigma2 = np.full(K, start)
         self.nu = np.zeros(K)
@@ -245,7 +261,8 @@ class SchallState:
         h, Wq, tq = self.h0 * scale, self.Wq0 * scale, self.tq0 * scale
         lam = 1.0 / self.sigma2
         D = level_precision(self.Wq0, self.phi, self.sigma2, self.d.n_levels)
-        chol = _club_factors(self.G0 * scale, s, D, self.d.factor_slices())
+        chol = _club_factors(self.G0 * scale, s, D, self.d.factor_slices(), self.d.feature_names,
+                             self.d.factor_names)
         return ClubInputs(scale, h, s, Wq, D, tq, chol, lam)
 
     def backfit(self, c, inner_tol, max_inner_iter):
@@ -274,8 +291,9 @@ class SchallState:
 def fit_schall(d, family, opts, kern, nthreads, progress=None):
     """Run Schall's algorithm on design ``d`` with kernel module ``kern``."""
     st = SchallState(d, family, kern, nthreads, opts.estimate_dispersion)
+    monitor = SeparationMonitor(d, family)
     q = d.n_levels.astype(np.float64)
-    history, converged, rel, pearson = [], False, np.inf, np.nan
+    history, converged, rel, pearson, separation = [], False, np.inf, np.nan, None
     for it in range(1, opts.max_iter + 2):
         start = time.perf_counter()
         sc = st.pass_()
@@ -289,12 +307,17 @@ def fit_schall(d, family, opts, kern, nthreads, progress=None):
             # returned modes are the solution at the returned variances
             converged = (rel <= opts.tol and not history[-1]["accelerated"]
                          and _variances_settled(history, st.phi, opts.var_tol))
+            separation = None if converged else monitor.check(st.beta, len(history))
+            if separation is not None:
+                break
             if opts.estimate_dispersion:
                 dof = d.n_eff - d.p - np.sum(q - st.nu)
                 if dof <= 0:
                     raise DataError(f"too few rows to estimate the dispersion ({dof:.1f} "
                                     "residual degrees of freedom)")
                 st.phi = pearson / dof
+                if st.phi <= PHI_EXACT * st.start:
+                    raise exact_fit_error(d, st.phi, st.start)
         if converged or it > opts.max_iter:
             break
         sweeps, inner_rel, old_sigma2 = st.solve(opts.inner_tol, opts.max_inner_iter)
@@ -310,4 +333,4 @@ def fit_schall(d, family, opts, kern, nthreads, progress=None):
         history.append(row)
     inner_ok = bool(history) and history[-1]["inner_rel"] <= opts.inner_tol
     return SchallFit(st.beta, st.b, st.sigma2, float(st.phi), st.nu, pearson, st.w0, st.s0,
-                     st.Wq0, bool(converged), inner_ok, float(rel), history)
+                     st.Wq0, bool(converged), inner_ok, float(rel), history, separation)

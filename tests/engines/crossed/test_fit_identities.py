@@ -69,11 +69,38 @@ def test_estimated_dispersion_is_the_papers_eq15():
     assert len(y) - 3 - 36 < res.df_resid < len(y) - 3
 
 
-def test_three_crossed_factors():
+def indicators(groups, res):
+    """Dense indicator matrices Z_k, one column per level of the fit (in its order)."""
+    return [(np.asarray(groups[f])[:, None] == res.b[f].index.to_numpy()[None, :]).astype(float)
+            for f in res.factor_names]
+
+
+def test_three_crossed_factors_reach_the_pql_fixed_point():
+    """With three factors, the returned fit is the fixed point of both halves of PQL:
+    (beta, b) solves problem (12) at the working response and weights of (beta, b)
+    itself, and every sigma_k^2 = |b_k|^2 / (q_k - nu_k) (eq. 14 with the diagonal
+    trace of eq. 25).  Listing the factors in another order changes nothing."""
     X, y, groups = small_crossed(n=3000, K=3, R=40, C=30, sigma=(0.9, 0.6))
-    res = pyglmm.glmm_from_arrays(X, y, groups)
+    res = pyglmm.glmm_from_arrays(X, y, groups, se=False, **TIGHT)
     assert res.converged and list(res.sigma.index) == ["g0", "g1", "g2"]
-    assert 0.6 < res.sigma["g0"] < 1.3
+    Xd = np.column_stack([np.ones(len(y)), X])
+    Zs = indicators(groups, res)
+    b = np.concatenate([res.b[f] for f in res.factor_names])
+    eta = Xd @ res.coef.to_numpy() + np.hstack(Zs) @ b
+    mu = 1 / (1 + np.exp(-eta))
+    w = mu * (1 - mu)
+    beta_pls, b_pls = dense_pls(Xd, eta + (y - mu) / w, w, Zs, res.sigma.to_numpy() ** 2)
+    np.testing.assert_allclose(res.coef, beta_pls, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(b, b_pls, atol=1e-8)
+    for f, Z in zip(res.factor_names, Zs):
+        lam = 1 / res.sigma[f] ** 2
+        nu = lam * np.sum(1 / (Z.T @ w + lam))
+        assert res.sigma[f] ** 2 == pytest.approx(np.sum(res.b[f] ** 2) / (Z.shape[1] - nu), rel=1e-7)
+    assert 0.6 < res.sigma["g0"] < 1.3 and 0.3 < res.sigma["g1"] < 0.9  # truth 0.9, 0.6
+    shuffled = pyglmm.glmm_from_arrays(X, y, {f: groups[f] for f in ["g2", "g0", "g1"]}, se=False,
+                                       **TIGHT)
+    np.testing.assert_allclose(shuffled.coef, res.coef, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(shuffled.sigma[res.factor_names], res.sigma, rtol=1e-7, atol=1e-9)
 
 
 def dense_pls(X, z, w, Zs, sigma2):

@@ -61,13 +61,13 @@ def close(a, b):
 @pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
 @pytest.mark.parametrize("family", [0, 1, 2], ids=["gaussian", "binomial", "poisson"])
 @pytest.mark.parametrize("optional", [True, False], ids=["prior+offset", "absent"])
-def test_stats_pass(backend, edge, size, family, optional):
+def test_stats_pass(compiled_backend, edge, size, family, optional):
     P = make_problem(1, edge=edge, **size)
     n, p, Q = P["X"].shape[0], P["X"].shape[1], P["Q"]
     prior = P["prior"] if optional else np.empty(0)
     offset = P["offset"] if optional else np.empty(0)
     outs = {}
-    for name, kern in [("ref", REF), ("test", _backend.kernels(backend))]:
+    for name, kern in [("ref", REF), ("test", _backend.kernels(compiled_backend))]:
         bufs = [np.full(n, np.nan), np.empty((p, p)), np.empty(p), np.full((Q, p + 2), np.nan)]
         sc = kern.stats_pass(family, P["X"], P["codes"], P["y"], prior, offset, P["beta"], P["b"],
                              P["dbeta"], P["db"], True, *bufs, 2)
@@ -80,9 +80,9 @@ def test_stats_pass(backend, edge, size, family, optional):
 
 @pytest.mark.parametrize("edge", EDGES)
 @pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
-def test_group_cross_sums(backend, edge, size):
+def test_group_cross_sums(compiled_backend, edge, size):
     P = make_problem(2, edge=edge, **size)
-    kern = _backend.kernels(backend)
+    kern = _backend.kernels(compiled_backend)
     for factor in range(P["codes"].shape[1]):
         lo, hi = P["offsets"][factor], P["offsets"][factor + 1]
         for m in (1, 3):
@@ -112,11 +112,11 @@ def club_inputs(P):
 
 @pytest.mark.parametrize("edge", EDGES)
 @pytest.mark.parametrize("levels", [(40, 7), (40, 7, 5), (25,)], ids=["K2", "K3", "K1"])
-def test_club_backfit(backend, edge, levels):
+def test_club_backfit(compiled_backend, edge, levels):
     P = make_problem(3, levels=levels, edge=edge)
     I = club_inputs(P)
     results = {}
-    for name, kern in [("ref", REF), ("test", _backend.kernels(backend))]:
+    for name, kern in [("ref", REF), ("test", _backend.kernels(compiled_backend))]:
         beta, b = np.zeros(P["X"].shape[1]), np.zeros(P["Q"])
         sweeps, rel = kern.club_backfit(P["codes"], P["offsets"], I["w"], 1.0, I["h"], I["s"],
                                         I["D"], I["tq"], I["chol"], I["XtX"], I["counts"], beta, b,
@@ -131,13 +131,13 @@ def test_club_backfit(backend, edge, levels):
 @pytest.mark.parametrize("edge", EDGES)
 @pytest.mark.parametrize("with_A", [True, False])
 @pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
-def test_sandwich_pass(backend, edge, with_A, size):
+def test_sandwich_pass(compiled_backend, edge, with_A, size):
     P = make_problem(4, edge=edge, **size)
     p, Q = P["X"].shape[1], P["Q"]
     A = P["rng"].standard_normal((Q, p)) if with_A else np.empty((0, 0))
     wm = np.empty(0) if with_A else P["prior"]
     outs = {}
-    for name, kern in [("ref", REF), ("test", _backend.kernels(backend))]:
+    for name, kern in [("ref", REF), ("test", _backend.kernels(compiled_backend))]:
         bufs = [np.empty((p, p)), np.empty((Q, p)), np.empty((p, p))]
         kern.sandwich_pass(P["X"], P["codes"], A, P["w"], 1.5, wm, *bufs, 2)
         outs[name] = bufs
@@ -201,11 +201,11 @@ def test_take_rows(backend, size):
 
 
 @pytest.mark.parametrize("edge", EDGES)
-def test_schall_update(backend, edge):
+def test_schall_update(compiled_backend, edge):
     P = make_problem(6, edge=edge)
     I = club_inputs(P)
     outs = {}
-    for name, kern in [("ref", REF), ("test", _backend.kernels(backend))]:
+    for name, kern in [("ref", REF), ("test", _backend.kernels(compiled_backend))]:
         nu, s2 = np.empty(len(I["lam"])), np.empty(len(I["lam"]))
         kern.schall_update(P["offsets"], I["Wq"], P["b"], I["lam"], nu, s2)
         outs[name] = (nu, s2)
@@ -246,10 +246,10 @@ def sorted_runs_problem(seed):
 
 
 @pytest.mark.parametrize("threads", [2, 3, 4])
-def test_level_sums_shared_between_blocks(backend, threads):
+def test_level_sums_shared_between_blocks(compiled_backend, threads):
     P = sorted_runs_problem(9)
     n, p, Q = P["X"].shape[0], P["X"].shape[1], P["Q"]
-    kern = _backend.kernels(backend)
+    kern = _backend.kernels(compiled_backend)
     outs = {}
     for name, k, t in [("ref", REF, 1), ("test", kern, threads)]:
         stats = [np.empty(n), np.empty((p, p)), np.empty(p), np.full((Q, p + 2), np.nan)]
