@@ -37,6 +37,10 @@ When a :math:`\sigma_k` converges that slowly (three successive changes of one
 sign whose ratios agree and lie in [0.5, 1), once :math:`\zeta` has nearly
 settled), Aitken's :math:`\Delta^2` extrapolation jumps it to the limit of
 the geometric sequence; the fixed point, and so the estimate, is unchanged.
+A fit makes at most ``MAX_JUMPS`` such jumps: where the variances are coupled
+(through an estimated :math:`\phi`, say) and converge very slowly, the
+extrapolated limits are inexact, and jumping on would keep the loop
+oscillating around the fixed point instead of letting it settle.
 
 Start: :math:`\beta = 0, b = 0`, :math:`\sigma_k^2 = \phi = 1` (the paper's
 defaults) for binomial; for gaussian both start at the weighted variance of
@@ -67,6 +71,7 @@ from .degenerate import PHI_EXACT, SeparationMonitor, exact_fit_error
 SIGMA2_FLOOR = 1e-12  # relative to phi: keeps lambda finite once a variance collapses
 BOUNDARY = 1e-4  # sigma_k / sqrt(phi) below this is a boundary (singular) fit, as lme4
 AITKEN_ZETA = 1e-4  # extrapolate variances only once zeta's relative change is this small
+MAX_JUMPS = 50  # extrapolations per fit: past them, natural updates only (see the module docstring)
 
 
 @dataclass
@@ -294,6 +299,7 @@ def fit_schall(d, family, opts, kern, nthreads, progress=None):
     monitor = SeparationMonitor(d, family)
     q = d.n_levels.astype(np.float64)
     history, converged, rel, pearson, separation = [], False, np.inf, np.nan, None
+    jumps = 0
     for it in range(1, opts.max_iter + 2):
         start = time.perf_counter()
         sc = st.pass_()
@@ -324,10 +330,10 @@ def fit_schall(d, family, opts, kern, nthreads, progress=None):
         row = {"iteration": it, "inner_sweeps": sweeps, "inner_rel": inner_rel,
                "seconds": 0.0, "rel_change": np.nan, "sigma2": st.sigma2.tolist(),
                "old_sigma2": old_sigma2.tolist(), "phi": st.phi, "accelerated": False}
-        if rel <= AITKEN_ZETA:
+        if rel <= AITKEN_ZETA and jumps < MAX_JUMPS:
             jumped = _aitken(history, st.sigma2, SIGMA2_FLOOR * st.phi)
             if jumped is not None:
-                st.sigma2 = jumped
+                st.sigma2, jumps = jumped, jumps + 1
                 row.update(sigma2=jumped.tolist(), accelerated=True)
         row["seconds"] = time.perf_counter() - start
         history.append(row)

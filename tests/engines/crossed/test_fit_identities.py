@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import pyglmm
@@ -116,6 +116,8 @@ def dense_pls(X, z, w, Zs, sigma2):
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 10**6), n=st.integers(60, 400), R=st.integers(2, 25),
        C=st.integers(1, 12), K=st.integers(1, 3))
+@example(seed=6111, n=81, R=24, C=7, K=2)  # coupled, slow variances: unlimited jumps oscillated
+@example(seed=194367, n=232, R=20, C=6, K=3)  # a variance at the boundary: jumps are needed
 def test_gaussian_fit_solves_the_mixed_model_equations(seed, n, R, C, K):
     """At the converged variances, (beta, b) is the dense solution of problem (12)."""
     X, y, groups = small_crossed(n=n, R=R, C=C, K=K, seed=seed)
