@@ -7,7 +7,7 @@ backfitting (Ghosh, Hastie & Owen 2022), on C++, numba or numpy kernels.
 >>> res = pyglmm.glmm("y ~ x1 + x2 + (1|user) + (1|item)", df)      # doctest: +SKIP
 >>> print(res)                                                        # doctest: +SKIP
 
-``import pyglmm`` is cheap: the engines, pandas, scipy and formulaic are
+``import pyglmm`` is cheap: the engines, pandas and scipy are
 imported when first used (site processes, scoring jobs and the command line
 pay only for what they run).
 """
