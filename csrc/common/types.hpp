@@ -5,7 +5,13 @@
 
 namespace pyglmm {
 
-enum Family : int { GAUSSIAN = 0, BINOMIAL = 1 };
+// Family ids (as pyglmm/families.py numbers them): a new family goes before
+// kNumFamilies, the number of families, which the bindings check ids against.
+enum Family : int {
+  GAUSSIAN = 0,
+  BINOMIAL = 1,
+  kNumFamilies
+};
 
 struct Rows {
   int64_t n = 0;
