@@ -6,7 +6,15 @@ identical for a given thread count.  The loops are the plain form of the C++
 ones, without its refinements (a tile's rows in phases, per-level sums of a
 sorted factor written straight into the output, explicit AVX2).  Optional
 arrays are empty when absent.
+
+Per-level sums (``S``, ``ZU``, group sums) allocate nothing per call: the first
+block adds into the output, every other block into its slab of a workspace
+kept between calls (``_workspaces``), zeroed only over the levels its rows
+touch, and the slabs are added into the output level by level in block order.
 """
+
+import contextlib
+import threading
 
 import numba
 import numpy as np
@@ -26,6 +34,103 @@ def n_blocks(n, nthreads):
 
 def _threads(nthreads):
     numba.set_num_threads(max(1, min(nthreads, numba.config.NUMBA_NUM_THREADS)))
+
+
+class _Workspaces:
+    """Private per-level slabs of the blocks after the first, reused across calls.
+
+    One array per kernel, replaced when a call needs another shape.  Pages are
+    touched only where a block's rows have levels, so a slab over a level space
+    that the rows cover in sorted runs costs memory only for its runs.  A call
+    made while another holds the workspaces (from another Python thread) gets
+    a fresh array.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._arrays = {}
+
+    @contextlib.contextmanager
+    def get(self, kernel, shape):
+        if not self._lock.acquire(blocking=False):
+            yield np.empty(shape)
+            return
+        try:
+            a = self._arrays.get(kernel)
+            if a is None or a.shape != shape:
+                self._arrays[kernel] = None  # free the old one first
+                a = self._arrays[kernel] = np.empty(shape)
+            yield a
+        finally:
+            self._lock.release()
+
+
+_workspaces = _Workspaces()
+
+
+@njit(cache=True)
+def _block_spans(codes, begin, end, only, spans):
+    """The levels that rows [begin, end) touch (only factor ``only`` if >= 0), as
+    disjoint, sorted closed ranges ``spans[r] = (lo, hi)`` (lo > hi: unused)."""
+    k = codes.shape[1]
+    spans[:, 0] = 1 << 62
+    spans[:, 1] = -1
+    for f in range(k):
+        if only >= 0 and f != only:
+            continue
+        lo, hi = spans[f, 0], spans[f, 1]
+        for i in range(begin, end):
+            lo = min(lo, codes[i, f])
+            hi = max(hi, codes[i, f])
+        spans[f, 0], spans[f, 1] = lo, hi
+    # factors' levels are disjoint ranges of one level space; merge any that are not
+    order = np.argsort(spans[:, 0])
+    merged = spans[order].copy()
+    r = 0
+    for f in range(1, k):
+        if merged[f, 0] > merged[f, 1]:
+            break
+        if merged[f, 0] <= merged[r, 1]:
+            merged[r, 1] = max(merged[r, 1], merged[f, 1])
+        else:
+            r += 1
+            merged[r] = merged[f]
+    spans[:] = merged
+    spans[r + 1:, 0] = 1 << 62
+    spans[r + 1:, 1] = -1
+
+
+@njit(cache=True)
+def _zero_spans(slab, spans, shift):
+    for r in range(spans.shape[0]):
+        if spans[r, 0] <= spans[r, 1]:
+            slab[spans[r, 0] - shift:spans[r, 1] - shift + 1, :] = 0.0
+
+
+@njit(cache=True, parallel=True)
+def _add_slabs(out, ws, spans, shift):
+    """out[g - shift] += ws[t - 1, g - shift] over the levels g that block t >= 1
+    touched (spans[t]), in block order for every level; parallel over levels."""
+    q, nb = out.shape[0], spans.shape[0]
+    chunks = 4 * nb
+    for c in prange(chunks):
+        a, b = q * c // chunks + shift, q * (c + 1) // chunks + shift
+        for t in range(1, nb):
+            for r in range(spans.shape[1]):
+                for g in range(max(a, spans[t, r, 0]), min(b, spans[t, r, 1] + 1)):
+                    out[g - shift, :] += ws[t - 1, g - shift, :]
+
+
+@njit(cache=True, parallel=True)
+def _prepare_slabs(codes, only, out, ws, spans, shift):
+    """Zeroes ``out`` (in parallel) and, for each block t >= 1, finds the levels its
+    rows touch (``spans[t]``) and zeroes them in its slab ``ws[t - 1]``."""
+    n, q, nb = codes.shape[0], out.shape[0], spans.shape[0]
+    for t in prange(nb):
+        out[q * t // nb:q * (t + 1) // nb, :] = 0.0
+        if t > 0:
+            _block_spans(codes, n * t // nb, n * (t + 1) // nb, only, spans[t])
+            _zero_spans(ws[t - 1], spans[t], shift)
 
 
 @njit(cache=True, inline="always")
@@ -132,14 +237,14 @@ def irls_quantities(family, eta, y, prior, offset, mu, w, z, nthreads):
 
 @njit(cache=True, parallel=True)
 def _stats_pass(family, X, codes, y, prior, offset, beta, b, dbeta, db, design,
-                w, nb, Q):
+                w, S, ws, nb):
     n, p = X.shape
     k = codes.shape[1]
     sc = np.zeros((nb, 4))
     G = np.zeros((nb, p, p)) if design else np.zeros((nb, 0, 0))
     h = np.zeros((nb, p))
-    S = np.zeros((nb, Q, p + 2)) if design else np.zeros((nb, 0, 0))
     for t in prange(nb):
+        St = S if t == 0 else ws[t - 1]  # prepared by _prepare_slabs
         # thread-local accumulators, written back once: no false sharing
         s0 = s1 = s2 = s3 = 0.0
         Gt = np.zeros((p, p)) if design else np.zeros((0, 0))
@@ -182,9 +287,9 @@ def _stats_pass(family, X, codes, y, prior, offset, beta, b, dbeta, db, design,
             for j in range(k):
                 g = codes[i, j]
                 for l in range(p):
-                    S[t, g, l] += wxt[l, r]
-                S[t, g, p] += wi
-                S[t, g, p + 1] += wi * zi
+                    St[g, l] += wxt[l, r]
+                St[g, p] += wi
+                St[g, p + 1] += wi * zi
         sc[t, 0] = s0
         sc[t, 1] = s1
         sc[t, 2] = s2
@@ -197,27 +302,42 @@ def _stats_pass(family, X, codes, y, prior, offset, beta, b, dbeta, db, design,
         if design:
             G[0] += G[t]
             h[0] += h[t]
-            S[0] += S[t]
-    return sc[0], G[0], h[0], S[0]
+    return sc[0], G[0], h[0]
+
+
+@contextlib.contextmanager
+def _level_sums(kernel, codes, only, out, nb, shift=0):
+    """The workspace of a kernel whose blocks add per-level sums into ``out``:
+    prepared before the pass, its slabs added into ``out`` after it."""
+    spans = np.empty((nb, codes.shape[1], 2), dtype=np.int64)
+    with _workspaces.get(kernel, (nb - 1,) + out.shape) as ws:
+        _prepare_slabs(codes, only, out, ws, spans, shift)
+        yield ws
+        _add_slabs(out, ws, spans, shift)
 
 
 def stats_pass(family, X, codes, y, prior, offset, beta, b, dbeta, db, design,
                w, G, h, S, nthreads):
     _threads(nthreads)
-    sc, G_, h_, S_ = _stats_pass(family, X, codes, y, prior, offset, beta, b, dbeta, db,
-                                 design, w, n_blocks(X.shape[0], nthreads), b.shape[0])
-    if design:
-        G[:] = np.triu(G_) + np.triu(G_, 1).T
-        h[:], S[:] = h_, S_
+    nb = n_blocks(X.shape[0], nthreads)
+    args = (family, X, codes, y, prior, offset, beta, b, dbeta, db, design, w, S)
+    if not design:
+        return _stats_pass(*args, np.empty((0, 0, 0)), nb)[0]
+    with _level_sums("stats_pass", codes, -1, S, nb) as ws:
+        sc, G_, h_ = _stats_pass(*args, ws, nb)
+    G[:] = np.triu(G_) + np.triu(G_, 1).T
+    h[:] = h_
     return sc
 
 
 @njit(cache=True, parallel=True)
-def _group_cross_sums(codes, factor, lo, w, table, q, nb):
+def _group_cross_sums(codes, factor, lo, w, table, out, ws, nb):
+    """Unscaled group sums into ``out`` (level g at row g - lo), prepared by
+    _prepare_slabs; the slabs are added by _add_slabs."""
     n, k = codes.shape
     m = table.shape[1]
-    acc = np.zeros((nb, q, m))
     for t in prange(nb):
+        acc = out if t == 0 else ws[t - 1]
         for i in range(n * t // nb, n * (t + 1) // nb):
             wi = w[i]
             if wi == 0.0:
@@ -228,17 +348,15 @@ def _group_cross_sums(codes, factor, lo, w, table, q, nb):
                     continue
                 c = codes[i, j]
                 for l in range(m):
-                    acc[t, g, l] += wi * table[c, l]
-    for t in range(1, nb):
-        acc[0] += acc[t]
-    return acc[0]
+                    acc[g, l] += wi * table[c, l]
 
 
 def group_cross_sums(codes, factor, lo, w, scale, table, out, nthreads):
     _threads(nthreads)
-    acc = _group_cross_sums(codes, factor, lo, w, table, out.shape[0],
-                            n_blocks(codes.shape[0], nthreads))
-    out[:] = scale * acc
+    nb = n_blocks(codes.shape[0], nthreads)
+    with _level_sums("group_cross_sums", codes, factor, out, nb, lo) as ws:
+        _group_cross_sums(codes, factor, lo, w, table, out, ws, nb)
+    out *= scale
 
 
 @njit(cache=True)
@@ -269,8 +387,9 @@ def _quad_form(M, v):
 
 @njit(cache=True)
 def _club_backfit(codes, offsets, w, scale, h, s, D, tq, chol, XtX, counts, beta, b,
-                  tol, max_iter, nb):
+                  tol, max_iter, nb, u, ws):
     k = codes.shape[1]
+    spans = np.empty((nb, k, 2), dtype=np.int64)
     p = beta.shape[0]
     v = np.zeros((k, p))
     for f in range(k):
@@ -288,14 +407,17 @@ def _club_backfit(codes, offsets, w, scale, h, s, D, tq, chol, XtX, counts, beta
         for f in range(k):
             lo = offsets[f]
             hi = offsets[f + 1]
-            u = _group_cross_sums(codes, f, lo, w, bcol, hi - lo, nb)[:, 0] * scale
+            uf = u[:hi - lo]
+            _prepare_slabs(codes, f, uf, ws, spans, lo)
+            _group_cross_sums(codes, f, lo, w, bcol, uf, ws, nb)
+            _add_slabs(uf, ws, spans, lo)
             rhs = h.copy()
             for j in range(k):
                 if j != f:
                     rhs -= v[j]
             for g in range(lo, hi):
-                u[g - lo] = tq[g] - u[g - lo]
-                ratio = u[g - lo] / D[g]
+                uf[g - lo, 0] = tq[g] - uf[g - lo, 0] * scale
+                ratio = uf[g - lo, 0] / D[g]
                 for l in range(p):
                     rhs[l] -= s[g, l] * ratio
             _chol_solve(chol[f], rhs)
@@ -305,7 +427,7 @@ def _club_backfit(codes, offsets, w, scale, h, s, D, tq, chol, XtX, counts, beta
                 fit = 0.0
                 for l in range(p):
                     fit += s[g, l] * beta[l]
-                bn = (u[g - lo] - fit) / D[g]
+                bn = (uf[g - lo, 0] - fit) / D[g]
                 d = bn - b[g]
                 num_b += counts[g] * d * d
                 den_b += counts[g] * b[g] * b[g]
@@ -327,19 +449,22 @@ def _club_backfit(codes, offsets, w, scale, h, s, D, tq, chol, XtX, counts, beta
 def club_backfit(codes, offsets, w, scale, h, s, D, tq, chol, XtX, counts, beta, b,
                  tol, max_iter, nthreads):
     _threads(nthreads)
-    sweeps, rel = _club_backfit(codes, offsets, w, scale, h, s, D, tq, chol, XtX, counts,
-                                beta, b, tol, max_iter, n_blocks(codes.shape[0], nthreads))
+    nb = n_blocks(codes.shape[0], nthreads)
+    qmax = int(np.max(np.diff(offsets), initial=0))
+    with _workspaces.get("club_backfit", (nb, qmax, 1)) as ws:  # u, then the slabs
+        sweeps, rel = _club_backfit(codes, offsets, w, scale, h, s, D, tq, chol, XtX, counts,
+                                    beta, b, tol, max_iter, nb, ws[0], ws[1:])
     return int(sweeps), float(rel)
 
 
 @njit(cache=True, parallel=True)
-def _sandwich_pass(X, codes, A, wu, scale, wm, nb, Q):
+def _sandwich_pass(X, codes, A, wu, scale, wm, ZU, ws, nb):
     n, p = X.shape
     k = codes.shape[1]
     H = np.zeros((nb, p, p))
     M0 = np.zeros((nb, p, p))
-    ZU = np.zeros((nb, Q, p))
     for t in prange(nb):
+        Zt = ZU if t == 0 else ws[t - 1]  # prepared by _prepare_slabs
         Ht = np.zeros((p, p))  # thread-local, written back once
         Mt = np.zeros((p, p))
         xt = np.zeros((p, TILE))  # the tile's x, r, u = wu r and wm r, by columns
@@ -369,23 +494,22 @@ def _sandwich_pass(X, codes, A, wu, scale, wm, nb, Q):
             for j in range(k):
                 g = codes[i, j]
                 for l in range(p):
-                    ZU[t, g, l] += ut[l, r]
+                    Zt[g, l] += ut[l, r]
         H[t] = Ht
         M0[t] = Mt
     for t in range(1, nb):
         H[0] += H[t]
         M0[0] += M0[t]
-        ZU[0] += ZU[t]
-    return H[0], M0[0], ZU[0]
+    return H[0], M0[0]
 
 
 def sandwich_pass(X, codes, A, wu, scale, wm, H, ZU, M0, nthreads):
     _threads(nthreads)
-    H_, M_, Z_ = _sandwich_pass(X, codes, A, wu, scale, wm, n_blocks(X.shape[0], nthreads),
-                                ZU.shape[0])
+    nb = n_blocks(X.shape[0], nthreads)
+    with _level_sums("sandwich_pass", codes, -1, ZU, nb) as ws:
+        H_, M_ = _sandwich_pass(X, codes, A, wu, scale, wm, ZU, ws, nb)
     H[:] = H_
     M0[:] = np.triu(M_) + np.triu(M_, 1).T
-    ZU[:] = Z_
 
 
 @njit(cache=True)
