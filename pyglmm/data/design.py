@@ -15,6 +15,7 @@ EMPTY = np.empty(0)
 # sums (levels x p doubles) exceed this: every pass then streams that table
 # instead of scattering into it at random, which is what limits throughput.
 SORT_ABOVE_BYTES = 1 << 22
+MAX_LEVELS = 2**31  # levels of all factors together: int32 ids 0 .. 2^31 - 1
 
 
 @dataclass
@@ -138,6 +139,7 @@ def build_design(X, y, groups, family, *, feature_names, response_name, kern, nt
     for k, (name, values) in enumerate(groups.items()):
         _check_length(f"grouping column {name!r}", values, n)
         local, lv = factorize(name, values)
+        _check_level_ids(dict(zip(groups, [len(v) for v in levels] + [len(lv)])))
         codes[:, k] = local + sizes[-1]
         levels.append(lv)
         sizes.append(sizes[-1] + len(lv))
@@ -179,6 +181,16 @@ def _sorted_by_largest_factor(d, kern, nthreads):
     take = lambda a: np.ascontiguousarray(a[order]) if a.size else a  # noqa: E731
     d.X, d.y, d.prior, d.offset, d.codes = X, *(take(a) for a in (d.y, d.prior, d.offset, d.codes))
     return d
+
+
+def _check_level_ids(n_levels):
+    """Refuse factors (name -> number of levels) with more levels in all than
+    ``MAX_LEVELS``: the kernels number them with int32 ids 0, 1, ..., Q - 1."""
+    total = sum(n_levels.values())
+    if total > MAX_LEVELS:
+        each = ", ".join(f"{name!r} ({count:,} levels)" for name, count in n_levels.items())
+        raise DataError(f"the grouping factors have {total:,} levels in all ({each}): more than "
+                        f"the {MAX_LEVELS:,} that pyglmm's 32-bit level ids can number")
 
 
 def _check_length(name, values, n):
