@@ -39,11 +39,11 @@ def _threads(nthreads):
 class _Workspaces:
     """Private per-level slabs of the blocks after the first, reused across calls.
 
-    One array per kernel, replaced when a call needs another shape.  Pages are
-    touched only where a block's rows have levels, so a slab over a level space
-    that the rows cover in sorted runs costs memory only for its runs.  A call
-    made while another holds the workspaces (from another Python thread) gets
-    a fresh array.
+    One array per kernel, replaced when a call needs another shape.  Its pages
+    are touched only at the levels that blocks' rows have: with rows sorted by
+    a factor (as pyglmm sorts them), a block's slab takes memory only for its
+    share of that factor's levels.  A call made while another holds the
+    workspaces (from another Python thread) gets a fresh array.
     """
 
     def __init__(self):
@@ -101,36 +101,29 @@ def _block_spans(codes, begin, end, only, spans):
 
 
 @njit(cache=True)
-def _zero_spans(slab, spans, shift):
-    for r in range(spans.shape[0]):
-        if spans[r, 0] <= spans[r, 1]:
-            slab[spans[r, 0] - shift:spans[r, 1] - shift + 1, :] = 0.0
+def _block_slab(codes, begin, end, only, t, out, ws, spans, shift):
+    """Where block t (rows [begin, end)) adds its per-level sums, level g at row
+    g - shift: block 0 into ``out`` (zeroed here), block t >= 1 into its slab
+    ``ws[t - 1]``, zeroed over the levels its rows touch (kept in ``spans[t]``)."""
+    if t == 0:
+        out[:] = 0.0
+        return out
+    _block_spans(codes, begin, end, only, spans[t])
+    slab = ws[t - 1]
+    for r in range(spans.shape[1]):
+        if spans[t, r, 0] <= spans[t, r, 1]:
+            slab[spans[t, r, 0] - shift:spans[t, r, 1] - shift + 1, :] = 0.0
+    return slab
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _add_slabs(out, ws, spans, shift):
     """out[g - shift] += ws[t - 1, g - shift] over the levels g that block t >= 1
-    touched (spans[t]), in block order for every level; parallel over levels."""
-    q, nb = out.shape[0], spans.shape[0]
-    chunks = 4 * nb
-    for c in prange(chunks):
-        a, b = q * c // chunks + shift, q * (c + 1) // chunks + shift
-        for t in range(1, nb):
-            for r in range(spans.shape[1]):
-                for g in range(max(a, spans[t, r, 0]), min(b, spans[t, r, 1] + 1)):
-                    out[g - shift, :] += ws[t - 1, g - shift, :]
-
-
-@njit(cache=True, parallel=True)
-def _prepare_slabs(codes, only, out, ws, spans, shift):
-    """Zeroes ``out`` (in parallel) and, for each block t >= 1, finds the levels its
-    rows touch (``spans[t]``) and zeroes them in its slab ``ws[t - 1]``."""
-    n, q, nb = codes.shape[0], out.shape[0], spans.shape[0]
-    for t in prange(nb):
-        out[q * t // nb:q * (t + 1) // nb, :] = 0.0
-        if t > 0:
-            _block_spans(codes, n * t // nb, n * (t + 1) // nb, only, spans[t])
-            _zero_spans(ws[t - 1], spans[t], shift)
+    touched, in block order."""
+    for t in range(1, spans.shape[0]):
+        for r in range(spans.shape[1]):
+            for g in range(spans[t, r, 0], spans[t, r, 1] + 1):
+                out[g - shift, :] += ws[t - 1, g - shift, :]
 
 
 @njit(cache=True, inline="always")
@@ -243,15 +236,16 @@ def _stats_pass(family, X, codes, y, prior, offset, beta, b, dbeta, db, design,
     sc = np.zeros((nb, 4))
     G = np.zeros((nb, p, p)) if design else np.zeros((nb, 0, 0))
     h = np.zeros((nb, p))
+    spans = np.empty((nb, k, 2), dtype=np.int64)
     for t in prange(nb):
-        St = S if t == 0 else ws[t - 1]  # prepared by _prepare_slabs
+        lo, hi = n * t // nb, n * (t + 1) // nb
+        St = _block_slab(codes, lo, hi, -1, t, S, ws, spans, 0) if design else S
         # thread-local accumulators, written back once: no false sharing
         s0 = s1 = s2 = s3 = 0.0
         Gt = np.zeros((p, p)) if design else np.zeros((0, 0))
         ht = np.zeros(p)
         xt = np.zeros((p, TILE))  # the tile's x and w x, by columns
         wxt = np.zeros((p, TILE))
-        lo, hi = n * t // nb, n * (t + 1) // nb
         for i in range(lo, hi):
             r = (i - lo) % TILE
             zeta = 0.0
@@ -302,18 +296,9 @@ def _stats_pass(family, X, codes, y, prior, offset, beta, b, dbeta, db, design,
         if design:
             G[0] += G[t]
             h[0] += h[t]
+    if design:
+        _add_slabs(S, ws, spans, 0)
     return sc[0], G[0], h[0]
-
-
-@contextlib.contextmanager
-def _level_sums(kernel, codes, only, out, nb, shift=0):
-    """The workspace of a kernel whose blocks add per-level sums into ``out``:
-    prepared before the pass, its slabs added into ``out`` after it."""
-    spans = np.empty((nb, codes.shape[1], 2), dtype=np.int64)
-    with _workspaces.get(kernel, (nb - 1,) + out.shape) as ws:
-        _prepare_slabs(codes, only, out, ws, spans, shift)
-        yield ws
-        _add_slabs(out, ws, spans, shift)
 
 
 def stats_pass(family, X, codes, y, prior, offset, beta, b, dbeta, db, design,
@@ -323,7 +308,7 @@ def stats_pass(family, X, codes, y, prior, offset, beta, b, dbeta, db, design,
     args = (family, X, codes, y, prior, offset, beta, b, dbeta, db, design, w, S)
     if not design:
         return _stats_pass(*args, np.empty((0, 0, 0)), nb)[0]
-    with _level_sums("stats_pass", codes, -1, S, nb) as ws:
+    with _workspaces.get("stats_pass", (nb - 1,) + S.shape) as ws:
         sc, G_, h_ = _stats_pass(*args, ws, nb)
     G[:] = np.triu(G_) + np.triu(G_, 1).T
     h[:] = h_
@@ -332,13 +317,14 @@ def stats_pass(family, X, codes, y, prior, offset, beta, b, dbeta, db, design,
 
 @njit(cache=True, parallel=True)
 def _group_cross_sums(codes, factor, lo, w, table, out, ws, nb):
-    """Unscaled group sums into ``out`` (level g at row g - lo), prepared by
-    _prepare_slabs; the slabs are added by _add_slabs."""
+    """Unscaled group sums into ``out`` (level g at row g - lo)."""
     n, k = codes.shape
     m = table.shape[1]
+    spans = np.empty((nb, k, 2), dtype=np.int64)
     for t in prange(nb):
-        acc = out if t == 0 else ws[t - 1]
-        for i in range(n * t // nb, n * (t + 1) // nb):
+        begin, end = n * t // nb, n * (t + 1) // nb
+        acc = _block_slab(codes, begin, end, factor, t, out, ws, spans, lo)
+        for i in range(begin, end):
             wi = w[i]
             if wi == 0.0:
                 continue
@@ -349,12 +335,13 @@ def _group_cross_sums(codes, factor, lo, w, table, out, ws, nb):
                 c = codes[i, j]
                 for l in range(m):
                     acc[g, l] += wi * table[c, l]
+    _add_slabs(out, ws, spans, lo)
 
 
 def group_cross_sums(codes, factor, lo, w, scale, table, out, nthreads):
     _threads(nthreads)
     nb = n_blocks(codes.shape[0], nthreads)
-    with _level_sums("group_cross_sums", codes, factor, out, nb, lo) as ws:
+    with _workspaces.get("group_cross_sums", (nb - 1,) + out.shape) as ws:
         _group_cross_sums(codes, factor, lo, w, table, out, ws, nb)
     out *= scale
 
@@ -389,7 +376,6 @@ def _quad_form(M, v):
 def _club_backfit(codes, offsets, w, scale, h, s, D, tq, chol, XtX, counts, beta, b,
                   tol, max_iter, nb, u, ws):
     k = codes.shape[1]
-    spans = np.empty((nb, k, 2), dtype=np.int64)
     p = beta.shape[0]
     v = np.zeros((k, p))
     for f in range(k):
@@ -408,9 +394,7 @@ def _club_backfit(codes, offsets, w, scale, h, s, D, tq, chol, XtX, counts, beta
             lo = offsets[f]
             hi = offsets[f + 1]
             uf = u[:hi - lo]
-            _prepare_slabs(codes, f, uf, ws, spans, lo)
             _group_cross_sums(codes, f, lo, w, bcol, uf, ws, nb)
-            _add_slabs(uf, ws, spans, lo)
             rhs = h.copy()
             for j in range(k):
                 if j != f:
@@ -463,15 +447,16 @@ def _sandwich_pass(X, codes, A, wu, scale, wm, ZU, ws, nb):
     k = codes.shape[1]
     H = np.zeros((nb, p, p))
     M0 = np.zeros((nb, p, p))
+    spans = np.empty((nb, k, 2), dtype=np.int64)
     for t in prange(nb):
-        Zt = ZU if t == 0 else ws[t - 1]  # prepared by _prepare_slabs
+        lo, hi = n * t // nb, n * (t + 1) // nb
+        Zt = _block_slab(codes, lo, hi, -1, t, ZU, ws, spans, 0)
         Ht = np.zeros((p, p))  # thread-local, written back once
         Mt = np.zeros((p, p))
         xt = np.zeros((p, TILE))  # the tile's x, r, u = wu r and wm r, by columns
         rt = np.zeros((p, TILE))
         ut = np.zeros((p, TILE))
         mt = np.zeros((p, TILE))
-        lo, hi = n * t // nb, n * (t + 1) // nb
         for i in range(lo, hi):
             r = (i - lo) % TILE
             wui = scale * wu[i]
@@ -500,13 +485,14 @@ def _sandwich_pass(X, codes, A, wu, scale, wm, ZU, ws, nb):
     for t in range(1, nb):
         H[0] += H[t]
         M0[0] += M0[t]
+    _add_slabs(ZU, ws, spans, 0)
     return H[0], M0[0]
 
 
 def sandwich_pass(X, codes, A, wu, scale, wm, H, ZU, M0, nthreads):
     _threads(nthreads)
     nb = n_blocks(X.shape[0], nthreads)
-    with _level_sums("sandwich_pass", codes, -1, ZU, nb) as ws:
+    with _workspaces.get("sandwich_pass", (nb - 1,) + ZU.shape) as ws:
         H_, M_ = _sandwich_pass(X, codes, A, wu, scale, wm, ZU, ws, nb)
     H[:] = H_
     M0[:] = np.triu(M_) + np.triu(M_, 1).T
