@@ -11,6 +11,7 @@
 #include <pybind11/pybind11.h>
 
 #include <cmath>
+#include <cstdio>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -27,6 +28,12 @@ using std::to_string;
 
 [[noreturn]] void fail(const std::string& name, const std::string& what) {
   throw std::invalid_argument(name + ": " + what);
+}
+
+std::string num(double v) {  // 6 significant digits: 1e-300, not 0.000000
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.6g", v);
+  return buf;
 }
 
 std::string shape_str(const Shape& shape) {
@@ -82,12 +89,12 @@ int family_id(int family) {
 }
 
 double finite(double v, const char* name) {
-  if (!std::isfinite(v)) fail(name, "must be finite, got " + to_string(v));
+  if (!std::isfinite(v)) fail(name, "must be finite, got " + num(v));
   return v;
 }
 
 double nonnegative(double v, const char* name) {
-  if (!(finite(v, name) >= 0.0)) fail(name, "must be non-negative, got " + to_string(v));
+  if (!(finite(v, name) >= 0.0)) fail(name, "must be non-negative, got " + num(v));
   return v;
 }
 
@@ -97,7 +104,7 @@ bool positive(double v) { return v > 0.0 && std::isfinite(v); }
 void check_positive(const double* v, int64_t n, const char* name) {
   for (int64_t i = 0; i < n; ++i)
     if (!positive(v[i]))
-      fail(name, "entry " + to_string(i) + " is " + to_string(v[i]) + ", expected positive and finite");
+      fail(name, "entry " + to_string(i) + " is " + num(v[i]) + ", expected positive and finite");
 }
 
 // chol (k, p, p): lower Cholesky factors, one per factor, with a positive diagonal.
@@ -106,7 +113,7 @@ void check_cholesky(const double* chol, int64_t k, int64_t p) {
     for (int64_t l = 0; l < p; ++l)
       if (!positive(chol[(f * p + l) * p + l]))
         fail("chol", "factor " + to_string(f) + "'s Cholesky factor has diagonal entry " + to_string(l) +
-                         " = " + to_string(chol[(f * p + l) * p + l]) + ", expected positive and finite");
+                         " = " + num(chol[(f * p + l) * p + l]) + ", expected positive and finite");
 }
 
 // offsets (k + 1,): 0 = offsets[0] <= ... <= offsets[k] = Q (the length of `of`).

@@ -9,11 +9,12 @@ arrays are empty when absent.
 
 Per-level sums (``S``, ``ZU``, group sums) allocate nothing per call: the first
 block adds into the output, every other block into its slab of a workspace
-kept between calls (``_workspaces``), zeroed only over the levels its rows
+kept between calls (``_workspace``), zeroed only over the levels its rows
 touch, and the slabs are added into the output level by level in block order.
 """
 
 import contextlib
+import math
 import threading
 
 import numba
@@ -36,36 +37,37 @@ def _threads(nthreads):
     numba.set_num_threads(max(1, min(nthreads, numba.config.NUMBA_NUM_THREADS)))
 
 
-class _Workspaces:
-    """Private per-level slabs of the blocks after the first, reused across calls.
+class _Workspace:
+    """Scratch memory for the private per-level slabs of the blocks after the first.
 
-    One array per kernel, replaced when a call needs another shape.  Its pages
+    One flat buffer, shared by the kernels and kept between calls, grown when a
+    call needs more; a call views its start in the shape it needs.  Its pages
     are touched only at the levels that blocks' rows have: with rows sorted by
     a factor (as pyglmm sorts them), a block's slab takes memory only for its
-    share of that factor's levels.  A call made while another holds the
-    workspaces (from another Python thread) gets a fresh array.
+    share of that factor's levels.  A call made while another holds the buffer
+    (from another Python thread) gets a fresh array.
     """
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._arrays = {}
+        self._buffer = np.empty(0)
 
     @contextlib.contextmanager
-    def get(self, kernel, shape):
+    def get(self, shape):
+        size = math.prod(shape)
         if not self._lock.acquire(blocking=False):
             yield np.empty(shape)
             return
         try:
-            a = self._arrays.get(kernel)
-            if a is None or a.shape != shape:
-                self._arrays[kernel] = None  # free the old one first
-                a = self._arrays[kernel] = np.empty(shape)
-            yield a
+            if self._buffer.size < size:
+                self._buffer = np.empty(0)  # free the old buffer first
+                self._buffer = np.empty(size)
+            yield self._buffer[:size].reshape(shape)
         finally:
             self._lock.release()
 
 
-_workspaces = _Workspaces()
+_workspace = _Workspace()
 
 
 @njit(cache=True)
@@ -308,7 +310,7 @@ def stats_pass(family, X, codes, y, prior, offset, beta, b, dbeta, db, design,
     args = (family, X, codes, y, prior, offset, beta, b, dbeta, db, design, w, S)
     if not design:
         return _stats_pass(*args, np.empty((0, 0, 0)), nb)[0]
-    with _workspaces.get("stats_pass", (nb - 1,) + S.shape) as ws:
+    with _workspace.get((nb - 1,) + S.shape) as ws:
         sc, G_, h_ = _stats_pass(*args, ws, nb)
     G[:] = np.triu(G_) + np.triu(G_, 1).T
     h[:] = h_
@@ -341,7 +343,7 @@ def _group_cross_sums(codes, factor, lo, w, table, out, ws, nb):
 def group_cross_sums(codes, factor, lo, w, scale, table, out, nthreads):
     _threads(nthreads)
     nb = n_blocks(codes.shape[0], nthreads)
-    with _workspaces.get("group_cross_sums", (nb - 1,) + out.shape) as ws:
+    with _workspace.get((nb - 1,) + out.shape) as ws:
         _group_cross_sums(codes, factor, lo, w, table, out, ws, nb)
     out *= scale
 
@@ -435,7 +437,7 @@ def club_backfit(codes, offsets, w, scale, h, s, D, tq, chol, XtX, counts, beta,
     _threads(nthreads)
     nb = n_blocks(codes.shape[0], nthreads)
     qmax = int(np.max(np.diff(offsets), initial=0))
-    with _workspaces.get("club_backfit", (nb, qmax, 1)) as ws:  # u, then the slabs
+    with _workspace.get((nb, qmax, 1)) as ws:  # u, then the slabs
         sweeps, rel = _club_backfit(codes, offsets, w, scale, h, s, D, tq, chol, XtX, counts,
                                     beta, b, tol, max_iter, nb, ws[0], ws[1:])
     return int(sweeps), float(rel)
@@ -492,7 +494,7 @@ def _sandwich_pass(X, codes, A, wu, scale, wm, ZU, ws, nb):
 def sandwich_pass(X, codes, A, wu, scale, wm, H, ZU, M0, nthreads):
     _threads(nthreads)
     nb = n_blocks(X.shape[0], nthreads)
-    with _workspaces.get("sandwich_pass", (nb - 1,) + ZU.shape) as ws:
+    with _workspace.get((nb - 1,) + ZU.shape) as ws:
         H_, M_ = _sandwich_pass(X, codes, A, wu, scale, wm, ZU, ws, nb)
     H[:] = H_
     M0[:] = np.triu(M_) + np.triu(M_, 1).T

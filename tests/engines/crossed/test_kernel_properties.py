@@ -266,11 +266,11 @@ def test_club_backfit_and_schall_update(backend, P):
 @pytest.mark.skipif("numba" not in COMPILED, reason="numba not installed")
 @pytest.mark.parametrize("kernel", ["stats_pass", "group_cross_sums", "sandwich_pass", "club_backfit"])
 def test_numba_reuses_its_workspace(kernel):
-    """The numba kernels' per-level slabs live in one workspace per kernel, reused by
-    every call of the same shape (no allocation proportional to the levels per call),
-    and nothing of its previous contents reaches a result: a workspace filled with NaN
-    between two calls changes nothing.  A call made while the workspace is held gets
-    a fresh array and the same result."""
+    """The numba kernels' per-level slabs live in one buffer kept between calls (no
+    allocation proportional to the levels per call), and nothing of its previous
+    contents reaches a result: a buffer filled with NaN between two calls changes
+    nothing.  A call made while the buffer is held gets a fresh array and the same
+    result."""
     from pyglmm.engines.crossed import kernels_numba
     from test_kernels import club_inputs, make_problem
 
@@ -299,15 +299,19 @@ def test_numba_reuses_its_workspace(kernel):
                                         I["tq"], I["chol"], I["XtX"], I["counts"], beta, b, 1e-12, 50, 2)
         return [np.array([sweeps, rel]), beta, b]
 
+    width = {"stats_pass": p + 2, "group_cross_sums": 3, "sandwich_pass": p, "club_backfit": 1}[kernel]
+    levels = {"group_cross_sums": 900, "club_backfit": 2 * 900}.get(kernel, Q)  # club: u and a slab
+    workspace = kernels_numba._workspace
+    workspace._buffer = np.empty(0)
     first = call()
-    ws = kernels_numba._workspaces._arrays[kernel]
-    assert ws.shape[0] == (2 if kernel == "club_backfit" else 1)  # u and one slab / one slab
-    ws.fill(np.nan)
+    buffer = workspace._buffer
+    assert buffer.size == levels * width  # one slab: the second of two row blocks
+    buffer.fill(np.nan)
     second = call()
-    assert kernels_numba._workspaces._arrays[kernel] is ws
-    with kernels_numba._workspaces._lock:  # held, as by a call from another thread
+    assert workspace._buffer is buffer
+    with workspace._lock:  # held, as by a call from another thread
         third = call()
-    assert kernels_numba._workspaces._arrays[kernel] is ws
+    assert workspace._buffer is buffer
     for a, b, c in zip(first, second, third):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(a, c)
