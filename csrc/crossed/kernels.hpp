@@ -3,8 +3,9 @@
 // Conventions shared by every kernel (and by the numba and numpy twins):
 //   * X is n x p, row-major float64; codes is n x k, row-major int32 holding
 //     *global* level ids: factor j's levels occupy [offsets[j], offsets[j+1])
-//     of one concatenated level space of size Q.  Only linear_predictor accepts
-//     a negative code (-1, an unseen level), which contributes nothing.
+//     of one concatenated level space of size Q (at most 2^31: build_design in
+//     pyglmm/data/design.py refuses more).  Only linear_predictor accepts a
+//     negative code (-1, an unseen level), which contributes nothing.
 //   * The kernels trust their arguments; the bindings (csrc/bindings.cpp)
 //     check them all before a kernel runs, raising ValueError: dtypes, shapes,
 //     C-contiguity and writeable outputs; every code within its factor's

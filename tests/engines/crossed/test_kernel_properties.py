@@ -14,10 +14,11 @@ kernel on absolute values, or the bound spelt out in ``_stats_bounds``).  Summed
 in any order, n terms in float64 round by at most n * 2^-53 * mag (5.7e-12 * mag
 for the 51,152 rows here); the IRLS weights and working responses add their
 sensitivity to the linear predictor's rounding, about (p + k) * 2^-53 relative
-to its terms (< 1e-13 here).  RTOL = 1e-10 leaves a margin of about 20 over both
-together; an entry with mag = 0 (an empty level, a level weighing nothing) must
-be exactly 0.  A lost, doubled or misplaced row changes an entry by a whole term:
-far more than RTOL * mag unless it weighs 1e-10 of its neighbours.
+to its terms (< 1e-13 here).  Backend and reference are each that close to the
+exact value, so they differ by at most 1.2e-11 * mag: RTOL = 1e-10 leaves a
+margin of 8.  An entry with mag = 0 (an empty level, a level weighing nothing)
+must be exactly 0.  A lost, doubled or misplaced row changes an entry by a whole
+term: far more than RTOL * mag unless it weighs 1e-10 of its neighbours.
 """
 
 import numpy as np
@@ -219,11 +220,11 @@ def test_linear_predictor_and_irls(backend, P):
 @given(P=problems(weights=("moderate", "zeros")))
 def test_club_backfit_and_schall_update(backend, P):
     """Three sweeps from zero (tol = 0: fewer only if a sweep changes nothing) on consistent
-    inputs, then Schall's update.  Sweeps compose sums with solves, so entrywise
-    bounds do not apply: the tolerance is norm-wise, RTOL times the largest |b|,
-    |beta| (D >= 1 and well-conditioned Cholesky factors keep the sweeps' error
-    near the sums')."""
-    n, p, Q, codes, offsets = P["n"], P["p"], P["Q"], P["codes"], P["offsets"]
+    inputs, then Schall's update of the reference's b.  Sweeps compose sums with
+    solves, so entrywise bounds do not apply: the tolerance is norm-wise, RTOL times
+    the largest |b|, |beta| (D >= 1 and well-conditioned Cholesky factors keep the
+    sweeps' error near the sums')."""
+    p, Q, codes, offsets = P["p"], P["Q"], P["codes"], P["offsets"]
     K = codes.shape[1]
     w = P["w"]
     WX = w[:, None] * P["X"]
@@ -253,7 +254,7 @@ def test_club_backfit_and_schall_update(backend, P):
     agree(beta1, beta0, np.full(p, scale), "beta")
     agree(b1, b0, np.where(counts > 0, scale, 0.0), "b")  # b = 0 exactly on empty levels
     # Schall's update on the same b: per factor, sums of terms in [0, 1] (nu) and a
-    # ratio of sums of positive terms (sigma2)
+    # ratio of sums of positive terms (sigma2: relative error at most the sum of theirs)
     outs = []
     for kern in (REF, _backend.kernels(backend)):
         nu, sigma2 = np.full(K, np.nan), np.full(K, np.nan)
