@@ -1,14 +1,22 @@
-// pybind11 bindings for pyglmm's kernels: array checks, GIL release, nothing else.
-// dtype, contiguity, shape and writeability are checked (ValueError naming the
-// argument); the contents of level codes and offsets are not: pyglmm builds
-// them (see kernels.hpp).  Empty optional arrays mean "absent".
+// pybind11 bindings for pyglmm's kernels: argument checks, GIL release, nothing else.
+//
+// The kernels (csrc/crossed/kernels.hpp) trust their arguments; every binding
+// checks them on entry and raises ValueError naming the argument (and the row,
+// column or position at fault): dtype, C-contiguity, shape, writeability of
+// outputs; level codes within their factor's levels (kernels.hpp's global ids);
+// offsets; factor and level ranges; family ids, thread counts, tolerances.
+// Scans over the rows run without the GIL on the kernels' row blocks
+// (csrc/common/checks.hpp).  Empty optional arrays mean "absent".
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cmath>
+#include <cstdio>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "common/checks.hpp"
 #include "crossed/kernels.hpp"
 
 namespace py = pybind11;
@@ -16,22 +24,37 @@ namespace py = pybind11;
 namespace {
 
 using Shape = std::vector<int64_t>;  // -1 matches any extent
+using std::to_string;
 
-std::string shape_str(const py::array& a) {
+[[noreturn]] void fail(const std::string& name, const std::string& what) {
+  throw std::invalid_argument(name + ": " + what);
+}
+
+std::string num(double v) {  // 6 significant digits: 1e-300, not 0.000000
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.6g", v);
+  return buf;
+}
+
+std::string shape_str(const Shape& shape) {
   std::string out = "(";
-  for (py::ssize_t d = 0; d < a.ndim(); ++d) out += (d ? ", " : "") + std::to_string(a.shape(d));
-  return out + ")";
+  for (size_t d = 0; d < shape.size(); ++d)
+    out += (d ? ", " : "") + (shape[d] < 0 ? std::string("any") : to_string(shape[d]));
+  return out + (shape.size() == 1 ? ",)" : ")");
 }
 
 template <class T>
 void check(const py::array& a, const char* name, const Shape& shape) {
   if (!a.dtype().is(py::dtype::of<T>()))
-    throw std::invalid_argument(std::string(name) + ": wrong dtype " + std::string(py::str(a.dtype())));
-  if (!(a.flags() & py::array::c_style))
-    throw std::invalid_argument(std::string(name) + ": array must be C-contiguous");
+    fail(name, "wrong dtype " + std::string(py::str(a.dtype())) + ", expected " +
+                   std::string(py::str(py::dtype::of<T>())));
+  if (!(a.flags() & py::array::c_style)) fail(name, "array must be C-contiguous");
   bool ok = a.ndim() == static_cast<py::ssize_t>(shape.size());
   for (size_t d = 0; ok && d < shape.size(); ++d) ok = shape[d] < 0 || a.shape(d) == shape[d];
-  if (!ok) throw std::invalid_argument(std::string(name) + ": wrong shape " + shape_str(a));
+  if (!ok) {
+    const Shape got(a.shape(), a.shape() + a.ndim());
+    fail(name, "wrong shape " + shape_str(got) + ", expected " + shape_str(shape));
+  }
 }
 
 template <class T>
@@ -49,8 +72,121 @@ const T* opt(const py::array& a, const char* name, const Shape& shape) {
 template <class T>
 T* out(py::array& a, const char* name, const Shape& shape) {
   check<T>(a, name, shape);
-  if (!a.writeable()) throw std::invalid_argument(std::string(name) + ": array is read-only");
+  if (!a.writeable()) fail(name, "array is read-only");
   return static_cast<T*>(a.mutable_data());
+}
+
+int threads(int nthreads) {
+  if (nthreads < 1) fail("nthreads", "must be at least 1, got " + to_string(nthreads));
+  return nthreads;
+}
+
+int family_id(int family) {
+  if (family < 0 || family >= pyglmm::kNumFamilies)
+    fail("family", "unknown family id " + to_string(family) + " (ids are 0 to " +
+                       to_string(pyglmm::kNumFamilies - 1) + ")");
+  return family;
+}
+
+double finite(double v, const char* name) {
+  if (!std::isfinite(v)) fail(name, "must be finite, got " + num(v));
+  return v;
+}
+
+double nonnegative(double v, const char* name) {
+  if (!(finite(v, name) >= 0.0)) fail(name, "must be non-negative, got " + num(v));
+  return v;
+}
+
+// Entries that the kernels divide by must be positive and finite.
+bool positive(double v) { return v > 0.0 && std::isfinite(v); }
+
+void check_positive(const double* v, int64_t n, const char* name) {
+  for (int64_t i = 0; i < n; ++i)
+    if (!positive(v[i]))
+      fail(name, "entry " + to_string(i) + " is " + num(v[i]) + ", expected positive and finite");
+}
+
+// chol (k, p, p): lower Cholesky factors, one per factor, with a positive diagonal.
+void check_cholesky(const double* chol, int64_t k, int64_t p) {
+  for (int64_t f = 0; f < k; ++f)
+    for (int64_t l = 0; l < p; ++l)
+      if (!positive(chol[(f * p + l) * p + l]))
+        fail("chol", "factor " + to_string(f) + "'s Cholesky factor has diagonal entry " + to_string(l) +
+                         " = " + num(chol[(f * p + l) * p + l]) + ", expected positive and finite");
+}
+
+// offsets (k + 1,): 0 = offsets[0] <= ... <= offsets[k] = Q (the length of `of`).
+const int64_t* offsets_of(const py::array& offsets, int64_t k, int64_t Q, const char* of) {
+  const int64_t* o = in<int64_t>(offsets, "offsets", {k + 1});
+  if (o[0] != 0) fail("offsets", "must start at 0, got " + to_string(o[0]));
+  for (int64_t j = 0; j < k; ++j)
+    if (o[j + 1] < o[j])
+      fail("offsets", "decrease at position " + to_string(j + 1) + " (" + to_string(o[j]) + " then " +
+                          to_string(o[j + 1]) + ")");
+  if (o[k] != Q)
+    fail("offsets", "must end at the number of levels Q = len(" + std::string(of) + ") = " +
+                        to_string(Q) + ", got " + to_string(o[k]));
+  return o;
+}
+
+// The level ids column j of the codes may hold: [lo, hi), spelt `what`.
+struct Bounds {
+  int64_t lo, hi;
+  std::string what;
+};
+
+std::vector<Bounds> same_bounds(int64_t k, int64_t Q, const std::string& what) {
+  return std::vector<Bounds>(static_cast<size_t>(k), Bounds{0, Q, what});
+}
+
+std::vector<Bounds> factor_bounds(int64_t k, const int64_t* offsets) {
+  std::vector<Bounds> b;
+  for (int64_t j = 0; j < k; ++j)
+    b.push_back({offsets[j], offsets[j + 1], "factor " + to_string(j) + "'s levels [offsets[" +
+                                                 to_string(j) + "], offsets[" + to_string(j + 1) + "])"});
+  return b;
+}
+
+// Level codes as kernels.hpp defines them: column j holds ids within bounds[j]
+// (and -1, an unseen level, if `unseen`), and the columns' ranges of ids come
+// in column order without overlap (each factor has its own levels).
+void check_codes(const pyglmm::Rows& r, const std::vector<Bounds>& bounds, bool unseen,
+                 int nthreads) {
+  std::vector<pyglmm::ColumnRange> range;
+  {
+    py::gil_scoped_release release;
+    range = pyglmm::column_ranges(r.codes, r.n, r.k, nthreads);
+  }
+  // Names the first row whose entry in column j is bad (the error path only).
+  auto at_fault = [&](int64_t j, auto bad, const std::string& why) {
+    for (int64_t i = 0; i < r.n; ++i) {
+      const int64_t v = r.codes[i * r.k + j];
+      if (bad(v))
+        fail("codes", "row " + to_string(i) + ", column " + to_string(j) + " holds " + to_string(v) +
+                          ": " + why);
+    }
+  };
+  const int64_t floor = unseen ? -1 : 0;
+  int64_t before = -1, prev = -1;  // the highest id of the columns so far, and its column
+  for (int64_t j = 0; j < r.k; ++j) {
+    const auto& c = range[j];
+    const Bounds& b = bounds[j];
+    if (c.min < floor)
+      at_fault(j, [&](int64_t v) { return v < floor; },
+               unseen ? "level ids are >= 0, or -1 for an unseen level" : "level ids are >= 0");
+    if (c.hi < 0) continue;  // no level id in this column
+    if (c.lo < b.lo || c.hi >= b.hi)
+      at_fault(j, [&](int64_t v) { return v >= 0 && (v < b.lo || v >= b.hi); },
+               "outside " + b.what + " = [" + to_string(b.lo) + ", " + to_string(b.hi) + ")");
+    if (c.lo <= before)
+      fail("codes", "columns " + to_string(prev) + " and " + to_string(j) +
+                        " share level ids (column " + to_string(prev) + " reaches " + to_string(before) +
+                        ", column " + to_string(j) + " starts at " + to_string(c.lo) +
+                        "): each factor's ids must follow the previous factor's");
+    before = c.hi;
+    prev = j;
+  }
 }
 
 pyglmm::Rows rows(const py::array& X, const py::array& codes) {
@@ -74,37 +210,53 @@ pyglmm::Rows codes_only(const py::array& codes) {
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
-  m.doc() = "pyglmm C++ kernels (see csrc/kernels.hpp for their contracts).";
+  m.doc() = "pyglmm C++ kernels (see csrc/crossed/kernels.hpp for their contracts).";
   m.def("gram_isa", &pyglmm::gram_isa, "The Gram kernel in use: 'avx2' or 'portable'.");
 
   py::module_ crossed = m.def_submodule("crossed", "Kernels of the crossed random-effects engine.");
 
   crossed.def("linear_predictor", [](py::array X, py::array codes, py::array beta, py::array b,
-                               py::array offset, py::array eta, int nthreads) {
+                                     py::array offset, py::array eta, int nthreads) {
+    threads(nthreads);
     const auto r = rows(X, codes);
     const double* pb = in<double>(beta, "beta", {r.p});
     const double* pv = in<double>(b, "b", {-1});
     const double* po = opt<double>(offset, "offset", {r.n});
     double* pe = out<double>(eta, "eta", {r.n});
+    check_codes(r, same_bounds(r.k, b.shape(0), "the levels [0, len(b))"), true, nthreads);
     py::gil_scoped_release release;
     pyglmm::linear_predictor(r, pb, pv, po, pe, nthreads);
-  }, "eta = offset + X beta + sum_j b[codes[:, j]] (negative code -> 0).");
+  }, "eta = offset + X beta + sum_j b[codes[:, j]] (code -1: an unseen level, 0).",
+     py::arg("X"), py::arg("codes"), py::arg("beta"), py::arg("b"), py::arg("offset"),
+     py::arg("eta"), py::arg("nthreads"));
 
   crossed.def("take_rows", [](py::array X, py::array order, py::array result, int nthreads) {
+    threads(nthreads);
     const double* px = in<double>(X, "X", {-1, -1});
     const int64_t rows = X.shape(0), p = X.shape(1);
     const int64_t* po = in<int64_t>(order, "order", {-1});
     const int64_t n = order.shape(0);
-    for (int64_t i = 0; i < n; ++i)
-      if (po[i] < 0 || po[i] >= rows) throw std::invalid_argument("order: index out of range");
     double* pr = out<double>(result, "out", {n, p});
+    pyglmm::ColumnRange range;
+    {
+      py::gil_scoped_release release;
+      if (n > 0) range = pyglmm::column_ranges(po, n, 1, nthreads)[0];
+    }
+    if (n > 0 && (range.min < 0 || range.hi >= rows))
+      for (int64_t i = 0; i < n; ++i)
+        if (po[i] < 0 || po[i] >= rows)
+          fail("order", "index out of range: order[" + to_string(i) + "] = " + to_string(po[i]) +
+                            ", X has " + to_string(rows) + " rows");
     py::gil_scoped_release release;
     pyglmm::take_rows(px, p, po, n, pr, nthreads);
-  }, "out[i] = X[order[i]] (rows gathered in parallel).");
+  }, "out[i] = X[order[i]] (rows gathered in parallel).",
+     py::arg("X"), py::arg("order"), py::arg("out"), py::arg("nthreads"));
 
   crossed.def("irls_quantities", [](int family, py::array eta, py::array y, py::array prior,
-                              py::array offset, py::array mu, py::array w, py::array z,
-                              int nthreads) {
+                                    py::array offset, py::array mu, py::array w, py::array z,
+                                    int nthreads) {
+    family_id(family);
+    threads(nthreads);
     const double* pe = in<double>(eta, "eta", {-1});
     const int64_t n = eta.shape(0);
     const double* py_ = in<double>(y, "y", {n});
@@ -115,25 +267,30 @@ PYBIND11_MODULE(_core, m) {
     double* pz = out<double>(z, "z", {n});
     py::gil_scoped_release release;
     return pyglmm::irls_quantities(family, n, pe, py_, pp, po, pm, pw, pz, nthreads);
-  }, "mu, unscaled working weights and working response of zeta; returns the deviance.");
+  }, "mu, unscaled working weights and working response of zeta; returns the deviance.",
+     py::arg("family"), py::arg("eta"), py::arg("y"), py::arg("prior"), py::arg("offset"),
+     py::arg("mu"), py::arg("w"), py::arg("z"), py::arg("nthreads"));
 
   crossed.def("stats_pass", [](int family, py::array X, py::array codes, py::array y,
-                         py::array prior, py::array offset, py::array beta, py::array b,
-                         py::array dbeta, py::array db, bool design, py::array w,
-                         py::array G, py::array h, py::array S, int nthreads) {
+                               py::array prior, py::array offset, py::array beta, py::array b,
+                               py::array dbeta, py::array db, bool design, py::array w,
+                               py::array G, py::array h, py::array S, int nthreads) {
+    family_id(family);
+    threads(nthreads);
     const auto r = rows(X, codes);
-    const int64_t Q = b.shape(0);
     const double* py_ = in<double>(y, "y", {r.n});
     const double* pp = opt<double>(prior, "prior", {r.n});
     const double* po = opt<double>(offset, "offset", {r.n});
     const double* pbeta = in<double>(beta, "beta", {r.p});
-    const double* pb = in<double>(b, "b", {Q});
+    const double* pb = in<double>(b, "b", {-1});
+    const int64_t Q = b.shape(0);
     const double* pdbeta = in<double>(dbeta, "dbeta", {r.p});
     const double* pdb = in<double>(db, "db", {Q});
     double* pw = out<double>(w, "w", {r.n});
     double* pG = out<double>(G, "G", {r.p, r.p});
     double* ph = out<double>(h, "h", {r.p});
     double* pS = out<double>(S, "S", {Q, r.p + 2});
+    check_codes(r, same_bounds(r.k, Q, "the levels [0, len(b))"), false, nthreads);
     py::array_t<double> scalars(4);
     double* psc = scalars.mutable_data();
     {
@@ -142,28 +299,50 @@ PYBIND11_MODULE(_core, m) {
                          ph, pS, psc, nthreads);
     }
     return scalars;
-  }, "Fused pass; returns [pearson, sum zeta^2, sum dzeta^2, sum (zeta-dzeta)^2].");
+  }, "Fused pass; returns [pearson, sum zeta^2, sum dzeta^2, sum (zeta-dzeta)^2].",
+     py::arg("family"), py::arg("X"), py::arg("codes"), py::arg("y"), py::arg("prior"),
+     py::arg("offset"), py::arg("beta"), py::arg("b"), py::arg("dbeta"), py::arg("db"),
+     py::arg("design"), py::arg("w"), py::arg("G"), py::arg("h"), py::arg("S"),
+     py::arg("nthreads"));
 
   crossed.def("group_cross_sums", [](py::array codes, int64_t factor, int64_t lo, py::array w,
-                               double scale, py::array table, py::array result, int nthreads) {
+                                     double scale, py::array table, py::array result,
+                                     int nthreads) {
+    threads(nthreads);
+    finite(scale, "scale");
     const auto r = codes_only(codes);
-    if (factor < 0 || factor >= r.k) throw std::invalid_argument("factor: out of range");
+    if (factor < 0 || factor >= r.k)
+      fail("factor", to_string(factor) + " is not a column of codes (" + to_string(r.k) + " columns)");
     const double* pw = in<double>(w, "w", {r.n});
     const double* pt = in<double>(table, "table", {-1, -1});
-    const int64_t m_ = table.shape(1);
-    double* po = out<double>(result, "out", {-1, m_});
+    const int64_t Q = table.shape(0), m = table.shape(1);
+    double* po = out<double>(result, "out", {-1, m});
     const int64_t q = result.shape(0);
+    if (lo < 0 || lo > Q - q)
+      fail("lo", "the factor's levels [lo, lo + q) = [" + to_string(lo) + ", " + to_string(lo + q) +
+                     ") (q = rows of out) must lie within the " + to_string(Q) + " rows of table");
+    auto bounds = same_bounds(r.k, Q, "[0, rows of table)");
+    bounds[factor] = {lo, lo + q, "the factor's levels [lo, lo + rows of out)"};
+    check_codes(r, bounds, false, nthreads);
     py::gil_scoped_release release;
-    pyglmm::group_cross_sums(r, factor, lo, q, pw, scale, pt, m_, po, nthreads);
-  }, "Weighted group sums over one factor of the gathered other factors' table rows.");
+    pyglmm::group_cross_sums(r, factor, lo, q, pw, scale, pt, m, po, nthreads);
+  }, "Weighted group sums over one factor of the gathered other factors' table rows.",
+     py::arg("codes"), py::arg("factor"), py::arg("lo"), py::arg("w"), py::arg("scale"),
+     py::arg("table"), py::arg("out"), py::arg("nthreads"));
 
   crossed.def("club_backfit", [](py::array codes, py::array offsets, py::array w, double scale,
-                           py::array h, py::array s, py::array D, py::array tq, py::array chol,
-                           py::array XtX, py::array counts, py::array beta, py::array b,
-                           double tol, int64_t max_iter, int nthreads) {
+                                 py::array h, py::array s, py::array D, py::array tq,
+                                 py::array chol, py::array XtX, py::array counts, py::array beta,
+                                 py::array b, double tol, int64_t max_iter, int nthreads) {
+    threads(nthreads);
+    finite(scale, "scale");
+    nonnegative(tol, "tol");
+    if (max_iter < 0) fail("max_iter", "must be non-negative, got " + to_string(max_iter));
     auto r = codes_only(codes);
-    const int64_t* poff = in<int64_t>(offsets, "offsets", {r.k + 1});
+    double* pb = out<double>(b, "b", {-1});
     const int64_t Q = b.shape(0);
+    const int64_t* poff = offsets_of(offsets, r.k, Q, "b");
+    double* pbeta = out<double>(beta, "beta", {-1});
     r.p = beta.shape(0);
     const double* pw = in<double>(w, "w", {r.n});
     const double* ph = in<double>(h, "h", {r.p});
@@ -173,8 +352,9 @@ PYBIND11_MODULE(_core, m) {
     const double* pch = in<double>(chol, "chol", {r.k, r.p, r.p});
     const double* pX = in<double>(XtX, "XtX", {r.p, r.p});
     const double* pc = in<double>(counts, "counts", {Q});
-    double* pbeta = out<double>(beta, "beta", {r.p});
-    double* pb = out<double>(b, "b", {Q});
+    check_positive(pD, Q, "D");
+    check_cholesky(pch, r.k, r.p);
+    check_codes(r, factor_bounds(r.k, poff), false, nthreads);
     pyglmm::ClubResult res;
     {
       py::gil_scoped_release release;
@@ -182,33 +362,45 @@ PYBIND11_MODULE(_core, m) {
                                  tol, max_iter, nthreads);
     }
     return py::make_tuple(res.sweeps, res.rel);
-  }, "Clubbed backfitting to tolerance; updates beta and b in place; returns (sweeps, rel).");
+  }, "Clubbed backfitting to tolerance; updates beta and b in place; returns (sweeps, rel).",
+     py::arg("codes"), py::arg("offsets"), py::arg("w"), py::arg("scale"), py::arg("h"),
+     py::arg("s"), py::arg("D"), py::arg("tq"), py::arg("chol"), py::arg("XtX"),
+     py::arg("counts"), py::arg("beta"), py::arg("b"), py::arg("tol"), py::arg("max_iter"),
+     py::arg("nthreads"));
 
   crossed.def("sandwich_pass", [](py::array X, py::array codes, py::array A, py::array wu,
-                            double scale, py::array wm, py::array H, py::array ZU, py::array M0,
-                            int nthreads) {
+                                  double scale, py::array wm, py::array H, py::array ZU,
+                                  py::array M0, int nthreads) {
+    threads(nthreads);
+    finite(scale, "scale");
     const auto r = rows(X, codes);
+    double* pZ = out<double>(ZU, "ZU", {-1, r.p});
     const int64_t Q = ZU.shape(0);
     const double* pA = opt<double>(A, "A", {Q, r.p});
     const double* pwu = in<double>(wu, "wu", {r.n});
     const double* pwm = opt<double>(wm, "wm", {r.n});
     double* pH = out<double>(H, "H", {r.p, r.p});
-    double* pZ = out<double>(ZU, "ZU", {Q, r.p});
     double* pM = out<double>(M0, "M0", {r.p, r.p});
+    check_codes(r, same_bounds(r.k, Q, "[0, rows of ZU)"), false, nthreads);
     py::gil_scoped_release release;
     pyglmm::sandwich_pass(r, Q, pA, pwu, scale, pwm, pH, pZ, pM, nthreads);
-  }, "H = X'U, ZU = Z'U, M0 = sum wm r r' with r = X - Z A, U = scale * wu * r.");
+  }, "H = X'U, ZU = Z'U, M0 = sum wm r r' with r = X - Z A, U = scale * wu * r.",
+     py::arg("X"), py::arg("codes"), py::arg("A"), py::arg("wu"), py::arg("scale"),
+     py::arg("wm"), py::arg("H"), py::arg("ZU"), py::arg("M0"), py::arg("nthreads"));
 
   crossed.def("schall_update", [](py::array offsets, py::array Wq, py::array b, py::array lam,
-                            py::array nu, py::array sigma2) {
+                                  py::array nu, py::array sigma2) {
+    const double* pl = in<double>(lam, "lam", {-1});
     const int64_t k = lam.shape(0);
-    const int64_t* poff = in<int64_t>(offsets, "offsets", {k + 1});
+    const double* pb = in<double>(b, "b", {-1});
     const int64_t Q = b.shape(0);
+    const int64_t* poff = offsets_of(offsets, k, Q, "b");
     const double* pW = in<double>(Wq, "Wq", {Q});
-    const double* pb = in<double>(b, "b", {Q});
-    const double* pl = in<double>(lam, "lam", {k});
     double* pn = out<double>(nu, "nu", {k});
     double* ps = out<double>(sigma2, "sigma2", {k});
+    check_positive(pl, k, "lam");
     pyglmm::schall_update(k, poff, pW, pb, pl, pn, ps);
-  }, "Schall's variance update with the diagonal trace approximation.");
+  }, "Schall's variance update with the diagonal trace approximation.",
+     py::arg("offsets"), py::arg("Wq"), py::arg("b"), py::arg("lam"), py::arg("nu"),
+     py::arg("sigma2"));
 }

@@ -5,9 +5,14 @@
 
 namespace pyglmm {
 
-// Family ids, as pyglmm/families.py (GAUSSIAN, BINOMIAL, POISSON).
-enum Family : int { GAUSSIAN = 0, BINOMIAL = 1, POISSON = 2 };
-constexpr int kNumFamilies = 3;  // ids are 0 .. kNumFamilies - 1
+// Family ids (as pyglmm/families.py numbers them): a new family goes before
+// kNumFamilies, the number of families, which the bindings check ids against.
+enum Family : int {
+  GAUSSIAN = 0,
+  BINOMIAL = 1,
+  POISSON = 2,
+  kNumFamilies
+};
 
 struct Rows {
   int64_t n = 0;

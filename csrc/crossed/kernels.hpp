@@ -3,9 +3,19 @@
 // Conventions shared by every kernel (and by the numba and numpy twins):
 //   * X is n x p, row-major float64; codes is n x k, row-major int32 holding
 //     *global* level ids: factor j's levels occupy [offsets[j], offsets[j+1])
-//     of one concatenated level space of size Q.  Only linear_predictor accepts
-//     a negative code (an unseen level), which contributes nothing; the other
-//     kernels trust the codes (pyglmm builds them) and do not range-check them.
+//     of one concatenated level space of size Q (at most 2^31: build_design in
+//     pyglmm/data/design.py refuses more).  Only linear_predictor accepts a
+//     negative code (-1, an unseen level), which contributes nothing.
+//   * The kernels trust their arguments; the bindings (csrc/bindings.cpp)
+//     check them all before a kernel runs, raising ValueError: dtypes, shapes,
+//     C-contiguity and writeable outputs; every code within its factor's
+//     levels (with offsets: [offsets[j], offsets[j+1]); without: within the
+//     per-level arrays' Q rows, the columns' ranges in column order without
+//     overlap); offsets from 0, non-decreasing, to Q; group_cross_sums'
+//     factor and [lo, lo + q) within the table; family ids below kNumFamilies;
+//     nthreads >= 1; finite scale, tol >= 0, max_iter >= 0; the divisors D,
+//     lam and chol's diagonal positive.  Other values (NaN in X, say) are the
+//     callers' to check.
 //   * Per-level arrays (b, Wq, tq, D, counts) have length Q; per-level
 //     matrices (s, A, ZU) are Q x p row-major.
 //   * Optional row arrays (prior weights, offset, ...) are passed as nullptr.

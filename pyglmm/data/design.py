@@ -14,6 +14,7 @@ EMPTY = np.empty(0)
 # sums (levels x p doubles) exceed this: every pass then streams that table
 # instead of scattering into it at random, which is what limits throughput.
 SORT_ABOVE_BYTES = 1 << 22
+MAX_LEVELS = 2**31  # levels of all factors together: int32 ids 0 .. 2^31 - 1
 
 
 @dataclass
@@ -148,7 +149,9 @@ def build_design(X, y, groups, family, *, feature_names, response_name, kern, nt
     levels, counts, sizes = [], [], [0]
     for k, (name, values) in enumerate(groups.items()):
         _check_length(f"grouping column {name!r}", values, n)
-        lv, count = _factorize_into(name, values, codes[:, k], sizes[-1])
+        sized = dict(zip(groups, np.diff(sizes).tolist()))
+        lv, count = _factorize_into(name, values, codes[:, k], sizes[-1],
+                                    lambda q: _check_level_ids({**sized, name: q}))
         levels.append(lv)
         counts.append(count)
         sizes.append(sizes[-1] + len(lv))
@@ -177,9 +180,10 @@ def build_design(X, y, groups, family, *, feature_names, response_name, kern, nt
                   list(groups), levels, response_name, has_intercept, order)
 
 
-def _factorize_into(name, values, out, first):
+def _factorize_into(name, values, out, first, check):
     """Write ``first`` + each row's level position (sorted levels) into ``out``;
-    return the levels and the rows per level.
+    return the levels and the rows per level.  ``check(number of levels)`` runs
+    before anything is written (it raises when the ids would not fit ``out``).
 
     Integer labels in a compact range take a fast path (a table of counts
     instead of a hash table and a sort: several times faster)."""
@@ -190,10 +194,12 @@ def _factorize_into(name, values, out, first):
             shifted = arr - lo if lo else arr
             count = np.bincount(shifted, minlength=hi - lo + 1)
             present = count > 0
+            check(int(np.count_nonzero(present)))
             lookup = np.cumsum(present, dtype=np.int64) + (first - 1)
             np.take(lookup.astype(out.dtype), shifted, out=out)
             return pd.Index((np.flatnonzero(present) + lo).astype(arr.dtype), name=name), count[present]
     local, levels = factorize(name, values)
+    check(len(levels))
     np.add(local, first, out=out)
     if isinstance(levels, pd.CategoricalIndex):  # plain labels, as a saved model restores them
         levels = pd.Index(levels.astype(levels.dtype.categories.dtype), name=name)
@@ -220,6 +226,16 @@ def _stable_order(key):
     if shift + max(1, int(key.max()).bit_length()) > 62:
         return np.argsort(key, kind="stable")
     return np.sort((key.astype(np.int64) << shift) | np.arange(n)) & ((1 << shift) - 1)
+
+
+def _check_level_ids(n_levels):
+    """Refuse factors (name -> number of levels) with more levels in all than
+    ``MAX_LEVELS``: the kernels number them with int32 ids 0, 1, ..., Q - 1."""
+    total = sum(n_levels.values())
+    if total > MAX_LEVELS:
+        each = ", ".join(f"{name!r} ({count:,} levels)" for name, count in n_levels.items())
+        raise DataError(f"the grouping factors have {total:,} levels in all ({each}): more than "
+                        f"the {MAX_LEVELS:,} that pyglmm's 32-bit level ids can number")
 
 
 def _check_length(name, values, n):

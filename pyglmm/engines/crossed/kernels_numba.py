@@ -6,7 +6,16 @@ identical for a given thread count.  The loops are the plain form of the C++
 ones, without its refinements (a tile's rows in phases, per-level sums of a
 sorted factor written straight into the output, explicit AVX2).  Optional
 arrays are empty when absent.
+
+Per-level sums (``S``, ``ZU``, group sums) allocate nothing per call: the first
+block adds into the output, every other block into its slab of a workspace
+kept between calls (``_workspace``), zeroed only over the levels its rows
+touch, and the slabs are added into the output level by level in block order.
 """
+
+import contextlib
+import math
+import threading
 
 import numba
 import numpy as np
@@ -25,6 +34,97 @@ def n_blocks(n, nthreads):
 
 def _threads(nthreads):
     numba.set_num_threads(max(1, min(nthreads, numba.config.NUMBA_NUM_THREADS)))
+
+
+class _Workspace:
+    """Scratch memory for the private per-level slabs of the blocks after the first.
+
+    One flat buffer, shared by the kernels and kept between calls, grown when a
+    call needs more; a call views its start in the shape it needs.  Its pages
+    are touched only at the levels that blocks' rows have: with rows sorted by
+    a factor (as pyglmm sorts them), a block's slab takes memory only for its
+    share of that factor's levels.  A call made while another holds the buffer
+    (from another Python thread) gets a fresh array.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._buffer = np.empty(0)
+
+    @contextlib.contextmanager
+    def get(self, shape):
+        size = math.prod(shape)
+        if not self._lock.acquire(blocking=False):
+            yield np.empty(shape)
+            return
+        try:
+            if self._buffer.size < size:
+                self._buffer = np.empty(0)  # free the old buffer first
+                self._buffer = np.empty(size)
+            yield self._buffer[:size].reshape(shape)
+        finally:
+            self._lock.release()
+
+
+_workspace = _Workspace()
+
+
+@njit(cache=True)
+def _block_spans(codes, begin, end, only, spans):
+    """The levels that rows [begin, end) touch (only factor ``only`` if >= 0), as
+    disjoint, sorted closed ranges ``spans[r] = (lo, hi)`` (lo > hi: unused)."""
+    k = codes.shape[1]
+    spans[:, 0] = 1 << 62
+    spans[:, 1] = -1
+    for f in range(k):
+        if only >= 0 and f != only:
+            continue
+        lo, hi = spans[f, 0], spans[f, 1]
+        for i in range(begin, end):
+            lo = min(lo, codes[i, f])
+            hi = max(hi, codes[i, f])
+        spans[f, 0], spans[f, 1] = lo, hi
+    # factors' levels are disjoint ranges of one level space; merge any that are not
+    order = np.argsort(spans[:, 0])
+    merged = spans[order].copy()
+    r = 0
+    for f in range(1, k):
+        if merged[f, 0] > merged[f, 1]:
+            break
+        if merged[f, 0] <= merged[r, 1]:
+            merged[r, 1] = max(merged[r, 1], merged[f, 1])
+        else:
+            r += 1
+            merged[r] = merged[f]
+    spans[:] = merged
+    spans[r + 1:, 0] = 1 << 62
+    spans[r + 1:, 1] = -1
+
+
+@njit(cache=True)
+def _block_slab(codes, begin, end, only, t, out, ws, spans, shift):
+    """Where block t (rows [begin, end)) adds its per-level sums, level g at row
+    g - shift: block 0 into ``out`` (zeroed here), block t >= 1 into its slab
+    ``ws[t - 1]``, zeroed over the levels its rows touch (kept in ``spans[t]``)."""
+    if t == 0:
+        out[:] = 0.0
+        return out
+    _block_spans(codes, begin, end, only, spans[t])
+    slab = ws[t - 1]
+    for r in range(spans.shape[1]):
+        if spans[t, r, 0] <= spans[t, r, 1]:
+            slab[spans[t, r, 0] - shift:spans[t, r, 1] - shift + 1, :] = 0.0
+    return slab
+
+
+@njit(cache=True)
+def _add_slabs(out, ws, spans, shift):
+    """out[g - shift] += ws[t - 1, g - shift] over the levels g that block t >= 1
+    touched, in block order."""
+    for t in range(1, spans.shape[0]):
+        for r in range(spans.shape[1]):
+            for g in range(spans[t, r, 0], spans[t, r, 1] + 1):
+                out[g - shift, :] += ws[t - 1, g - shift, :]
 
 
 @njit(cache=True, inline="always")
@@ -137,21 +237,22 @@ def irls_quantities(family, eta, y, prior, offset, mu, w, z, nthreads):
 
 @njit(cache=True, parallel=True)
 def _stats_pass(family, X, codes, y, prior, offset, beta, b, dbeta, db, design,
-                w, nb, Q):
+                w, S, ws, nb):
     n, p = X.shape
     k = codes.shape[1]
     sc = np.zeros((nb, 4))
     G = np.zeros((nb, p, p)) if design else np.zeros((nb, 0, 0))
     h = np.zeros((nb, p))
-    S = np.zeros((nb, Q, p + 2)) if design else np.zeros((nb, 0, 0))
+    spans = np.empty((nb, k, 2), dtype=np.int64)
     for t in prange(nb):
+        lo, hi = n * t // nb, n * (t + 1) // nb
+        St = _block_slab(codes, lo, hi, -1, t, S, ws, spans, 0) if design else S
         # thread-local accumulators, written back once: no false sharing
         s0 = s1 = s2 = s3 = 0.0
         Gt = np.zeros((p, p)) if design else np.zeros((0, 0))
         ht = np.zeros(p)
         xt = np.zeros((p, TILE))  # the tile's x and w x, by columns
         wxt = np.zeros((p, TILE))
-        lo, hi = n * t // nb, n * (t + 1) // nb
         for i in range(lo, hi):
             r = (i - lo) % TILE
             zeta = 0.0
@@ -187,9 +288,9 @@ def _stats_pass(family, X, codes, y, prior, offset, beta, b, dbeta, db, design,
             for j in range(k):
                 g = codes[i, j]
                 for l in range(p):
-                    S[t, g, l] += wxt[l, r]
-                S[t, g, p] += wi
-                S[t, g, p + 1] += wi * zi
+                    St[g, l] += wxt[l, r]
+                St[g, p] += wi
+                St[g, p + 1] += wi * zi
         sc[t, 0] = s0
         sc[t, 1] = s1
         sc[t, 2] = s2
@@ -202,28 +303,35 @@ def _stats_pass(family, X, codes, y, prior, offset, beta, b, dbeta, db, design,
         if design:
             G[0] += G[t]
             h[0] += h[t]
-            S[0] += S[t]
-    return sc[0], G[0], h[0], S[0]
+    if design:
+        _add_slabs(S, ws, spans, 0)
+    return sc[0], G[0], h[0]
 
 
 def stats_pass(family, X, codes, y, prior, offset, beta, b, dbeta, db, design,
                w, G, h, S, nthreads):
     _threads(nthreads)
-    sc, G_, h_, S_ = _stats_pass(family, X, codes, y, prior, offset, beta, b, dbeta, db,
-                                 design, w, n_blocks(X.shape[0], nthreads), b.shape[0])
-    if design:
-        G[:] = np.triu(G_) + np.triu(G_, 1).T
-        h[:], S[:] = h_, S_
+    nb = n_blocks(X.shape[0], nthreads)
+    args = (family, X, codes, y, prior, offset, beta, b, dbeta, db, design, w, S)
+    if not design:
+        return _stats_pass(*args, np.empty((0, 0, 0)), nb)[0]
+    with _workspace.get((nb - 1,) + S.shape) as ws:
+        sc, G_, h_ = _stats_pass(*args, ws, nb)
+    G[:] = np.triu(G_) + np.triu(G_, 1).T
+    h[:] = h_
     return sc
 
 
 @njit(cache=True, parallel=True)
-def _group_cross_sums(codes, factor, lo, w, table, q, nb):
+def _group_cross_sums(codes, factor, lo, w, table, out, ws, nb):
+    """Unscaled group sums into ``out`` (level g at row g - lo)."""
     n, k = codes.shape
     m = table.shape[1]
-    acc = np.zeros((nb, q, m))
+    spans = np.empty((nb, k, 2), dtype=np.int64)
     for t in prange(nb):
-        for i in range(n * t // nb, n * (t + 1) // nb):
+        begin, end = n * t // nb, n * (t + 1) // nb
+        acc = _block_slab(codes, begin, end, factor, t, out, ws, spans, lo)
+        for i in range(begin, end):
             wi = w[i]
             if wi == 0.0:
                 continue
@@ -233,17 +341,16 @@ def _group_cross_sums(codes, factor, lo, w, table, q, nb):
                     continue
                 c = codes[i, j]
                 for l in range(m):
-                    acc[t, g, l] += wi * table[c, l]
-    for t in range(1, nb):
-        acc[0] += acc[t]
-    return acc[0]
+                    acc[g, l] += wi * table[c, l]
+    _add_slabs(out, ws, spans, lo)
 
 
 def group_cross_sums(codes, factor, lo, w, scale, table, out, nthreads):
     _threads(nthreads)
-    acc = _group_cross_sums(codes, factor, lo, w, table, out.shape[0],
-                            n_blocks(codes.shape[0], nthreads))
-    out[:] = scale * acc
+    nb = n_blocks(codes.shape[0], nthreads)
+    with _workspace.get((nb - 1,) + out.shape) as ws:
+        _group_cross_sums(codes, factor, lo, w, table, out, ws, nb)
+    out *= scale
 
 
 @njit(cache=True)
@@ -274,7 +381,7 @@ def _quad_form(M, v):
 
 @njit(cache=True)
 def _club_backfit(codes, offsets, w, scale, h, s, D, tq, chol, XtX, counts, beta, b,
-                  tol, max_iter, nb):
+                  tol, max_iter, nb, u, ws):
     k = codes.shape[1]
     p = beta.shape[0]
     v = np.zeros((k, p))
@@ -293,14 +400,15 @@ def _club_backfit(codes, offsets, w, scale, h, s, D, tq, chol, XtX, counts, beta
         for f in range(k):
             lo = offsets[f]
             hi = offsets[f + 1]
-            u = _group_cross_sums(codes, f, lo, w, bcol, hi - lo, nb)[:, 0] * scale
+            uf = u[:hi - lo]
+            _group_cross_sums(codes, f, lo, w, bcol, uf, ws, nb)
             rhs = h.copy()
             for j in range(k):
                 if j != f:
                     rhs -= v[j]
             for g in range(lo, hi):
-                u[g - lo] = tq[g] - u[g - lo]
-                ratio = u[g - lo] / D[g]
+                uf[g - lo, 0] = tq[g] - uf[g - lo, 0] * scale
+                ratio = uf[g - lo, 0] / D[g]
                 for l in range(p):
                     rhs[l] -= s[g, l] * ratio
             _chol_solve(chol[f], rhs)
@@ -310,7 +418,7 @@ def _club_backfit(codes, offsets, w, scale, h, s, D, tq, chol, XtX, counts, beta
                 fit = 0.0
                 for l in range(p):
                     fit += s[g, l] * beta[l]
-                bn = (u[g - lo] - fit) / D[g]
+                bn = (uf[g - lo, 0] - fit) / D[g]
                 d = bn - b[g]
                 num_b += counts[g] * d * d
                 den_b += counts[g] * b[g] * b[g]
@@ -332,26 +440,30 @@ def _club_backfit(codes, offsets, w, scale, h, s, D, tq, chol, XtX, counts, beta
 def club_backfit(codes, offsets, w, scale, h, s, D, tq, chol, XtX, counts, beta, b,
                  tol, max_iter, nthreads):
     _threads(nthreads)
-    sweeps, rel = _club_backfit(codes, offsets, w, scale, h, s, D, tq, chol, XtX, counts,
-                                beta, b, tol, max_iter, n_blocks(codes.shape[0], nthreads))
+    nb = n_blocks(codes.shape[0], nthreads)
+    qmax = int(np.max(np.diff(offsets), initial=0))
+    with _workspace.get((nb, qmax, 1)) as ws:  # u, then the slabs
+        sweeps, rel = _club_backfit(codes, offsets, w, scale, h, s, D, tq, chol, XtX, counts,
+                                    beta, b, tol, max_iter, nb, ws[0], ws[1:])
     return int(sweeps), float(rel)
 
 
 @njit(cache=True, parallel=True)
-def _sandwich_pass(X, codes, A, wu, scale, wm, nb, Q):
+def _sandwich_pass(X, codes, A, wu, scale, wm, ZU, ws, nb):
     n, p = X.shape
     k = codes.shape[1]
     H = np.zeros((nb, p, p))
     M0 = np.zeros((nb, p, p))
-    ZU = np.zeros((nb, Q, p))
+    spans = np.empty((nb, k, 2), dtype=np.int64)
     for t in prange(nb):
+        lo, hi = n * t // nb, n * (t + 1) // nb
+        Zt = _block_slab(codes, lo, hi, -1, t, ZU, ws, spans, 0)
         Ht = np.zeros((p, p))  # thread-local, written back once
         Mt = np.zeros((p, p))
         xt = np.zeros((p, TILE))  # the tile's x, r, u = wu r and wm r, by columns
         rt = np.zeros((p, TILE))
         ut = np.zeros((p, TILE))
         mt = np.zeros((p, TILE))
-        lo, hi = n * t // nb, n * (t + 1) // nb
         for i in range(lo, hi):
             r = (i - lo) % TILE
             wui = scale * wu[i]
@@ -374,23 +486,23 @@ def _sandwich_pass(X, codes, A, wu, scale, wm, nb, Q):
             for j in range(k):
                 g = codes[i, j]
                 for l in range(p):
-                    ZU[t, g, l] += ut[l, r]
+                    Zt[g, l] += ut[l, r]
         H[t] = Ht
         M0[t] = Mt
     for t in range(1, nb):
         H[0] += H[t]
         M0[0] += M0[t]
-        ZU[0] += ZU[t]
-    return H[0], M0[0], ZU[0]
+    _add_slabs(ZU, ws, spans, 0)
+    return H[0], M0[0]
 
 
 def sandwich_pass(X, codes, A, wu, scale, wm, H, ZU, M0, nthreads):
     _threads(nthreads)
-    H_, M_, Z_ = _sandwich_pass(X, codes, A, wu, scale, wm, n_blocks(X.shape[0], nthreads),
-                                ZU.shape[0])
+    nb = n_blocks(X.shape[0], nthreads)
+    with _workspace.get((nb - 1,) + ZU.shape) as ws:
+        H_, M_ = _sandwich_pass(X, codes, A, wu, scale, wm, ZU, ws, nb)
     H[:] = H_
     M0[:] = np.triu(M_) + np.triu(M_, 1).T
-    ZU[:] = Z_
 
 
 @njit(cache=True)

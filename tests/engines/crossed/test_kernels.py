@@ -271,25 +271,6 @@ def test_level_sums_shared_between_blocks(compiled_backend, threads):
     close(outs["test"][4][big, p], outs["ref"][1][15000:55000].sum())
 
 
-def test_cpp_rejects_bad_arrays():
-    if "cpp" not in _backend.available_backends():
-        pytest.skip("C++ backend not built")
-    kern = _backend.kernels("cpp")
-    X = np.ones((5, 2))
-    codes = np.zeros((5, 1), dtype=np.int32)
-    eta = np.empty(5)
-    with pytest.raises(ValueError, match="X: array must be C-contiguous"):
-        kern.linear_predictor(np.ones((2, 5)).T, codes, np.ones(2), np.ones(1), np.empty(0), eta, 1)
-    with pytest.raises(ValueError, match="codes: wrong dtype"):
-        kern.linear_predictor(X, codes.astype(np.int64), np.ones(2), np.ones(1), np.empty(0), eta, 1)
-    with pytest.raises(ValueError, match="beta: wrong shape"):
-        kern.linear_predictor(X, codes, np.ones(3), np.ones(1), np.empty(0), eta, 1)
-    ro = np.empty(5)
-    ro.flags.writeable = False
-    with pytest.raises(ValueError, match="eta: array is read-only"):
-        kern.linear_predictor(X, codes, np.ones(2), np.ones(1), np.empty(0), ro, 1)
-
-
 def test_schall_update_factor_without_weight(backend):
     """A factor whose rows all weigh nothing has no information: sigma2 = 0 on every backend."""
     offsets = np.array([0, 3, 5], dtype=np.int64)
