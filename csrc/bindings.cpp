@@ -211,4 +211,39 @@ PYBIND11_MODULE(_core, m) {
     double* ps = out<double>(sigma2, "sigma2", {k});
     pyglmm::schall_update(k, poff, pW, pb, pl, pn, ps);
   }, "Schall's variance update with the diagonal trace approximation.");
+  // New kernels (helper "perf").
+  // Offsets of the level space: 0 = offsets[0] <= ... <= offsets[k] = Q.
+  auto levels_ok = [](const int64_t* offsets, int64_t k, int64_t Q) {
+    if (offsets[0] != 0 || offsets[k] != Q) return false;
+    for (int64_t j = 0; j < k; ++j)
+      if (offsets[j + 1] < offsets[j]) return false;
+    return true;
+  };
+  crossed.def("smooth_step", [levels_ok](py::array codes, py::array offsets, int64_t factor, py::array w,
+                                py::array s, py::array D, py::array counts, bool centre,
+                                py::array A, py::array work, int nthreads) {
+    auto r = codes_only(codes);
+    if (factor < 0 || factor >= r.k) throw std::invalid_argument("factor: out of range");
+    const int64_t* poff = in<int64_t>(offsets, "offsets", {r.k + 1});
+    double* pA = out<double>(A, "A", {-1, -1});
+    const int64_t Q = A.shape(0);
+    r.p = A.shape(1);
+    if (!levels_ok(poff, r.k, Q)) throw std::invalid_argument("offsets: not 0 <= ... <= Q = rows of A");
+    const double* pw = in<double>(w, "w", {r.n});
+    const double* ps = in<double>(s, "s", {Q, r.p});
+    const double* pD = in<double>(D, "D", {Q});
+    const double* pc = in<double>(counts, "counts", {Q});
+    double* pwork = out<double>(work, "work", {-1, r.p});
+    if (work.shape(0) < poff[factor + 1] - poff[factor])
+      throw std::invalid_argument("work: fewer rows than the factor's levels");
+    pyglmm::SmoothResult res;
+    {
+      py::gil_scoped_release release;
+      res = pyglmm::smooth_step(r, poff, factor, pw, ps, pD, pc, centre, pA, pwork, nthreads);
+    }
+    return py::make_tuple(res.num, res.den);
+  }, "One block step of the smoother of X's columns: updates A's rows of one factor; "
+     "returns (num, den) of the change.", py::arg("codes"), py::arg("offsets"), py::arg("factor"),
+     py::arg("w"), py::arg("s"), py::arg("D"), py::arg("counts"), py::arg("centre"), py::arg("A"),
+     py::arg("work"), py::arg("nthreads"));
 }

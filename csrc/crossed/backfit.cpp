@@ -25,9 +25,9 @@ void group_cross_sums(const Rows& r, int64_t factor, int64_t lo, int64_t q,
   const int64_t k = r.k;
   reduce_blocks(r, nthreads, 0, m, out, q, lo, factor,
                 [&](int64_t begin, int64_t end, double*, LevelSlab& slab) {
-    // A run of rows with the same level (rows sorted by this factor) is summed
-    // in `run` and added to the slab once.  One column (the inner loop's case)
-    // keeps the run in a register.
+    // One column (the inner loop's case): a run of rows with the same level
+    // (rows sorted by this factor) is summed in a register and added to the
+    // slab once.
     if (m == 1) {
       int64_t current = -1;
       double run = 0.0;
@@ -48,32 +48,22 @@ void group_cross_sums(const Rows& r, int64_t factor, int64_t lo, int64_t q,
       if (current >= 0) *slab.at(factor, current) += run;
       return;
     }
-    std::vector<double> run(static_cast<size_t>(m), 0.0);
-    int64_t current = -1;
+    // Several columns: straight into the level's accumulator (it stays in L1
+    // for a run of rows with the same level).
     for (int64_t i = begin; i < end; ++i) {
       const double wi = w[i];
       if (wi == 0.0) continue;
       const int32_t* c = r.codes + i * k;
-      if (c[factor] != current) {
-        if (current >= 0) {
-          double* __restrict o = slab.at(factor, current);
-          for (int64_t l = 0; l < m; ++l) o[l] += run[l];
-        }
-        std::fill(run.begin(), run.end(), 0.0);
-        current = c[factor];
-      }
+      double* __restrict o = slab.at(factor, c[factor]);
       for (int64_t j = 0; j < k; ++j) {
         if (j == factor) continue;
         const double* __restrict t = table + static_cast<int64_t>(c[j]) * m;
-        for (int64_t l = 0; l < m; ++l) run[l] += wi * t[l];
+        for (int64_t l = 0; l < m; ++l) o[l] += wi * t[l];
       }
     }
-    if (current >= 0) {
-      double* __restrict o = slab.at(factor, current);
-      for (int64_t l = 0; l < m; ++l) o[l] += run[l];
-    }
   });
-  for (int64_t i = 0; i < q * m; ++i) out[i] *= scale;
+  if (scale != 1.0)
+    for (int64_t i = 0; i < q * m; ++i) out[i] *= scale;
 }
 
 namespace {

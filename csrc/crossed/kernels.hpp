@@ -86,5 +86,19 @@ void schall_update(int64_t k, const int64_t* offsets, const double* Wq,
                    const double* b, const double* lam, double* nu,
                    double* sigma2);
 
+// One block step of the smoother of X's columns on the random effects (the
+// standard errors, eq. 24): for factor f's levels g in [lo, hi) = offsets[f..f+1],
+//   new_g = (s_g - sum_{i: codes_if = g} w_i sum_{j != f} A[codes_ij]) / D_g,
+// centred when `centre` (X holds an intercept) to sum_g new_g = 0 along 1/D:
+//   new_g -= (1/D_g) (sum_h new_h) / (sum_h 1/D_h);
+// then num = sum_g counts_g |A_g - new_g|^2, den = sum_g counts_g |A_g|^2, and
+// A_g = new_g.  A, s are Q x p (p = r.p); work is scratch of at least hi - lo rows.
+struct SmoothResult {
+  double num, den;
+};
+SmoothResult smooth_step(const Rows& r, const int64_t* offsets, int64_t factor,
+                         const double* w, const double* s, const double* D,
+                         const double* counts, bool centre, double* A, double* work,
+                         int nthreads);
 
 }  // namespace pyglmm

@@ -37,33 +37,27 @@ import pandas as pd
 from scipy.linalg import eigh
 
 from ...data.design import EMPTY
-from .schall import _relative, level_precision
+from .schall import _relative
 
 
 def smooth_columns(d, fit, kern, nthreads, tol=1e-10, max_iter=1000):
     """Backfit every column of X on the random effects: S X = sum_k Z_k A_k.
 
     Returns ``(A, iterations, rel)`` with ``A`` the (Q, p) per-level fits.
+    Block k is solved in the unscaled weights w0 = phi w, with
+    D_k = Z_k'w0 + phi / sigma_k^2 (the same fit), by the kernel ``smooth_step``.
     """
-    scale = 1.0 / fit.phi
-    s = fit.s0 * scale
-    D = level_precision(fit.Wq0, fit.phi, fit.sigma2, d.n_levels)
+    s = np.ascontiguousarray(fit.s0)
+    D = fit.Wq0 + fit.phi * np.repeat(1.0 / fit.sigma2, d.n_levels)
     A = np.zeros_like(s)
-    new_buf = np.empty((int(d.n_levels.max()), d.p))
+    work = np.empty((int(d.n_levels.max()), d.p))
     rel, it = np.inf, 0
     for it in range(1, max_iter + 1):
         num = den = 0.0
-        for k, lv in enumerate(d.factor_slices()):
-            new = new_buf[: lv.stop - lv.start]
-            kern.group_cross_sums(d.codes, k, lv.start, fit.w0, scale, A, new, nthreads)
-            np.subtract(s[lv], new, out=new)
-            new /= D[lv, None]
-            if d.has_intercept:  # the constrained block minimum: sum_g A_kg = 0
-                new -= np.multiply.outer(1.0 / D[lv], new.sum(axis=0) / np.sum(1.0 / D[lv]))
-            den += np.einsum("g,gj,gj->", d.counts[lv], A[lv], A[lv])
-            A[lv] -= new
-            num += np.einsum("g,gj,gj->", d.counts[lv], A[lv], A[lv])
-            A[lv] = new
+        for k in range(len(d.n_levels)):
+            dn, dd = kern.smooth_step(d.codes, d.offsets, k, fit.w0, s, D, d.counts,
+                                      d.has_intercept, A, work, nthreads)
+            num, den = num + dn, den + dd
         rel = _relative(num, den)
         if rel <= tol:
             break

@@ -398,3 +398,54 @@ def schall_update(offsets, Wq, b, lam, nu, sigma2):
             ss += b[g] * b[g]
         nu[f] = (offsets[f + 1] - offsets[f]) - df
         sigma2[f] = ss / df if df > 0.0 else 0.0
+
+
+@njit(cache=True, parallel=True)
+def _smooth_finish(lo, s, D, counts, centre, A, new, nb):
+    q, p = new.shape
+    part = np.zeros((nb, p + 1))  # per level block: column sums of new, sum of 1/D
+    for t in prange(nb):
+        for g in range(q * t // nb, q * (t + 1) // nb):
+            inv = 1.0 / D[lo + g]
+            for l in range(p):
+                new[g, l] = (s[lo + g, l] - new[g, l]) * inv
+                part[t, l] += new[g, l]
+            part[t, p] += inv
+    c = np.zeros(p)
+    if centre:
+        for t in range(1, nb):
+            part[0] += part[t]
+        for l in range(p):
+            c[l] = part[0, l] / part[0, p]
+    norms = np.zeros((nb, 2))
+    for t in prange(nb):
+        num = 0.0
+        den = 0.0
+        for g in range(q * t // nb, q * (t + 1) // nb):
+            inv = 1.0 / D[lo + g]
+            dn = 0.0
+            dd = 0.0
+            for l in range(p):
+                v = new[g, l] - c[l] * inv
+                old = A[lo + g, l]
+                dn += (old - v) ** 2
+                dd += old * old
+                A[lo + g, l] = v
+            num += counts[lo + g] * dn
+            den += counts[lo + g] * dd
+        norms[t, 0] = num
+        norms[t, 1] = den
+    num = 0.0
+    den = 0.0
+    for t in range(nb):  # in block order
+        num += norms[t, 0]
+        den += norms[t, 1]
+    return num, den
+
+
+def smooth_step(codes, offsets, factor, w, s, D, counts, centre, A, work, nthreads):
+    lo, hi = int(offsets[factor]), int(offsets[factor + 1])
+    new = work[: hi - lo]
+    group_cross_sums(codes, factor, lo, w, 1.0, A, new, nthreads)
+    num, den = _smooth_finish(lo, s, D, counts, bool(centre), A, new, n_blocks(hi - lo, nthreads))
+    return float(num), float(den)

@@ -129,3 +129,16 @@ def schall_update(offsets, Wq, b, lam, nu, sigma2):
         df = np.sum(Wq[lv] / (Wq[lv] + lam[f]))  # q - nu, without cancellation
         nu[f] = (lv.stop - lv.start) - df
         sigma2[f] = np.sum(b[lv] ** 2) / df if df > 0 else 0.0
+
+
+def smooth_step(codes, offsets, factor, w, s, D, counts, centre, A, work, nthreads):
+    lv = slice(offsets[factor], offsets[factor + 1])
+    new = work[: lv.stop - lv.start]
+    group_cross_sums(codes, factor, lv.start, w, 1.0, A, new, nthreads)
+    new[:] = (s[lv] - new) / D[lv, None]
+    if centre:  # sum_g new_g = 0 along 1/D
+        new -= np.outer(1.0 / D[lv], new.sum(axis=0) / np.sum(1.0 / D[lv]))
+    num = counts[lv] @ np.sum((A[lv] - new) ** 2, axis=1)
+    den = counts[lv] @ np.sum(A[lv] ** 2, axis=1)
+    A[lv] = new
+    return float(num), float(den)

@@ -129,6 +129,63 @@ def test_club_backfit(backend, edge, levels):
 
 
 @pytest.mark.parametrize("edge", EDGES)
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
+@pytest.mark.parametrize("centre", [True, False])
+def test_smooth_step(backend, edge, size, centre):
+    P = make_problem(12, edge=edge, **size)
+    p, Q, offsets = P["X"].shape[1], P["Q"], P["offsets"]
+    rng = P["rng"]
+    s = rng.standard_normal((Q, p))
+    counts = np.bincount(P["codes"].ravel(), minlength=Q).astype(float)
+    D = np.bincount(P["codes"].ravel(), np.repeat(P["w"], P["codes"].shape[1]), Q) + 0.7
+    A0 = rng.standard_normal((Q, p))
+    kern = _backend.kernels(backend)
+    for factor in range(P["codes"].shape[1]):
+        lv = slice(offsets[factor], offsets[factor + 1])
+        outs = {}
+        for name, k in [("ref", REF), ("test", kern)]:
+            A, work = A0.copy(), np.full((lv.stop - lv.start + 3, p), np.nan)
+            norms = k.smooth_step(P["codes"], offsets, factor, P["w"], s, D, counts, centre, A,
+                                  work, 2)
+            outs[name] = (np.array(norms), A)
+        close(outs["test"][0], outs["ref"][0])
+        close(outs["test"][1], outs["ref"][1])
+        A = outs["ref"][1]
+        np.testing.assert_array_equal(np.delete(A, np.r_[lv], axis=0), np.delete(A0, np.r_[lv], axis=0))
+        # the block step by its definition
+        cross = np.empty((lv.stop - lv.start, p))
+        REF.group_cross_sums(P["codes"], factor, lv.start, P["w"], 1.0, A0, cross, 1)
+        want = (s[lv] - cross) / D[lv, None]
+        if centre:
+            want -= np.outer(1 / D[lv], want.sum(axis=0) / np.sum(1 / D[lv]))
+            assert np.all(np.abs(A[lv].sum(axis=0)) <= 1e-13 * np.abs(A[lv]).sum(axis=0))
+        close(A[lv], want)
+        close(outs["ref"][0], [counts[lv] @ ((A0[lv] - want) ** 2).sum(1), counts[lv] @ (A0[lv] ** 2).sum(1)])
+
+
+def test_cpp_smooth_step_rejects_bad_arrays():
+    if "cpp" not in _backend.available_backends():
+        pytest.skip("C++ backend not built")
+    kern = _backend.kernels("cpp")
+    codes = np.array([[0, 2], [1, 3]], dtype=np.int32)
+    offsets = np.array([0, 2, 4], dtype=np.int64)
+    args = dict(codes=codes, offsets=offsets, factor=0, w=np.ones(2), s=np.ones((4, 3)),
+                D=np.ones(4), counts=np.ones(4), centre=True, A=np.zeros((4, 3)),
+                work=np.empty((2, 3)), nthreads=1)
+    kern.smooth_step(**args)
+    for change, message in [(dict(factor=2), "factor: out of range"),
+                            (dict(offsets=np.array([0, 2, 5])), "offsets: not 0"),
+                            (dict(offsets=np.array([0, 3, 2])), "offsets: not 0"),
+                            (dict(work=np.empty((1, 3))), "work: fewer rows"),
+                            (dict(work=np.empty((2, 2))), "work: wrong shape"),
+                            (dict(s=np.ones((4, 2))), "s: wrong shape"),
+                            (dict(D=np.ones(3)), "D: wrong shape"),
+                            (dict(w=np.ones(3)), "w: wrong shape")]:
+        with pytest.raises(ValueError, match=message):
+            kern.smooth_step(**{**args, **change})
+
+
+@pytest.mark.parametrize("edge", EDGES)
 @pytest.mark.parametrize("with_A", [True, False])
 @pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
 def test_sandwich_pass(backend, edge, with_A, size):
