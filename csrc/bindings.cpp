@@ -246,4 +246,23 @@ PYBIND11_MODULE(_core, m) {
      "returns (num, den) of the change.", py::arg("codes"), py::arg("offsets"), py::arg("factor"),
      py::arg("w"), py::arg("s"), py::arg("D"), py::arg("counts"), py::arg("centre"), py::arg("A"),
      py::arg("work"), py::arg("nthreads"));
+  crossed.def("club_prepare", [levels_ok](py::array S, py::array offsets, py::array lam,
+                                 py::array s, py::array Wq, py::array tq, py::array D,
+                                 py::array R, int nthreads) {
+    const int64_t k = lam.ndim() == 1 ? lam.shape(0) : -1;
+    const double* pl = in<double>(lam, "lam", {-1});
+    const int64_t* poff = in<int64_t>(offsets, "offsets", {k + 1});
+    double* ps = out<double>(s, "s", {-1, -1});
+    const int64_t Q = s.shape(0), p = s.shape(1);
+    if (!levels_ok(poff, k, Q)) throw std::invalid_argument("offsets: not 0 <= ... <= Q = rows of s");
+    const double* pS = in<double>(S, "S", {Q, p + 2});
+    double* pW = out<double>(Wq, "Wq", {Q});
+    double* pt = out<double>(tq, "tq", {Q});
+    double* pD = out<double>(D, "D", {Q});
+    double* pR = out<double>(R, "R", {k, p, p});
+    py::gil_scoped_release release;
+    pyglmm::club_prepare(k, Q, p, poff, pS, pl, ps, pW, pt, pD, pR, nthreads);
+  }, "Per-level inputs of the clubbed loop from the level table S: s, Wq, tq, "
+     "D = Wq + lam and R_j = s_j' D_j^-1 s_j.", py::arg("S"), py::arg("offsets"), py::arg("lam"),
+     py::arg("s"), py::arg("Wq"), py::arg("tq"), py::arg("D"), py::arg("R"), py::arg("nthreads"));
 }

@@ -101,4 +101,13 @@ SmoothResult smooth_step(const Rows& r, const int64_t* offsets, int64_t factor,
                          const double* counts, bool centre, double* A, double* work,
                          int nthreads);
 
+// The clubbed inner loop's per-level inputs from the fused pass's level table
+// S = Z'W [X, 1, z] (Q x (p + 2)) and lam_j per factor: s = S[:, :p], Wq = S[:, p],
+// tq = S[:, p + 1] (contiguous copies), D_g = Wq_g + lam_j for g in factor j, and
+//   R_j = sum_{g in factor j} s_g s_g' / D_g   (k x p x p),
+// in one pass over S, threaded over blocks of each factor's levels.
+void club_prepare(int64_t k, int64_t Q, int64_t p, const int64_t* offsets, const double* S,
+                  const double* lam, double* s, double* Wq, double* tq, double* D, double* R,
+                  int nthreads);
+
 }  // namespace pyglmm

@@ -64,4 +64,41 @@ SmoothResult smooth_step(const Rows& r, const int64_t* offsets, int64_t factor,
   return res;
 }
 
+void club_prepare(int64_t k, int64_t Q, int64_t p, const int64_t* offsets, const double* S,
+                  const double* lam, double* s, double* Wq, double* tq, double* D, double* R,
+                  int nthreads) {
+  const int64_t P = padded(p), width = p + 2;
+  for (int64_t f = 0; f < k; ++f) {
+    const int64_t lo = offsets[f], q = offsets[f + 1] - lo, nb = n_blocks(q, nthreads);
+    // Per block of levels, the upper blocks of sum_g (s_g / D_g) s_g' (P x P).
+    std::vector<double> acc(static_cast<size_t>(nb * P * P), 0.0);
+    run_blocks(q, nb, [&](int64_t t, int64_t begin, int64_t end) {
+      std::vector<double> at(kTile * P, 0.0), bt(kTile * P, 0.0);  // s_g / D_g and s_g, padded
+      for (int64_t t0 = lo + begin; t0 < lo + end; t0 += kTile) {
+        const int64_t nr = std::min(kTile, lo + end - t0);
+        for (int64_t u = 0; u < nr; ++u) {
+          const int64_t g = t0 + u;
+          const double* __restrict src = S + g * width;
+          double* __restrict sg = s + g * p;
+          double* __restrict a = at.data() + u * P;
+          double* __restrict b = bt.data() + u * P;
+          Wq[g] = src[p];
+          tq[g] = src[p + 1];
+          D[g] = src[p] + lam[f];
+          const double inv = 1.0 / D[g];
+          for (int64_t l = 0; l < p; ++l) {
+            sg[l] = b[l] = src[l];
+            a[l] = src[l] * inv;
+          }
+        }
+        gram_tile(nr, P, at.data(), bt.data(), acc.data() + t * P * P, true);
+      }
+    });
+    for (int64_t t = 1; t < nb; ++t)
+      for (int64_t i = 0; i < P * P; ++i) acc[i] += acc[t * P * P + i];
+    unpad(p, P, acc.data(), R + f * p * p);
+    mirror_upper(p, R + f * p * p);
+  }
+}
+
 }  // namespace pyglmm

@@ -449,3 +449,39 @@ def smooth_step(codes, offsets, factor, w, s, D, counts, centre, A, work, nthrea
     group_cross_sums(codes, factor, lo, w, 1.0, A, new, nthreads)
     num, den = _smooth_finish(lo, s, D, counts, bool(centre), A, new, n_blocks(hi - lo, nthreads))
     return float(num), float(den)
+
+
+@njit(cache=True, parallel=True)
+def _club_prepare(S, lo, hi, lam, s, Wq, tq, D, nb):
+    p = s.shape[1]
+    q = hi - lo
+    acc = np.zeros((nb, p, p))
+    for t in prange(nb):
+        at = np.zeros((p, TILE))  # the tile's s_g / D_g and s_g, by columns
+        bt = np.zeros((p, TILE))
+        Rt = np.zeros((p, p))
+        first, last = lo + q * t // nb, lo + q * (t + 1) // nb
+        for g in range(first, last):
+            r = (g - first) % TILE
+            Wq[g] = S[g, p]
+            tq[g] = S[g, p + 1]
+            D[g] = S[g, p] + lam
+            inv = 1.0 / D[g]
+            for l in range(p):
+                s[g, l] = S[g, l]
+                bt[l, r] = S[g, l]
+                at[l, r] = S[g, l] * inv
+            if r == TILE - 1 or g == last - 1:
+                _gram_tile(r + 1, at, bt, Rt, True)
+        acc[t] = Rt
+    for t in range(1, nb):  # in block order
+        acc[0] += acc[t]
+    return acc[0]
+
+
+def club_prepare(S, offsets, lam, s, Wq, tq, D, R, nthreads):
+    _threads(nthreads)
+    for f in range(lam.shape[0]):
+        lo, hi = int(offsets[f]), int(offsets[f + 1])
+        Rf = _club_prepare(S, lo, hi, lam[f], s, Wq, tq, D, n_blocks(hi - lo, nthreads))
+        R[f] = np.triu(Rf) + np.triu(Rf, 1).T

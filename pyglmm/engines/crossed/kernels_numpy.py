@@ -142,3 +142,12 @@ def smooth_step(codes, offsets, factor, w, s, D, counts, centre, A, work, nthrea
     den = counts[lv] @ np.sum(A[lv] ** 2, axis=1)
     A[lv] = new
     return float(num), float(den)
+
+
+def club_prepare(S, offsets, lam, s, Wq, tq, D, R, nthreads):
+    p = s.shape[1]
+    s[:], Wq[:], tq[:] = S[:, :p], S[:, p], S[:, p + 1]
+    D[:] = Wq + np.repeat(lam, np.diff(offsets))
+    for f in range(lam.shape[0]):
+        lv = slice(offsets[f], offsets[f + 1])
+        R[f] = s[lv].T @ (s[lv] / D[lv, None])

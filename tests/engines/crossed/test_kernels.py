@@ -163,6 +163,61 @@ def test_smooth_step(backend, edge, size, centre):
         close(outs["ref"][0], [counts[lv] @ ((A0[lv] - want) ** 2).sum(1), counts[lv] @ (A0[lv] ** 2).sum(1)])
 
 
+@pytest.mark.parametrize("edge", EDGES)
+@pytest.mark.parametrize("size", SIZES + [dict(n=70000, levels=(40000, 30000, 5))],
+                         ids=SIZE_IDS + ["K3_blocks"])
+def test_club_prepare(backend, edge, size):
+    P = make_problem(13, edge=edge, **size)
+    p, Q, offsets = P["X"].shape[1], P["Q"], P["offsets"]
+    K = len(offsets) - 1
+    n = P["X"].shape[0]
+    S = np.empty((Q, p + 2))
+    prior = np.where(P["w"] > 0, P["prior"], 0.0)  # zero where the edge case puts zero weights
+    REF.stats_pass(1, P["X"], P["codes"], P["y"], prior, np.empty(0), P["beta"], P["b"],
+                   P["dbeta"], P["db"], True, np.empty(n), np.empty((p, p)), np.empty(p), S, 1)
+    if edge == "zero_weights":
+        assert S[offsets[0], p] == 0.0  # a level whose rows weigh nothing: D = lam
+    lam = np.array([1.3, 0.02, 4.0])[:K]
+    outs = {}
+    for name, kern in [("ref", REF), ("test", _backend.kernels(backend))]:
+        bufs = [np.full((Q, p), np.nan), np.full(Q, np.nan), np.full(Q, np.nan),
+                np.full(Q, np.nan), np.full((K, p, p), np.nan)]
+        kern.club_prepare(S, offsets, lam, *bufs, 2)
+        outs[name] = bufs
+    for got, want in zip(outs["test"], outs["ref"]):
+        close(got, want)
+    s, Wq, tq, D, R = outs["ref"]
+    np.testing.assert_array_equal(s, S[:, :p])
+    np.testing.assert_array_equal(Wq, S[:, p])
+    np.testing.assert_array_equal(tq, S[:, p + 1])
+    np.testing.assert_array_equal(D, S[:, p] + np.repeat(lam, np.diff(offsets)))
+    for f in range(K):
+        sf, Df = S[offsets[f]:offsets[f + 1], :p], D[offsets[f]:offsets[f + 1]]
+        close(R[f], sum(np.outer(sg, sg) / dg for sg, dg in zip(sf, Df)))
+        if backend != "numpy":  # (BLAS's product need not be exactly symmetric)
+            np.testing.assert_array_equal(outs["test"][4][f], outs["test"][4][f].T)
+
+
+def test_cpp_club_prepare_rejects_bad_arrays():
+    if "cpp" not in _backend.available_backends():
+        pytest.skip("C++ backend not built")
+    kern = _backend.kernels("cpp")
+    Q, p = 5, 3
+    args = dict(S=np.ones((Q, p + 2)), offsets=np.array([0, 2, 5]), lam=np.ones(2),
+                s=np.empty((Q, p)), Wq=np.empty(Q), tq=np.empty(Q), D=np.empty(Q),
+                R=np.empty((2, p, p)), nthreads=1)
+    kern.club_prepare(**args)
+    for change, message in [(dict(offsets=np.array([0, 2, 4])), "offsets: not 0"),
+                            (dict(offsets=np.array([0, 2])), "offsets: wrong shape"),
+                            (dict(S=np.ones((Q, p + 1))), "S: wrong shape"),
+                            (dict(lam=np.ones((2, 1))), "lam: wrong shape"),
+                            (dict(R=np.empty((1, p, p))), "R: wrong shape"),
+                            (dict(D=np.empty(Q - 1)), "D: wrong shape"),
+                            (dict(tq=np.empty(Q, dtype=np.float32)), "tq: wrong dtype")]:
+        with pytest.raises(ValueError, match=message):
+            kern.club_prepare(**{**args, **change})
+
+
 def test_cpp_smooth_step_rejects_bad_arrays():
     if "cpp" not in _backend.available_backends():
         pytest.skip("C++ backend not built")
