@@ -111,9 +111,11 @@ def club_inputs(P):
 
 
 @pytest.mark.parametrize("edge", EDGES)
-@pytest.mark.parametrize("levels", [(40, 7), (40, 7, 5), (25,)], ids=["K2", "K3", "K1"])
+@pytest.mark.parametrize("levels", [(40, 7), (40, 7, 5), (25,), (40000, 31)],
+                         ids=["K2", "K3", "K1", "K2_level_blocks"])
 def test_club_backfit(backend, edge, levels):
-    P = make_problem(3, levels=levels, edge=edge)
+    # (40000 levels: the per-level loops run in two blocks of levels)
+    P = make_problem(3, levels=levels, edge=edge, n=70000 if levels[0] > 10000 else 3000)
     I = club_inputs(P)
     results = {}
     for name, kern in [("ref", REF), ("test", _backend.kernels(backend))]:
