@@ -265,4 +265,82 @@ PYBIND11_MODULE(_core, m) {
   }, "Per-level inputs of the clubbed loop from the level table S: s, Wq, tq, "
      "D = Wq + lam and R_j = s_j' D_j^-1 s_j.", py::arg("S"), py::arg("offsets"), py::arg("lam"),
      py::arg("s"), py::arg("Wq"), py::arg("tq"), py::arg("D"), py::arg("R"), py::arg("nthreads"));
+  // Overloads with categorical fixed effects as codes (Rows::xcat): xcat is
+  // (n, m) int32 with values in [p, T) or -1, T the fixed-effect columns in all
+  // (from beta, or H for sandwich_pass); m = 0 means none (then T = p).
+  auto with_cat = [](pyglmm::Rows& r, const py::array& xcat, int64_t T) {
+    r.xcat = in<int32_t>(xcat, "xcat", {r.n, -1});
+    r.m = xcat.shape(1);
+    if (T < r.p || (r.m == 0 && T != r.p))
+      throw std::invalid_argument("xcat: " + std::to_string(T - r.p) + " dummy columns for " +
+                                  std::to_string(r.m) + " categoricals");
+    r.pc = T - r.p;
+    for (int64_t i = 0; i < r.n * r.m; ++i)
+      if (r.xcat[i] != -1 && (r.xcat[i] < r.p || r.xcat[i] >= T))
+        throw std::invalid_argument("xcat: column id out of range");
+  };
+  crossed.def("linear_predictor", [with_cat](py::array X, py::array codes, py::array beta,
+                                             py::array b, py::array offset, py::array eta,
+                                             int nthreads, py::array xcat) {
+    auto r = rows(X, codes);
+    const double* pb = in<double>(beta, "beta", {-1});
+    with_cat(r, xcat, beta.shape(0));
+    const double* pv = in<double>(b, "b", {-1});
+    const double* po = opt<double>(offset, "offset", {r.n});
+    double* pe = out<double>(eta, "eta", {r.n});
+    py::gil_scoped_release release;
+    pyglmm::linear_predictor(r, pb, pv, po, pe, nthreads);
+  }, "eta = offset + X beta + sum_j b[codes[:, j]] (negative code -> 0), with categoricals.",
+     py::arg("X"), py::arg("codes"), py::arg("beta"), py::arg("b"), py::arg("offset"),
+     py::arg("eta"), py::arg("nthreads"), py::arg("xcat"));
+  crossed.def("stats_pass", [with_cat](int family, py::array X, py::array codes, py::array y,
+                                       py::array prior, py::array offset, py::array beta,
+                                       py::array b, py::array dbeta, py::array db, bool design,
+                                       py::array w, py::array G, py::array h, py::array S,
+                                       int nthreads, py::array xcat) {
+    auto r = rows(X, codes);
+    const double* pbeta = in<double>(beta, "beta", {-1});
+    const int64_t T = beta.shape(0), Q = b.ndim() == 1 ? b.shape(0) : -1;
+    with_cat(r, xcat, T);
+    const double* py_ = in<double>(y, "y", {r.n});
+    const double* pp = opt<double>(prior, "prior", {r.n});
+    const double* po = opt<double>(offset, "offset", {r.n});
+    const double* pb = in<double>(b, "b", {Q});
+    const double* pdbeta = in<double>(dbeta, "dbeta", {T});
+    const double* pdb = in<double>(db, "db", {Q});
+    double* pw = out<double>(w, "w", {r.n});
+    double* pG = out<double>(G, "G", {T, T});
+    double* ph = out<double>(h, "h", {T});
+    double* pS = out<double>(S, "S", {Q, T + 2});
+    py::array_t<double> scalars(4);
+    double* psc = scalars.mutable_data();
+    {
+      py::gil_scoped_release release;
+      pyglmm::stats_pass(family, r, Q, py_, pp, po, pbeta, pb, pdbeta, pdb, design, pw, pG,
+                         ph, pS, psc, nthreads);
+    }
+    return scalars;
+  }, "Fused pass with categoricals; returns [pearson, sum zeta^2, sum dzeta^2, sum (zeta-dzeta)^2].",
+     py::arg("family"), py::arg("X"), py::arg("codes"), py::arg("y"), py::arg("prior"),
+     py::arg("offset"), py::arg("beta"), py::arg("b"), py::arg("dbeta"), py::arg("db"),
+     py::arg("design"), py::arg("w"), py::arg("G"), py::arg("h"), py::arg("S"),
+     py::arg("nthreads"), py::arg("xcat"));
+  crossed.def("sandwich_pass", [with_cat](py::array X, py::array codes, py::array A, py::array wu,
+                                          double scale, py::array wm, py::array H, py::array ZU,
+                                          py::array M0, int nthreads, py::array xcat) {
+    auto r = rows(X, codes);
+    double* pH = out<double>(H, "H", {-1, -1});
+    const int64_t T = H.shape(0), Q = ZU.ndim() == 2 ? ZU.shape(0) : -1;
+    with_cat(r, xcat, T);
+    check<double>(H, "H", {T, T});
+    const double* pA = opt<double>(A, "A", {Q, T});
+    const double* pwu = in<double>(wu, "wu", {r.n});
+    const double* pwm = opt<double>(wm, "wm", {r.n});
+    double* pZ = out<double>(ZU, "ZU", {Q, T});
+    double* pM = out<double>(M0, "M0", {T, T});
+    py::gil_scoped_release release;
+    pyglmm::sandwich_pass(r, Q, pA, pwu, scale, pwm, pH, pZ, pM, nthreads);
+  }, "H = X'U, ZU = Z'U, M0 = sum wm r r' with r = X - Z A, U = scale * wu * r, with categoricals.",
+     py::arg("X"), py::arg("codes"), py::arg("A"), py::arg("wu"), py::arg("scale"), py::arg("wm"),
+     py::arg("H"), py::arg("ZU"), py::arg("M0"), py::arg("nthreads"), py::arg("xcat"));
 }

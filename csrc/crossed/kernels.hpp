@@ -8,6 +8,10 @@
 //     kernels trust the codes (pyglmm builds them) and do not range-check them.
 //   * Per-level arrays (b, Wq, tq, D, counts) have length Q; per-level
 //     matrices (s, A, ZU) are Q x p row-major.
+//   * linear_predictor, stats_pass and sandwich_pass also take categorical
+//     fixed effects as codes (Rows::xcat, types.hpp): their fixed-effect
+//     columns are then T = p + pc (X's p dense ones, then the dummies), and
+//     beta, G, h, A, H, ZU, M0 and the level table S have T (+ 2) columns.
 //   * Optional row arrays (prior weights, offset, ...) are passed as nullptr.
 //   * Outputs are preallocated by the caller; kernels allocate per call
 //     (thread-private accumulators), never per row.

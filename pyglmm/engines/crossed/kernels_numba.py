@@ -86,22 +86,31 @@ def _gram_tile(nr, At, Bt, out, upper):
 
 
 @njit(cache=True, parallel=True)
-def _linear_predictor(X, codes, beta, b, offset, eta, nb):
+def _linear_predictor(X, xcat, codes, beta, b, offset, eta, nb):
     n, p = X.shape
     for t in prange(nb):
         for i in range(n * t // nb, n * (t + 1) // nb):
             e = offset[i] if offset.size else 0.0
             for j in range(p):
                 e += X[i, j] * beta[j]
+            for j in range(xcat.shape[1]):
+                if xcat[i, j] >= 0:
+                    e += beta[xcat[i, j]]
             for j in range(codes.shape[1]):
                 if codes[i, j] >= 0:
                     e += b[codes[i, j]]
             eta[i] = e
 
 
-def linear_predictor(X, codes, beta, b, offset, eta, nthreads):
+def _cat(xcat, n):
+    """The categorical codes, or an (n, 0) array when there are none."""
+    return np.empty((n, 0), dtype=np.int32) if xcat is None else xcat
+
+
+def linear_predictor(X, codes, beta, b, offset, eta, nthreads, xcat=None):
     _threads(nthreads)
-    _linear_predictor(X, codes, beta, b, offset, eta, n_blocks(X.shape[0], nthreads))
+    _linear_predictor(X, _cat(xcat, X.shape[0]), codes, beta, b, offset, eta,
+                      n_blocks(X.shape[0], nthreads))
 
 
 @njit(cache=True, parallel=True)
@@ -131,19 +140,19 @@ def irls_quantities(family, eta, y, prior, offset, mu, w, z, nthreads):
 
 
 @njit(cache=True, parallel=True)
-def _stats_pass(family, X, codes, y, prior, offset, beta, b, dbeta, db, design,
+def _stats_pass(family, X, xcat, codes, y, prior, offset, beta, b, dbeta, db, design,
                 w, nb, Q):
     n, p = X.shape
-    k = codes.shape[1]
+    k, m, T = codes.shape[1], xcat.shape[1], beta.shape[0]  # T = p + dummy columns
     sc = np.zeros((nb, 4))
-    G = np.zeros((nb, p, p)) if design else np.zeros((nb, 0, 0))
-    h = np.zeros((nb, p))
-    S = np.zeros((nb, Q, p + 2)) if design else np.zeros((nb, 0, 0))
+    G = np.zeros((nb, T, T)) if design else np.zeros((nb, 0, 0))
+    h = np.zeros((nb, T))
+    S = np.zeros((nb, Q, T + 2)) if design else np.zeros((nb, 0, 0))
     for t in prange(nb):
         # thread-local accumulators, written back once: no false sharing
         s0 = s1 = s2 = s3 = 0.0
-        Gt = np.zeros((p, p)) if design else np.zeros((0, 0))
-        ht = np.zeros(p)
+        Gt = np.zeros((T, T)) if design else np.zeros((0, 0))
+        ht = np.zeros(T)
         xt = np.zeros((p, TILE))  # the tile's x and w x, by columns
         wxt = np.zeros((p, TILE))
         lo, hi = n * t // nb, n * (t + 1) // nb
@@ -154,6 +163,10 @@ def _stats_pass(family, X, codes, y, prior, offset, beta, b, dbeta, db, design,
             for j in range(p):
                 zeta += X[i, j] * beta[j]
                 dz += X[i, j] * dbeta[j]
+            for j in range(m):
+                if xcat[i, j] >= 0:
+                    zeta += beta[xcat[i, j]]
+                    dz += dbeta[xcat[i, j]]
             for j in range(k):
                 zeta += b[codes[i, j]]
                 dz += db[codes[i, j]]
@@ -176,15 +189,28 @@ def _stats_pass(family, X, codes, y, prior, offset, beta, b, dbeta, db, design,
                 wxt[j, r] = wi * X[i, j]
                 ht[j] += wxt[j, r] * zi
             if r == TILE - 1 or i == hi - 1:
-                _gram_tile(r + 1, wxt, xt, Gt, True)
+                _gram_tile(r + 1, wxt, xt, Gt[:p, :p], True)
+            for u in range(m):  # the row's dummies: G's rows and columns c
+                c = xcat[i, u]
+                if c < 0:
+                    continue
+                for j in range(p):
+                    Gt[j, c] += wxt[j, r]
+                for v in range(m):
+                    if xcat[i, v] >= c:
+                        Gt[c, xcat[i, v]] += wi
+                ht[c] += wi * zi
             if wi == 0.0:
                 continue
             for j in range(k):
                 g = codes[i, j]
                 for l in range(p):
                     S[t, g, l] += wxt[l, r]
-                S[t, g, p] += wi
-                S[t, g, p + 1] += wi * zi
+                for u in range(m):
+                    if xcat[i, u] >= 0:
+                        S[t, g, xcat[i, u]] += wi
+                S[t, g, T] += wi
+                S[t, g, T + 1] += wi * zi
         sc[t, 0] = s0
         sc[t, 1] = s1
         sc[t, 2] = s2
@@ -202,10 +228,11 @@ def _stats_pass(family, X, codes, y, prior, offset, beta, b, dbeta, db, design,
 
 
 def stats_pass(family, X, codes, y, prior, offset, beta, b, dbeta, db, design,
-               w, G, h, S, nthreads):
+               w, G, h, S, nthreads, xcat=None):
     _threads(nthreads)
-    sc, G_, h_, S_ = _stats_pass(family, X, codes, y, prior, offset, beta, b, dbeta, db,
-                                 design, w, n_blocks(X.shape[0], nthreads), b.shape[0])
+    sc, G_, h_, S_ = _stats_pass(family, X, _cat(xcat, X.shape[0]), codes, y, prior, offset,
+                                 beta, b, dbeta, db, design, w, n_blocks(X.shape[0], nthreads),
+                                 b.shape[0])
     if design:
         G[:] = np.triu(G_) + np.triu(G_, 1).T
         h[:], S[:] = h_, S_
@@ -333,19 +360,19 @@ def club_backfit(codes, offsets, w, scale, h, s, D, tq, chol, XtX, counts, beta,
 
 
 @njit(cache=True, parallel=True)
-def _sandwich_pass(X, codes, A, wu, scale, wm, nb, Q):
+def _sandwich_pass(X, xcat, codes, A, wu, scale, wm, nb, Q, T):
     n, p = X.shape
-    k = codes.shape[1]
-    H = np.zeros((nb, p, p))
-    M0 = np.zeros((nb, p, p))
-    ZU = np.zeros((nb, Q, p))
+    k, m = codes.shape[1], xcat.shape[1]  # T = p + dummy columns
+    H = np.zeros((nb, T, T))
+    M0 = np.zeros((nb, T, T))
+    ZU = np.zeros((nb, Q, T))
     for t in prange(nb):
-        Ht = np.zeros((p, p))  # thread-local, written back once
-        Mt = np.zeros((p, p))
-        xt = np.zeros((p, TILE))  # the tile's x, r, u = wu r and wm r, by columns
-        rt = np.zeros((p, TILE))
-        ut = np.zeros((p, TILE))
-        mt = np.zeros((p, TILE))
+        Ht = np.zeros((T, T))  # thread-local, written back once
+        Mt = np.zeros((T, T))
+        xt = np.zeros((T, TILE))  # the tile's x, r, u = wu r and wm r, by columns
+        rt = np.zeros((T, TILE))
+        ut = np.zeros((T, TILE))
+        mt = np.zeros((T, TILE))
         lo, hi = n * t // nb, n * (t + 1) // nb
         for i in range(lo, hi):
             r = (i - lo) % TILE
@@ -353,12 +380,18 @@ def _sandwich_pass(X, codes, A, wu, scale, wm, nb, Q):
             wmi = wm[i] if wm.size else wui
             for l in range(p):
                 xt[l, r] = X[i, l]
-                rt[l, r] = X[i, l]
+            for l in range(p, T):
+                xt[l, r] = 0.0
+            for u in range(m):
+                if xcat[i, u] >= 0:
+                    xt[xcat[i, u], r] = 1.0
+            for l in range(T):
+                rt[l, r] = xt[l, r]
             if A.size:
                 for j in range(k):
-                    for l in range(p):
+                    for l in range(T):
                         rt[l, r] -= A[codes[i, j], l]
-            for l in range(p):
+            for l in range(T):
                 ut[l, r] = wui * rt[l, r]
                 mt[l, r] = wmi * rt[l, r]
             if r == TILE - 1 or i == hi - 1:
@@ -368,7 +401,7 @@ def _sandwich_pass(X, codes, A, wu, scale, wm, nb, Q):
                 continue
             for j in range(k):
                 g = codes[i, j]
-                for l in range(p):
+                for l in range(T):
                     ZU[t, g, l] += ut[l, r]
         H[t] = Ht
         M0[t] = Mt
@@ -379,10 +412,10 @@ def _sandwich_pass(X, codes, A, wu, scale, wm, nb, Q):
     return H[0], M0[0], ZU[0]
 
 
-def sandwich_pass(X, codes, A, wu, scale, wm, H, ZU, M0, nthreads):
+def sandwich_pass(X, codes, A, wu, scale, wm, H, ZU, M0, nthreads, xcat=None):
     _threads(nthreads)
-    H_, M_, Z_ = _sandwich_pass(X, codes, A, wu, scale, wm, n_blocks(X.shape[0], nthreads),
-                                ZU.shape[0])
+    H_, M_, Z_ = _sandwich_pass(X, _cat(xcat, X.shape[0]), codes, A, wu, scale, wm,
+                                n_blocks(X.shape[0], nthreads), ZU.shape[0], H.shape[0])
     H[:] = H_
     M0[:] = np.triu(M_) + np.triu(M_, 1).T
     ZU[:] = Z_

@@ -499,3 +499,84 @@ def test_cpp_kernels_work_in_a_forked_child():
                          cwd=tempfile.gettempdir())
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["0"]
+
+
+def with_categoricals(P, sizes=(3, 1, 6), all_reference=False):
+    """P's X split as a dense block and categoricals kept as codes (xcat), and the
+    same columns as one dense matrix (dense block first, then the dummies)."""
+    rng, n = P["rng"], P["X"].shape[0]
+    p = P["X"].shape[1]
+    starts = p + np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    local = np.column_stack([rng.integers(-1, s, n) for s in sizes])  # -1: reference level
+    if all_reference:
+        local[:] = -1
+    xcat = np.ascontiguousarray(np.where(local >= 0, local + starts, -1).astype(np.int32))
+    T = p + sum(sizes)
+    full = np.zeros((n, T))
+    full[:, :p] = P["X"]
+    for j in range(len(sizes)):
+        has = xcat[:, j] >= 0
+        full[np.flatnonzero(has), xcat[has, j]] = 1.0
+    coef = np.concatenate([P["beta"], rng.normal(0, 0.5, T - p)])
+    return xcat, full, coef
+
+
+CATS = [dict(sizes=(3, 1, 6)), dict(sizes=(4,)), dict(sizes=(2, 5), all_reference=True)]
+CAT_IDS = ["three", "one", "all_reference"]
+
+
+@pytest.mark.parametrize("cat", CATS, ids=CAT_IDS)
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
+def test_passes_with_categoricals(backend, cat, size):
+    """Categorical fixed effects as codes give the passes of their dummy columns."""
+    P = make_problem(14, edge="zero_weights", **size)
+    xcat, full, beta = with_categoricals(P, **cat)
+    n, T, Q = full.shape[0], full.shape[1], P["Q"]
+    dbeta = 0.1 * np.cos(np.arange(T))
+    kern = _backend.kernels(backend)
+    prior = np.where(P["w"] > 0, P["prior"], 0.0)
+    outs = {}
+    for name, k, X, extra in [("ref", REF, full, ()), ("test", kern, P["X"], (xcat,))]:
+        st = [np.empty(n), np.empty((T, T)), np.empty(T), np.full((Q, T + 2), np.nan)]
+        sc = k.stats_pass(1, X, P["codes"], P["y"], prior, P["offset"], beta, P["b"], dbeta,
+                          P["db"], True, *st, 2, *extra)
+        A = np.linspace(-1, 1, Q * T).reshape(Q, T)
+        sw = [np.empty((T, T)), np.full((Q, T), np.nan), np.empty((T, T))]
+        k.sandwich_pass(X, P["codes"], A, P["w"], 1.5, np.empty(0), *sw, 2, *extra)
+        eta = np.empty(n)
+        k.linear_predictor(X, P["codes"], beta, P["b"], P["offset"], eta, 2, *extra)
+        outs[name] = [sc] + st + sw + [eta]
+    for got, want in zip(outs["test"], outs["ref"]):
+        close(got, want)
+
+
+def test_cpp_categorical_overloads():
+    """The C++ kernels' overloads with xcat: an empty xcat is the dense pass; bad
+    codes and column counts are rejected."""
+    if "cpp" not in _backend.available_backends():
+        pytest.skip("C++ backend not built")
+    kern = _backend.kernels("cpp")
+    P = make_problem(15, n=5000)
+    n, p, Q = P["X"].shape[0], P["X"].shape[1], P["Q"]
+    none = np.empty((n, 0), dtype=np.int32)
+    runs = []
+    for extra in [(), (none,)]:
+        st = [np.empty(n), np.empty((p, p)), np.empty(p), np.empty((Q, p + 2))]
+        sc = kern.stats_pass(1, P["X"], P["codes"], P["y"], P["prior"], P["offset"], P["beta"],
+                             P["b"], P["dbeta"], P["db"], True, *st, 2, *extra)
+        runs.append([sc] + st)
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
+    xcat, full, beta = with_categoricals(P, sizes=(3, 2))
+    eta = np.empty(n)
+    args = (P["X"], P["codes"], beta, P["b"], P["offset"], eta, 1)
+    kern.linear_predictor(*args, xcat)
+    bad = xcat.copy()
+    bad[7, 1] = p + 5  # one past the last dummy column
+    for codes, message in [(bad, "xcat: column id out of range"),
+                           (np.where(xcat == p, p - 1, xcat).astype(np.int32), "xcat: column id out of range"),
+                           (xcat.astype(np.int64), "xcat: wrong dtype"),
+                           (xcat[:-1], "xcat: wrong shape"),
+                           (none, "xcat: 5 dummy columns for 0 categoricals")]:
+        with pytest.raises(ValueError, match=message):
+            kern.linear_predictor(*args, codes)
