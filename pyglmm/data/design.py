@@ -37,6 +37,12 @@ class Design:
         Rows per level.
     XtX : ndarray (p, p)
         Unweighted X'X (the inner loop's convergence norm, the alias check).
+    xcat : ndarray (n, m) int32, optional
+        Categorical fixed effects kept as codes instead of dummy columns: the
+        model's p fixed-effect columns are X's, then the dummies of m
+        categoricals; row i has a 1 in column ``xcat[i, j]`` (in
+        ``[X.shape[1], p)``) for categorical j, or none where it is -1 (the
+        reference level).  Default: none (every column is in X).
     Rows may have been reordered (see ``SORT_ABOVE_BYTES``): nothing in a fit
     depends on row order, and no result is per row.
     """
@@ -54,6 +60,11 @@ class Design:
     levels: list
     response_name: str
     has_intercept: bool
+    xcat: np.ndarray = None
+
+    def __post_init__(self):
+        if self.xcat is None:
+            self.xcat = np.empty((self.X.shape[0], 0), dtype=np.int32)
 
     @property
     def n(self):
@@ -61,7 +72,8 @@ class Design:
 
     @property
     def p(self):
-        return self.X.shape[1]
+        """Fixed-effect columns: X's, then the dummies coded by ``xcat``."""
+        return len(self.feature_names)
 
     @property
     def n_levels(self):
@@ -177,7 +189,8 @@ def _sorted_by_largest_factor(d, kern, nthreads):
     X = np.empty_like(d.X)
     kern.take_rows(d.X, order, X, nthreads)
     take = lambda a: np.ascontiguousarray(a[order]) if a.size else a  # noqa: E731
-    d.X, d.y, d.prior, d.offset, d.codes = X, *(take(a) for a in (d.y, d.prior, d.offset, d.codes))
+    d.X, d.y, d.prior, d.offset, d.codes, d.xcat = X, *(take(a) for a in (d.y, d.prior, d.offset,
+                                                                          d.codes, d.xcat))
     return d
 
 

@@ -283,5 +283,5 @@ def _deviance(d, fam, fit, kern, threads):
     """Deviance of the conditional model at the modes (linear_predictor + IRLS kernels;
     IRLS clamps eta to [-30, 30], which keeps the logarithms finite)."""
     eta, mu, w, z = (np.empty(d.n) for _ in range(4))
-    kern.linear_predictor(d.X, d.codes, fit.beta, fit.b, d.offset, eta, threads)
+    kern.linear_predictor(d.X, d.codes, fit.beta, fit.b, d.offset, eta, threads, d.xcat)
     return kern.irls_quantities(fam.code, eta, d.y, d.prior, d.offset, mu, w, z, threads)

@@ -68,7 +68,7 @@ def _sandwich(d, kern, nthreads, A, wu, scale, wm, sigma2):
     """H^{-1} M H^{-T} and H from one sandwich pass."""
     p, Q = d.p, int(d.offsets[-1])
     H, ZU, M0 = np.empty((p, p)), np.empty((Q, p)), np.empty((p, p))
-    kern.sandwich_pass(d.X, d.codes, A, wu, scale, wm, H, ZU, M0, nthreads)
+    kern.sandwich_pass(d.X, d.codes, A, wu, scale, wm, H, ZU, M0, nthreads, d.xcat)
     M = M0 + sum(s2 * ZU[lv].T @ ZU[lv] for s2, lv in zip(sigma2, d.factor_slices()))
     Hinv = np.linalg.inv(H)
     return Hinv @ M @ Hinv.T, H
@@ -95,14 +95,14 @@ class NaiveFit:
 
 def naive_fit(d, family, kern, nthreads, tol=1e-10, max_iter=100):
     """Plain GLM (no random effects) by IRLS, reusing the fused pass with no factors."""
-    n, p = d.X.shape
+    n, p = d.n, d.p
     no_codes, none = np.empty((n, 0), dtype=np.int32), np.empty(0)
     beta, dbeta = np.zeros(p), np.zeros(p)
     w0, G, h, S = np.empty(n), np.empty((p, p)), np.empty(p), np.empty((0, p + 2))
     converged, it, sc = False, 0, None
     for it in range(max_iter + 1):
         sc = kern.stats_pass(family.code, d.X, no_codes, d.y, d.prior, d.offset, beta, none,
-                             dbeta, none, True, w0, G, h, S, nthreads)
+                             dbeta, none, True, w0, G, h, S, nthreads, d.xcat)
         if it > 0 and _relative(sc[2], sc[3]) <= tol:
             converged = True
             break

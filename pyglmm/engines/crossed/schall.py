@@ -208,7 +208,7 @@ class SchallState:
         self.passes += 1
         return self.kern.stats_pass(self.family.code, d.X, d.codes, d.y, d.prior, d.offset,
                                     self.beta, self.b, self.dbeta, self.db, design, self.w0,
-                                    self.G0, self.h0, self.S0, self.nthreads)
+                                    self.G0, self.h0, self.S0, self.nthreads, d.xcat)
 
     def prepare(self):
         """Inputs of the clubbed inner loop at the current weights and variances
