@@ -240,11 +240,15 @@ def stats_pass(family, X, codes, y, prior, offset, beta, b, dbeta, db, design,
 
 
 @njit(cache=True, parallel=True)
-def _group_cross_sums(codes, factor, lo, w, table, q, nb):
+def _group_cross_sums(codes, factor, lo, w, table, out, nb):
+    """out = the group sums (unscaled): block 0 adds straight into out, the
+    other blocks into private tables added afterwards in block order."""
     n, k = codes.shape
     m = table.shape[1]
-    acc = np.zeros((nb, q, m))
+    out[:] = 0.0
+    extra = np.zeros((nb - 1, out.shape[0], m))
     for t in prange(nb):
+        acc = out if t == 0 else extra[t - 1]
         for i in range(n * t // nb, n * (t + 1) // nb):
             wi = w[i]
             if wi == 0.0:
@@ -255,17 +259,16 @@ def _group_cross_sums(codes, factor, lo, w, table, q, nb):
                     continue
                 c = codes[i, j]
                 for l in range(m):
-                    acc[t, g, l] += wi * table[c, l]
-    for t in range(1, nb):
-        acc[0] += acc[t]
-    return acc[0]
+                    acc[g, l] += wi * table[c, l]
+    for t in range(nb - 1):
+        out += extra[t]
 
 
 def group_cross_sums(codes, factor, lo, w, scale, table, out, nthreads):
     _threads(nthreads)
-    acc = _group_cross_sums(codes, factor, lo, w, table, out.shape[0],
-                            n_blocks(codes.shape[0], nthreads))
-    out[:] = scale * acc
+    _group_cross_sums(codes, factor, lo, w, table, out, n_blocks(codes.shape[0], nthreads))
+    if scale != 1.0:
+        out *= scale
 
 
 @njit(cache=True)
@@ -315,7 +318,9 @@ def _club_backfit(codes, offsets, w, scale, h, s, D, tq, chol, XtX, counts, beta
         for f in range(k):
             lo = offsets[f]
             hi = offsets[f + 1]
-            u = _group_cross_sums(codes, f, lo, w, bcol, hi - lo, nb)[:, 0] * scale
+            u = np.empty((hi - lo, 1))
+            _group_cross_sums(codes, f, lo, w, bcol, u, nb)
+            u = u[:, 0] * scale
             rhs = h.copy()
             for j in range(k):
                 if j != f:
