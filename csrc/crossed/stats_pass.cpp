@@ -4,14 +4,18 @@
 #include "crossed/kernels.hpp"
 
 namespace pyglmm {
+namespace {
 
-void stats_pass(int family, const Rows& r, int64_t Q, const double* y,
+// The pass, compiled with and without the categoricals' loops (Cat = r.m > 0),
+// so that a dense X pays nothing for them.
+template <bool Cat>
+void fused_pass(int family, const Rows& r, int64_t Q, const double* y,
                 const double* prior, const double* offset, const double* beta,
                 const double* b, const double* dbeta, const double* db,
                 bool design, double* w, double* G, double* h, double* S,
                 double* scalars, int nthreads) {
   // T columns in all: p dense, then pc dummies of m categoricals (types.hpp).
-  const int64_t p = r.p, k = r.k, m = r.m, T = p + r.pc, P = padded(p), width = T + 2;
+  const int64_t p = r.p, k = r.k, m = Cat ? r.m : 0, T = p + r.pc, P = padded(p), width = T + 2;
   // Block accumulator: [scalars(4) | dense G (P*P, padded) | h (T) | C (pc*T)]
   // where C's row c - p holds G[j][c] (j < p) and G[c][c'] (c' >= c) of dummy c.
   const size_t oG = 4, oh = oG + P * P, oC = oh + T;
@@ -121,6 +125,18 @@ void stats_pass(int family, const Rows& r, int64_t Q, const double* y,
   }
   mirror_upper(T, G);
   std::copy(acc.begin() + oh, acc.begin() + oC, h);
+}
+
+}  // namespace
+
+void stats_pass(int family, const Rows& r, int64_t Q, const double* y,
+                const double* prior, const double* offset, const double* beta,
+                const double* b, const double* dbeta, const double* db,
+                bool design, double* w, double* G, double* h, double* S,
+                double* scalars, int nthreads) {
+  (r.m > 0 ? fused_pass<true> : fused_pass<false>)(family, r, Q, y, prior, offset, beta, b,
+                                                    dbeta, db, design, w, G, h, S, scalars,
+                                                    nthreads);
 }
 
 }  // namespace pyglmm
