@@ -1,5 +1,7 @@
 """Benchmark problems: the paper's Sec. 5 design at a given size, and a Stitch-Fix-shaped one."""
 
+from dataclasses import replace
+
 import numpy as np
 
 import pyglmm
@@ -25,6 +27,28 @@ def stitchfix(n_rows=5_000_000, seed=0):
     scale = n_rows / 5_000_000
     return pyglmm.simulate_stitchfix(n_rows, max(2, int(744_482 * scale)), max(2, int(3_547 * scale ** 0.5)),
                                      seed=seed)
+
+
+# The dummy columns of simulate_stitchfix's X, one list per categorical: client fit
+# profile, material, item fit profile.
+STITCHFIX_CATEGORICALS = [list(range(1, 6)), list(range(10, 29)), list(range(29, 34))]
+
+
+def with_categoricals(d, blocks):
+    """Design ``d`` with the one-hot dummy columns in ``blocks`` (a list of X's columns
+    per categorical) kept as codes (``Design.xcat``), the other columns first."""
+    dummies = [j for block in blocks for j in block]
+    order = [j for j in range(d.p) if j not in set(dummies)] + dummies
+    dense = len(order) - len(dummies)
+    xcat = np.full((d.n, len(blocks)), -1, dtype=np.int32)
+    start = dense
+    for j, block in enumerate(blocks):
+        part = d.X[:, block]
+        xcat[:, j] = np.where(part.any(axis=1), start + part.argmax(axis=1), -1)
+        start += len(block)
+    return replace(d, X=np.ascontiguousarray(d.X[:, order[:dense]]), xcat=xcat,
+                   XtX=d.XtX[np.ix_(order, order)],
+                   feature_names=[d.feature_names[j] for j in order])
 
 
 def make(name, n_rows):

@@ -25,9 +25,9 @@ void group_cross_sums(const Rows& r, int64_t factor, int64_t lo, int64_t q,
   const int64_t k = r.k;
   reduce_blocks(r, nthreads, 0, m, out, q, lo, factor,
                 [&](int64_t begin, int64_t end, double*, LevelSlab& slab) {
-    // A run of rows with the same level (rows sorted by this factor) is summed
-    // in `run` and added to the slab once.  One column (the inner loop's case)
-    // keeps the run in a register.
+    // One column (the inner loop's case): a run of rows with the same level
+    // (rows sorted by this factor) is summed in a register and added to the
+    // slab once.
     if (m == 1) {
       int64_t current = -1;
       double run = 0.0;
@@ -48,32 +48,22 @@ void group_cross_sums(const Rows& r, int64_t factor, int64_t lo, int64_t q,
       if (current >= 0) *slab.at(factor, current) += run;
       return;
     }
-    std::vector<double> run(static_cast<size_t>(m), 0.0);
-    int64_t current = -1;
+    // Several columns: straight into the level's accumulator (it stays in L1
+    // for a run of rows with the same level).
     for (int64_t i = begin; i < end; ++i) {
       const double wi = w[i];
       if (wi == 0.0) continue;
       const int32_t* c = r.codes + i * k;
-      if (c[factor] != current) {
-        if (current >= 0) {
-          double* __restrict o = slab.at(factor, current);
-          for (int64_t l = 0; l < m; ++l) o[l] += run[l];
-        }
-        std::fill(run.begin(), run.end(), 0.0);
-        current = c[factor];
-      }
+      double* __restrict o = slab.at(factor, c[factor]);
       for (int64_t j = 0; j < k; ++j) {
         if (j == factor) continue;
         const double* __restrict t = table + static_cast<int64_t>(c[j]) * m;
-        for (int64_t l = 0; l < m; ++l) run[l] += wi * t[l];
+        for (int64_t l = 0; l < m; ++l) o[l] += wi * t[l];
       }
     }
-    if (current >= 0) {
-      double* __restrict o = slab.at(factor, current);
-      for (int64_t l = 0; l < m; ++l) o[l] += run[l];
-    }
   });
-  for (int64_t i = 0; i < q * m; ++i) out[i] *= scale;
+  if (scale != 1.0)
+    for (int64_t i = 0; i < q * m; ++i) out[i] *= scale;
 }
 
 namespace {
@@ -92,6 +82,17 @@ void chol_solve(int64_t p, const double* L, double* x) {
   }
 }
 
+// x'y in four partial sums added in a fixed order: four independent chains
+// instead of one (the per-level fits s_g'beta are otherwise latency bound).
+double dot(int64_t p, const double* __restrict x, const double* __restrict y) {
+  double a[4] = {0.0, 0.0, 0.0, 0.0};
+  int64_t l = 0;
+  for (; l + 4 <= p; l += 4)
+    for (int u = 0; u < 4; ++u) a[u] += x[l + u] * y[l + u];
+  for (int u = 0; l < p; ++l, ++u) a[u] += x[l] * y[l];
+  return (a[0] + a[1]) + (a[2] + a[3]);
+}
+
 double quad_form(int64_t p, const double* M, const double* v) {
   double out = 0.0;
   for (int64_t i = 0; i < p; ++i) {
@@ -100,6 +101,22 @@ double quad_form(int64_t p, const double* M, const double* v) {
     out += v[i] * row;
   }
   return out;
+}
+
+// Sums over the levels [lo, hi) in blocks of levels (threads): fn(begin, end,
+// part) adds levels [begin, end)'s terms to `part` (width doubles, zeroed), and
+// out = the blocks' parts summed in block order.
+template <class F>
+void level_sums(int64_t lo, int64_t hi, int64_t width, int nthreads, std::vector<double>& parts,
+                double* out, F&& fn) {
+  const int64_t nb = n_blocks(hi - lo, nthreads);
+  parts.assign(static_cast<size_t>(nb * width), 0.0);
+  run_blocks(hi - lo, nb, [&](int64_t t, int64_t begin, int64_t end) {
+    fn(lo + begin, lo + end, parts.data() + t * width);
+  });
+  std::fill(out, out + width, 0.0);
+  for (int64_t t = 0; t < nb; ++t)
+    for (int64_t l = 0; l < width; ++l) out[l] += parts[t * width + l];
 }
 
 }  // namespace
@@ -114,10 +131,14 @@ ClubResult club_backfit(const Rows& r, const int64_t* offsets, const double* w,
   for (int64_t j = 0; j < k; ++j) qmax = std::max(qmax, offsets[j + 1] - offsets[j]);
   std::vector<double> u(static_cast<size_t>(qmax)), v(static_cast<size_t>(k * p), 0.0);
   std::vector<double> rhs(static_cast<size_t>(p)), beta0(static_cast<size_t>(p));
+  std::vector<double> parts, sums(static_cast<size_t>(p + 2));
   // v_j = s_j' b_j, kept current as b_j changes.
   for (int64_t j = 0; j < k; ++j)
-    for (int64_t g = offsets[j]; g < offsets[j + 1]; ++g)
-      for (int64_t l = 0; l < p; ++l) v[j * p + l] += s[g * p + l] * b[g];
+    level_sums(offsets[j], offsets[j + 1], p, nthreads, parts, v.data() + j * p,
+               [&](int64_t begin, int64_t end, double* vj) {
+      for (int64_t g = begin; g < end; ++g)
+        for (int64_t l = 0; l < p; ++l) vj[l] += s[g * p + l] * b[g];
+    });
   ClubResult res{0, 0.0};
   while (res.sweeps < max_iter) {
     ++res.sweeps;
@@ -126,33 +147,38 @@ ClubResult club_backfit(const Rows& r, const int64_t* offsets, const double* w,
     for (int64_t f = 0; f < k; ++f) {
       const int64_t lo = offsets[f], hi = offsets[f + 1], q = hi - lo;
       group_cross_sums(r, f, lo, q, w, scale, b, 1, u.data(), nthreads);
+      // u_g = tq_g - (cross sums); sums = s_f' D_f^-1 u
+      level_sums(lo, hi, p, nthreads, parts, sums.data(), [&](int64_t begin, int64_t end, double* su) {
+        for (int64_t g = begin; g < end; ++g) {
+          double& ug = u[g - lo];
+          ug = tq[g] - ug;
+          const double ratio = ug / D[g];
+          for (int64_t l = 0; l < p; ++l) su[l] += s[g * p + l] * ratio;
+        }
+      });
       for (int64_t l = 0; l < p; ++l) {
         double val = h[l];
         for (int64_t j = 0; j < k; ++j)
           if (j != f) val -= v[j * p + l];
-        rhs[l] = val;
-      }
-      for (int64_t g = lo; g < hi; ++g) {
-        double& ug = u[g - lo];
-        ug = tq[g] - ug;
-        const double ratio = ug / D[g];
-        for (int64_t l = 0; l < p; ++l) rhs[l] -= s[g * p + l] * ratio;
+        rhs[l] = val - sums[l];
       }
       chol_solve(p, chol + f * p * p, rhs.data());
       std::copy(rhs.begin(), rhs.end(), beta);
-      double* vf = v.data() + f * p;
-      std::fill(vf, vf + p, 0.0);
-      for (int64_t g = lo; g < hi; ++g) {
-        const double* sg = s + g * p;
-        double fit = 0.0;
-        for (int64_t l = 0; l < p; ++l) fit += sg[l] * beta[l];
-        const double bn = (u[g - lo] - fit) / D[g];
-        const double d = bn - b[g];
-        num_b += counts[g] * d * d;
-        den_b += counts[g] * b[g] * b[g];
-        b[g] = bn;
-        for (int64_t l = 0; l < p; ++l) vf[l] += sg[l] * bn;
-      }
+      // b_g = D_g^-1 (u_g - s_g'beta); sums = [v_f = s_f' b_f, change and size norms]
+      level_sums(lo, hi, p + 2, nthreads, parts, sums.data(), [&](int64_t begin, int64_t end, double* sv) {
+        for (int64_t g = begin; g < end; ++g) {
+          const double* sg = s + g * p;
+          const double bn = (u[g - lo] - dot(p, sg, beta)) / D[g];
+          const double d = bn - b[g];
+          sv[p] += counts[g] * d * d;
+          sv[p + 1] += counts[g] * b[g] * b[g];
+          b[g] = bn;
+          for (int64_t l = 0; l < p; ++l) sv[l] += sg[l] * bn;
+        }
+      });
+      std::copy(sums.begin(), sums.begin() + p, v.begin() + f * p);
+      num_b += sums[p];
+      den_b += sums[p + 1];
     }
     for (int64_t l = 0; l < p; ++l) rhs[l] = beta[l] - beta0[l];
     const double num = quad_form(p, XtX, rhs.data()) + num_b;

@@ -18,6 +18,10 @@
 //     callers' to check.
 //   * Per-level arrays (b, Wq, tq, D, counts) have length Q; per-level
 //     matrices (s, A, ZU) are Q x p row-major.
+//   * linear_predictor, stats_pass and sandwich_pass also take categorical
+//     fixed effects as codes (Rows::xcat, types.hpp): their fixed-effect
+//     columns are then T = p + pc (X's p dense ones, then the dummies), and
+//     beta, G, h, A, H, ZU, M0 and the level table S have T (+ 2) columns.
 //   * Optional row arrays (prior weights, offset, ...) are passed as nullptr.
 //   * Outputs are preallocated by the caller; kernels allocate per call
 //     (thread-private accumulators), never per row.
@@ -96,5 +100,28 @@ void schall_update(int64_t k, const int64_t* offsets, const double* Wq,
                    const double* b, const double* lam, double* nu,
                    double* sigma2);
 
+// One block step of the smoother of X's columns on the random effects (the
+// standard errors, eq. 24): for factor f's levels g in [lo, hi) = offsets[f..f+1],
+//   new_g = (s_g - sum_{i: codes_if = g} w_i sum_{j != f} A[codes_ij]) / D_g,
+// centred when `centre` (X holds an intercept) to sum_g new_g = 0 along 1/D:
+//   new_g -= (1/D_g) (sum_h new_h) / (sum_h 1/D_h);
+// then num = sum_g counts_g |A_g - new_g|^2, den = sum_g counts_g |A_g|^2, and
+// A_g = new_g.  A, s are Q x p (p = r.p); work is scratch of at least hi - lo rows.
+struct SmoothResult {
+  double num, den;
+};
+SmoothResult smooth_step(const Rows& r, const int64_t* offsets, int64_t factor,
+                         const double* w, const double* s, const double* D,
+                         const double* counts, bool centre, double* A, double* work,
+                         int nthreads);
+
+// The clubbed inner loop's per-level inputs from the fused pass's level table
+// S = Z'W [X, 1, z] (Q x (p + 2)) and lam_j per factor: s = S[:, :p], Wq = S[:, p],
+// tq = S[:, p + 1] (contiguous copies), D_g = Wq_g + lam_j for g in factor j, and
+//   R_j = sum_{g in factor j} s_g s_g' / D_g   (k x p x p),
+// in one pass over S, threaded over blocks of each factor's levels.
+void club_prepare(int64_t k, int64_t Q, int64_t p, const int64_t* offsets, const double* S,
+                  const double* lam, double* s, double* Wq, double* tq, double* D, double* R,
+                  int nthreads);
 
 }  // namespace pyglmm

@@ -8,10 +8,11 @@ namespace pyglmm {
 void sandwich_pass(const Rows& r, int64_t Q, const double* A, const double* wu,
                    double scale, const double* wm, double* H, double* ZU,
                    double* M0, int nthreads) {
-  const int64_t p = r.p, k = r.k, P = padded(p);
+  // T columns in all: p dense, then pc dummies of m categoricals (types.hpp).
+  const int64_t p = r.p, k = r.k, m = r.m, T = p + r.pc, P = padded(T);
   // Block accumulator: [H (P*P) | M0 (P*P)], padded; ZU in per-level slabs.
   const size_t oM = P * P;
-  std::vector<double> acc = reduce_blocks(r, nthreads, 2 * P * P, p, ZU, Q, 0, -1,
+  std::vector<double> acc = reduce_blocks(r, nthreads, 2 * P * P, T, ZU, Q, 0, -1,
                                           [&](int64_t begin, int64_t end, double* a, LevelSlab& slab) {
     // Tile buffers (zero-padded to P columns): x, u = wu r, r and wm r.
     std::vector<double> xt(kTile * P, 0.0), ut(kTile * P, 0.0), rt(kTile * P, 0.0), mt(kTile * P, 0.0);
@@ -23,33 +24,38 @@ void sandwich_pass(const Rows& r, int64_t Q, const double* A, const double* wu,
         const double wmi = wm ? wm[i] : wui;
         const double* __restrict x = r.X + i * p;
         const int32_t* c = r.codes + i * k;
+        const int32_t* xc = r.xcat + i * m;
         double* __restrict xr = xt.data() + t * P;
         double* __restrict rr = rt.data() + t * P;
-        for (int64_t l = 0; l < p; ++l) xr[l] = rr[l] = x[l];
+        for (int64_t l = 0; l < p; ++l) xr[l] = x[l];
+        std::fill(xr + p, xr + T, 0.0);  // the row's dummies
+        for (int64_t u = 0; u < m; ++u)
+          if (xc[u] >= 0) xr[xc[u]] = 1.0;
+        for (int64_t l = 0; l < T; ++l) rr[l] = xr[l];
         if (A)
           for (int64_t j = 0; j < k; ++j) {
-            const double* ag = A + static_cast<int64_t>(c[j]) * p;
-            for (int64_t l = 0; l < p; ++l) rr[l] -= ag[l];
+            const double* ag = A + static_cast<int64_t>(c[j]) * T;
+            for (int64_t l = 0; l < T; ++l) rr[l] -= ag[l];
           }
         double* __restrict ur = ut.data() + t * P;
         double* __restrict mr = mt.data() + t * P;
-        for (int64_t l = 0; l < p; ++l) {
+        for (int64_t l = 0; l < T; ++l) {
           ur[l] = wui * rr[l];
           mr[l] = wmi * rr[l];
         }
         if (wui == 0.0) continue;
         for (int64_t j = 0; j < k; ++j) {
           double* __restrict zg = slab.at(j, c[j]);
-          for (int64_t l = 0; l < p; ++l) zg[l] += ur[l];
+          for (int64_t l = 0; l < T; ++l) zg[l] += ur[l];
         }
       }
       gram_tile(nr, P, xt.data(), ut.data(), a, false);
       gram_tile(nr, P, mt.data(), rt.data(), a + oM, true);
     }
   });
-  unpad(p, P, acc.data(), H);
-  unpad(p, P, acc.data() + oM, M0);
-  mirror_upper(p, M0);
+  unpad(T, P, acc.data(), H);
+  unpad(T, P, acc.data() + oM, M0);
+  mirror_upper(T, M0);
 }
 
 }  // namespace pyglmm

@@ -24,6 +24,8 @@ void linear_predictor(const Rows& r, const double* beta, const double* b,
       const int32_t* c = r.codes + i * k;
       double e = offset ? offset[i] : 0.0;
       for (int64_t j = 0; j < p; ++j) e += x[j] * beta[j];
+      for (int64_t j = 0; j < r.m; ++j)  // categorical fixed effects (types.hpp)
+        if (r.xcat[i * r.m + j] >= 0) e += beta[r.xcat[i * r.m + j]];
       for (int64_t j = 0; j < k; ++j)
         if (c[j] >= 0) e += b[c[j]];
       eta[i] = e;

@@ -4,16 +4,22 @@
 #include "crossed/kernels.hpp"
 
 namespace pyglmm {
+namespace {
 
-void stats_pass(int family, const Rows& r, int64_t Q, const double* y,
+// The pass, compiled with and without the categoricals' loops (Cat = r.m > 0),
+// so that a dense X pays nothing for them.
+template <bool Cat>
+void fused_pass(int family, const Rows& r, int64_t Q, const double* y,
                 const double* prior, const double* offset, const double* beta,
                 const double* b, const double* dbeta, const double* db,
                 bool design, double* w, double* G, double* h, double* S,
                 double* scalars, int nthreads) {
-  const int64_t p = r.p, k = r.k, P = padded(p), width = p + 2;
-  // Block accumulator: [scalars(4) | G (P*P, padded) | h (p)]; per-level sums in slabs.
-  const size_t oG = 4, oh = oG + P * P;
-  const size_t size = design ? oh + p : oG;
+  // T columns in all: p dense, then pc dummies of m categoricals (types.hpp).
+  const int64_t p = r.p, k = r.k, m = Cat ? r.m : 0, T = p + r.pc, P = padded(p), width = T + 2;
+  // Block accumulator: [scalars(4) | dense G (P*P, padded) | h (T) | C (pc*T)]
+  // where C's row c - p holds G[j][c] (j < p) and G[c][c'] (c' >= c) of dummy c.
+  const size_t oG = 4, oh = oG + P * P, oC = oh + T;
+  const size_t size = design ? oC + r.pc * T : oG;
   std::vector<double> unused;
   double* table = S;
   if (!design) {  // no per-level sums: an empty slab and a dummy table
@@ -26,6 +32,7 @@ void stats_pass(int family, const Rows& r, int64_t Q, const double* y,
     // Tile buffers: x and w x of kTile rows, zero-padded to P columns.
     std::vector<double> xt(design ? kTile * P : 0, 0.0), wxt(design ? kTile * P : 0, 0.0);
     double* __restrict hs = design ? a + oh : nullptr;
+    double* __restrict C = design ? a + oC : nullptr;  // dummy c's row at C + (c - p) * T
     // A tile is processed in phases (linear predictors, IRLS quantities, then
     // the sums) so that the rows' long dependency chains (dot product, exp,
     // division) overlap instead of running one row after another.
@@ -36,11 +43,17 @@ void stats_pass(int family, const Rows& r, int64_t Q, const double* y,
       for (int64_t t = 0; t < nr; ++t) {
         const double* __restrict x = r.X + (t0 + t) * p;
         const int32_t* c = r.codes + (t0 + t) * k;
+        const int32_t* xc = r.xcat + (t0 + t) * m;
         double e = 0.0, dz = 0.0;
         for (int64_t j = 0; j < p; ++j) {
           e += x[j] * beta[j];
           dz += x[j] * dbeta[j];
         }
+        for (int64_t j = 0; j < m; ++j)
+          if (xc[j] >= 0) {
+            e += beta[xc[j]];
+            dz += dbeta[xc[j]];
+          }
         for (int64_t j = 0; j < k; ++j) {
           e += b[c[j]];
           dz += db[c[j]];
@@ -70,6 +83,7 @@ void stats_pass(int family, const Rows& r, int64_t Q, const double* y,
       for (int64_t t = 0; t < nr; ++t) {
         const double* __restrict x = r.X + (t0 + t) * p;
         const int32_t* c = r.codes + (t0 + t) * k;
+        const int32_t* xc = r.xcat + (t0 + t) * m;
         const double wi = wt[t], zi = zt[t];
         double* __restrict xr = xt.data() + t * P;
         double* __restrict wxr = wxt.data() + t * P;
@@ -78,12 +92,23 @@ void stats_pass(int family, const Rows& r, int64_t Q, const double* y,
           wxr[j] = wi * x[j];
           hs[j] += wxr[j] * zi;
         }
+        for (int64_t u = 0; u < m; ++u) {  // the row's dummies: G's rows and columns c
+          const int64_t cu = xc[u];
+          if (cu < 0) continue;
+          double* __restrict Cu = C + (cu - p) * T;
+          for (int64_t j = 0; j < p; ++j) Cu[j] += wxr[j];
+          for (int64_t v = 0; v < m; ++v)
+            if (xc[v] >= cu) Cu[xc[v]] += wi;
+          hs[cu] += wi * zi;
+        }
         if (wi == 0.0) continue;
         for (int64_t j = 0; j < k; ++j) {
           double* __restrict sg = slab.at(j, c[j]);
           for (int64_t l = 0; l < p; ++l) sg[l] += wxr[l];
-          sg[p] += wi;
-          sg[p + 1] += wi * zi;
+          for (int64_t u = 0; u < m; ++u)
+            if (xc[u] >= 0) sg[xc[u]] += wi;
+          sg[T] += wi;
+          sg[T + 1] += wi * zi;
         }
       }
       gram_tile(nr, P, wxt.data(), xt.data(), a + oG, true);
@@ -91,9 +116,27 @@ void stats_pass(int family, const Rows& r, int64_t Q, const double* y,
   });
   std::copy(acc.begin(), acc.begin() + 4, scalars);
   if (!design) return;
-  unpad(p, P, acc.data() + oG, G);
-  mirror_upper(p, G);
-  std::copy(acc.begin() + oh, acc.end(), h);
+  for (int64_t j = 0; j < p; ++j)  // the dense block's upper triangle
+    for (int64_t l = j; l < p; ++l) G[j * T + l] = acc[oG + j * P + l];
+  for (int64_t c = p; c < T; ++c) {  // the dummies' rows of the upper triangle
+    const double* Cc = acc.data() + oC + (c - p) * T;
+    for (int64_t j = 0; j < p; ++j) G[j * T + c] = Cc[j];
+    for (int64_t l = c; l < T; ++l) G[c * T + l] = Cc[l];
+  }
+  mirror_upper(T, G);
+  std::copy(acc.begin() + oh, acc.begin() + oC, h);
+}
+
+}  // namespace
+
+void stats_pass(int family, const Rows& r, int64_t Q, const double* y,
+                const double* prior, const double* offset, const double* beta,
+                const double* b, const double* dbeta, const double* db,
+                bool design, double* w, double* G, double* h, double* S,
+                double* scalars, int nthreads) {
+  (r.m > 0 ? fused_pass<true> : fused_pass<false>)(family, r, Q, y, prior, offset, beta, b,
+                                                    dbeta, db, design, w, G, h, S, scalars,
+                                                    nthreads);
 }
 
 }  // namespace pyglmm

@@ -43,6 +43,12 @@ class Design:
         Rows are reordered when that pays (see ``SORT_ABOVE_BYTES``); nothing in
         a fit depends on row order, and per-row outputs are put back in the
         caller's order with :meth:`to_caller_order`.
+    xcat : ndarray (n, m) int32, optional
+        Categorical fixed effects kept as codes instead of dummy columns: the
+        model's p fixed-effect columns are X's, then the dummies of m
+        categoricals; row i has a 1 in column ``xcat[i, j]`` (in
+        ``[X.shape[1], p)``) for categorical j, or none where it is -1 (the
+        reference level).  Default: none (every column is in X).
     """
 
     X: np.ndarray
@@ -59,6 +65,11 @@ class Design:
     response_name: str
     has_intercept: bool
     order: object = None
+    xcat: np.ndarray = None
+
+    def __post_init__(self):
+        if self.xcat is None:
+            self.xcat = np.empty((self.X.shape[0], 0), dtype=np.int32)
 
     @property
     def n(self):
@@ -66,7 +77,8 @@ class Design:
 
     @property
     def p(self):
-        return self.X.shape[1]
+        """Fixed-effect columns: X's, then the dummies coded by ``xcat``."""
+        return len(self.feature_names)
 
     @property
     def n_levels(self):

@@ -376,6 +376,6 @@ def _conditional_fit(d, fam, fit, kern, threads):
     binomial, eta > 100 or mu < 2.2e-16 for poisson are affected), which keeps the
     logarithms finite."""
     eta, mu, w, z = (np.empty(d.n) for _ in range(4))
-    kern.linear_predictor(d.X, d.codes, fit.beta, fit.b, d.offset, eta, threads)
+    kern.linear_predictor(d.X, d.codes, fit.beta, fit.b, d.offset, eta, threads, d.xcat)
     deviance = kern.irls_quantities(fam.code, eta, d.y, d.prior, d.offset, mu, w, z, threads)
     return deviance, mu

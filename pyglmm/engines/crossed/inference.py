@@ -38,7 +38,7 @@ from scipy.linalg import eigh
 
 from ...data.design import EMPTY
 from ...data.validation import check_positive_definite, checked_inverse, checked_solve
-from .schall import _relative, level_precision
+from .schall import _relative
 
 # How a singular H = X'W(I - S)X, with S the random effects' smoother, names its columns.
 _BESIDE_RANDOM = dict(zero="has nothing left beside the random effects (it is zero on the rows "
@@ -53,26 +53,20 @@ def smooth_columns(d, fit, kern, nthreads, tol=1e-10, max_iter=1000):
     """Backfit every column of X on the random effects: S X = sum_k Z_k A_k.
 
     Returns ``(A, iterations, rel)`` with ``A`` the (Q, p) per-level fits.
+    Block k is solved in the unscaled weights w0 = phi w, with
+    D_k = Z_k'w0 + phi / sigma_k^2 (the same fit), by the kernel ``smooth_step``.
     """
-    scale = 1.0 / fit.phi
-    s = fit.s0 * scale
-    D = level_precision(fit.Wq0, fit.phi, fit.sigma2, d.n_levels)
+    s = np.ascontiguousarray(fit.s0)
+    D = fit.Wq0 + fit.phi * np.repeat(1.0 / fit.sigma2, d.n_levels)
     A = np.zeros_like(s)
-    new_buf = np.empty((int(d.n_levels.max()), d.p))
+    work = np.empty((int(d.n_levels.max()), d.p))
     rel, it = np.inf, 0
     for it in range(1, max_iter + 1):
         num = den = 0.0
-        for k, lv in enumerate(d.factor_slices()):
-            new = new_buf[: lv.stop - lv.start]
-            kern.group_cross_sums(d.codes, k, lv.start, fit.w0, scale, A, new, nthreads)
-            np.subtract(s[lv], new, out=new)
-            new /= D[lv, None]
-            if d.has_intercept:  # the constrained block minimum: sum_g A_kg = 0
-                new -= np.multiply.outer(1.0 / D[lv], new.sum(axis=0) / np.sum(1.0 / D[lv]))
-            den += np.einsum("g,gj,gj->", d.counts[lv], A[lv], A[lv])
-            A[lv] -= new
-            num += np.einsum("g,gj,gj->", d.counts[lv], A[lv], A[lv])
-            A[lv] = new
+        for k in range(len(d.n_levels)):
+            dn, dd = kern.smooth_step(d.codes, d.offsets, k, fit.w0, s, D, d.counts,
+                                      d.has_intercept, A, work, nthreads)
+            num, den = num + dn, den + dd
         rel = _relative(num, den)
         if rel <= tol:
             break
@@ -83,7 +77,7 @@ def _sandwich(d, kern, nthreads, A, wu, scale, wm, sigma2, what):
     """H^{-1} M H^{-T} and H^{-1} from one sandwich pass (``what`` names H in errors)."""
     p, Q = d.p, int(d.offsets[-1])
     H, ZU, M0 = np.empty((p, p)), np.empty((Q, p)), np.empty((p, p))
-    kern.sandwich_pass(d.X, d.codes, A, wu, scale, wm, H, ZU, M0, nthreads)
+    kern.sandwich_pass(d.X, d.codes, A, wu, scale, wm, H, ZU, M0, nthreads, d.xcat)
     M = M0 + sum(s2 * ZU[lv].T @ ZU[lv] for s2, lv in zip(sigma2, d.factor_slices()))
     Hinv = checked_inverse(H, d.feature_names, what, **(_BESIDE_RANDOM if A.size else _AT_WEIGHTS))
     return Hinv @ M @ Hinv.T, Hinv
@@ -109,16 +103,18 @@ class NaiveFit:
     iterations: int
 
 
-def naive_fit(d, family, kern, nthreads, tol=1e-10, max_iter=100):
-    """Plain GLM (no random effects) by IRLS, reusing the fused pass with no factors."""
-    n, p = d.X.shape
+def naive_fit(d, family, kern, nthreads, tol=1e-10, max_iter=100, start=None):
+    """Plain GLM (no random effects) by IRLS from ``start`` (default 0), reusing the
+    fused pass with no factors."""
+    n, p = d.n, d.p
     no_codes, none = np.empty((n, 0), dtype=np.int32), np.empty(0)
-    beta, dbeta = np.zeros(p), np.zeros(p)
+    beta = np.zeros(p) if start is None else np.array(start, dtype=np.float64)
+    dbeta = beta.copy()
     w0, G, h, S = np.empty(n), np.empty((p, p)), np.empty(p), np.empty((0, p + 2))
     converged, it, sc = False, 0, None
     for it in range(max_iter + 1):
         sc = kern.stats_pass(family.code, d.X, no_codes, d.y, d.prior, d.offset, beta, none,
-                             dbeta, none, True, w0, G, h, S, nthreads)
+                             dbeta, none, True, w0, G, h, S, nthreads, d.xcat)
         if it > 0 and _relative(sc[2], sc[3]) <= tol:
             converged = True
             break
@@ -137,7 +133,7 @@ def naive_comparison(d, family, fit, cov_glmm, kern, nthreads):
     eigenvalues of cov_LR^{-1} cov_GLMM(beta_LR) (naivete) and of
     cov_GLMM(beta_GLMM)^{-1} cov_GLMM(beta_LR) (inefficiency).
     """
-    lr = naive_fit(d, family, kern, nthreads)
+    lr = naive_fit(d, family, kern, nthreads, start=fit.beta)  # near the naive fit: fewer passes
     wG = fit.w0 / fit.phi
     with np.errstate(divide="ignore", invalid="ignore"):
         wm = np.where(wG > 0, lr.w0**2 / wG, 0.0)

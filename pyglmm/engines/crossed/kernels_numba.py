@@ -191,22 +191,31 @@ def _gram_tile(nr, At, Bt, out, upper):
 
 
 @njit(cache=True, parallel=True)
-def _linear_predictor(X, codes, beta, b, offset, eta, nb):
+def _linear_predictor(X, xcat, codes, beta, b, offset, eta, nb):
     n, p = X.shape
     for t in prange(nb):
         for i in range(n * t // nb, n * (t + 1) // nb):
             e = offset[i] if offset.size else 0.0
             for j in range(p):
                 e += X[i, j] * beta[j]
+            for j in range(xcat.shape[1]):
+                if xcat[i, j] >= 0:
+                    e += beta[xcat[i, j]]
             for j in range(codes.shape[1]):
                 if codes[i, j] >= 0:
                     e += b[codes[i, j]]
             eta[i] = e
 
 
-def linear_predictor(X, codes, beta, b, offset, eta, nthreads):
+def _cat(xcat, n):
+    """The categorical codes, or an (n, 0) array when there are none."""
+    return np.empty((n, 0), dtype=np.int32) if xcat is None else xcat
+
+
+def linear_predictor(X, codes, beta, b, offset, eta, nthreads, xcat=None):
     _threads(nthreads)
-    _linear_predictor(X, codes, beta, b, offset, eta, n_blocks(X.shape[0], nthreads))
+    _linear_predictor(X, _cat(xcat, X.shape[0]), codes, beta, b, offset, eta,
+                      n_blocks(X.shape[0], nthreads))
 
 
 @njit(cache=True, parallel=True)
@@ -236,21 +245,21 @@ def irls_quantities(family, eta, y, prior, offset, mu, w, z, nthreads):
 
 
 @njit(cache=True, parallel=True)
-def _stats_pass(family, X, codes, y, prior, offset, beta, b, dbeta, db, design,
+def _stats_pass(family, X, xcat, codes, y, prior, offset, beta, b, dbeta, db, design,
                 w, S, ws, nb):
     n, p = X.shape
-    k = codes.shape[1]
+    k, m, T = codes.shape[1], xcat.shape[1], beta.shape[0]  # T = p + dummy columns
     sc = np.zeros((nb, 4))
-    G = np.zeros((nb, p, p)) if design else np.zeros((nb, 0, 0))
-    h = np.zeros((nb, p))
+    G = np.zeros((nb, T, T)) if design else np.zeros((nb, 0, 0))
+    h = np.zeros((nb, T))
     spans = np.empty((nb, k, 2), dtype=np.int64)
     for t in prange(nb):
         lo, hi = n * t // nb, n * (t + 1) // nb
         St = _block_slab(codes, lo, hi, -1, t, S, ws, spans, 0) if design else S
         # thread-local accumulators, written back once: no false sharing
         s0 = s1 = s2 = s3 = 0.0
-        Gt = np.zeros((p, p)) if design else np.zeros((0, 0))
-        ht = np.zeros(p)
+        Gt = np.zeros((T, T)) if design else np.zeros((0, 0))
+        ht = np.zeros(T)
         xt = np.zeros((p, TILE))  # the tile's x and w x, by columns
         wxt = np.zeros((p, TILE))
         for i in range(lo, hi):
@@ -260,6 +269,10 @@ def _stats_pass(family, X, codes, y, prior, offset, beta, b, dbeta, db, design,
             for j in range(p):
                 zeta += X[i, j] * beta[j]
                 dz += X[i, j] * dbeta[j]
+            for j in range(m):
+                if xcat[i, j] >= 0:
+                    zeta += beta[xcat[i, j]]
+                    dz += dbeta[xcat[i, j]]
             for j in range(k):
                 zeta += b[codes[i, j]]
                 dz += db[codes[i, j]]
@@ -282,15 +295,28 @@ def _stats_pass(family, X, codes, y, prior, offset, beta, b, dbeta, db, design,
                 wxt[j, r] = wi * X[i, j]
                 ht[j] += wxt[j, r] * zi
             if r == TILE - 1 or i == hi - 1:
-                _gram_tile(r + 1, wxt, xt, Gt, True)
+                _gram_tile(r + 1, wxt, xt, Gt[:p, :p], True)
+            for u in range(m):  # the row's dummies: G's rows and columns c
+                c = xcat[i, u]
+                if c < 0:
+                    continue
+                for j in range(p):
+                    Gt[j, c] += wxt[j, r]
+                for v in range(m):
+                    if xcat[i, v] >= c:
+                        Gt[c, xcat[i, v]] += wi
+                ht[c] += wi * zi
             if wi == 0.0:
                 continue
             for j in range(k):
                 g = codes[i, j]
                 for l in range(p):
                     St[g, l] += wxt[l, r]
-                St[g, p] += wi
-                St[g, p + 1] += wi * zi
+                for u in range(m):
+                    if xcat[i, u] >= 0:
+                        St[g, xcat[i, u]] += wi
+                St[g, T] += wi
+                St[g, T + 1] += wi * zi
         sc[t, 0] = s0
         sc[t, 1] = s1
         sc[t, 2] = s2
@@ -309,10 +335,11 @@ def _stats_pass(family, X, codes, y, prior, offset, beta, b, dbeta, db, design,
 
 
 def stats_pass(family, X, codes, y, prior, offset, beta, b, dbeta, db, design,
-               w, G, h, S, nthreads):
+               w, G, h, S, nthreads, xcat=None):
     _threads(nthreads)
     nb = n_blocks(X.shape[0], nthreads)
-    args = (family, X, codes, y, prior, offset, beta, b, dbeta, db, design, w, S)
+    args = (family, X, _cat(xcat, X.shape[0]), codes, y, prior, offset, beta, b, dbeta, db,
+            design, w, S)
     if not design:
         return _stats_pass(*args, np.empty((0, 0, 0)), nb)[0]
     with _workspace.get((nb - 1,) + S.shape) as ws:
@@ -350,7 +377,8 @@ def group_cross_sums(codes, factor, lo, w, scale, table, out, nthreads):
     nb = n_blocks(codes.shape[0], nthreads)
     with _workspace.get((nb - 1,) + out.shape) as ws:
         _group_cross_sums(codes, factor, lo, w, table, out, ws, nb)
-    out *= scale
+    if scale != 1.0:
+        out *= scale
 
 
 @njit(cache=True)
@@ -449,33 +477,39 @@ def club_backfit(codes, offsets, w, scale, h, s, D, tq, chol, XtX, counts, beta,
 
 
 @njit(cache=True, parallel=True)
-def _sandwich_pass(X, codes, A, wu, scale, wm, ZU, ws, nb):
+def _sandwich_pass(X, xcat, codes, A, wu, scale, wm, ZU, ws, nb):
     n, p = X.shape
-    k = codes.shape[1]
-    H = np.zeros((nb, p, p))
-    M0 = np.zeros((nb, p, p))
+    k, m, T = codes.shape[1], xcat.shape[1], ZU.shape[1]  # T = p + dummy columns
+    H = np.zeros((nb, T, T))
+    M0 = np.zeros((nb, T, T))
     spans = np.empty((nb, k, 2), dtype=np.int64)
     for t in prange(nb):
         lo, hi = n * t // nb, n * (t + 1) // nb
         Zt = _block_slab(codes, lo, hi, -1, t, ZU, ws, spans, 0)
-        Ht = np.zeros((p, p))  # thread-local, written back once
-        Mt = np.zeros((p, p))
-        xt = np.zeros((p, TILE))  # the tile's x, r, u = wu r and wm r, by columns
-        rt = np.zeros((p, TILE))
-        ut = np.zeros((p, TILE))
-        mt = np.zeros((p, TILE))
+        Ht = np.zeros((T, T))  # thread-local, written back once
+        Mt = np.zeros((T, T))
+        xt = np.zeros((T, TILE))  # the tile's x, r, u = wu r and wm r, by columns
+        rt = np.zeros((T, TILE))
+        ut = np.zeros((T, TILE))
+        mt = np.zeros((T, TILE))
         for i in range(lo, hi):
             r = (i - lo) % TILE
             wui = scale * wu[i]
             wmi = wm[i] if wm.size else wui
             for l in range(p):
                 xt[l, r] = X[i, l]
-                rt[l, r] = X[i, l]
+            for l in range(p, T):
+                xt[l, r] = 0.0
+            for u in range(m):
+                if xcat[i, u] >= 0:
+                    xt[xcat[i, u], r] = 1.0
+            for l in range(T):
+                rt[l, r] = xt[l, r]
             if A.size:
                 for j in range(k):
-                    for l in range(p):
+                    for l in range(T):
                         rt[l, r] -= A[codes[i, j], l]
-            for l in range(p):
+            for l in range(T):
                 ut[l, r] = wui * rt[l, r]
                 mt[l, r] = wmi * rt[l, r]
             if r == TILE - 1 or i == hi - 1:
@@ -485,7 +519,7 @@ def _sandwich_pass(X, codes, A, wu, scale, wm, ZU, ws, nb):
                 continue
             for j in range(k):
                 g = codes[i, j]
-                for l in range(p):
+                for l in range(T):
                     Zt[g, l] += ut[l, r]
         H[t] = Ht
         M0[t] = Mt
@@ -496,11 +530,11 @@ def _sandwich_pass(X, codes, A, wu, scale, wm, ZU, ws, nb):
     return H[0], M0[0]
 
 
-def sandwich_pass(X, codes, A, wu, scale, wm, H, ZU, M0, nthreads):
+def sandwich_pass(X, codes, A, wu, scale, wm, H, ZU, M0, nthreads, xcat=None):
     _threads(nthreads)
     nb = n_blocks(X.shape[0], nthreads)
     with _workspace.get((nb - 1,) + ZU.shape) as ws:
-        H_, M_ = _sandwich_pass(X, codes, A, wu, scale, wm, ZU, ws, nb)
+        H_, M_ = _sandwich_pass(X, _cat(xcat, X.shape[0]), codes, A, wu, scale, wm, ZU, ws, nb)
     H[:] = H_
     M0[:] = np.triu(M_) + np.triu(M_, 1).T
 
@@ -515,3 +549,90 @@ def schall_update(offsets, Wq, b, lam, nu, sigma2):
             ss += b[g] * b[g]
         nu[f] = (offsets[f + 1] - offsets[f]) - df
         sigma2[f] = ss / df if df > 0.0 else 0.0
+
+
+@njit(cache=True, parallel=True)
+def _smooth_finish(lo, s, D, counts, centre, A, new, nb):
+    q, p = new.shape
+    part = np.zeros((nb, p + 1))  # per level block: column sums of new, sum of 1/D
+    for t in prange(nb):
+        for g in range(q * t // nb, q * (t + 1) // nb):
+            inv = 1.0 / D[lo + g]
+            for l in range(p):
+                new[g, l] = (s[lo + g, l] - new[g, l]) * inv
+                part[t, l] += new[g, l]
+            part[t, p] += inv
+    c = np.zeros(p)
+    if centre:
+        for t in range(1, nb):
+            part[0] += part[t]
+        for l in range(p):
+            c[l] = part[0, l] / part[0, p]
+    norms = np.zeros((nb, 2))
+    for t in prange(nb):
+        num = 0.0
+        den = 0.0
+        for g in range(q * t // nb, q * (t + 1) // nb):
+            inv = 1.0 / D[lo + g]
+            dn = 0.0
+            dd = 0.0
+            for l in range(p):
+                v = new[g, l] - c[l] * inv
+                old = A[lo + g, l]
+                dn += (old - v) ** 2
+                dd += old * old
+                A[lo + g, l] = v
+            num += counts[lo + g] * dn
+            den += counts[lo + g] * dd
+        norms[t, 0] = num
+        norms[t, 1] = den
+    num = 0.0
+    den = 0.0
+    for t in range(nb):  # in block order
+        num += norms[t, 0]
+        den += norms[t, 1]
+    return num, den
+
+
+def smooth_step(codes, offsets, factor, w, s, D, counts, centre, A, work, nthreads):
+    lo, hi = int(offsets[factor]), int(offsets[factor + 1])
+    new = work[: hi - lo]
+    group_cross_sums(codes, factor, lo, w, 1.0, A, new, nthreads)
+    num, den = _smooth_finish(lo, s, D, counts, bool(centre), A, new, n_blocks(hi - lo, nthreads))
+    return float(num), float(den)
+
+
+@njit(cache=True, parallel=True)
+def _club_prepare(S, lo, hi, lam, s, Wq, tq, D, nb):
+    p = s.shape[1]
+    q = hi - lo
+    acc = np.zeros((nb, p, p))
+    for t in prange(nb):
+        at = np.zeros((p, TILE))  # the tile's s_g / D_g and s_g, by columns
+        bt = np.zeros((p, TILE))
+        Rt = np.zeros((p, p))
+        first, last = lo + q * t // nb, lo + q * (t + 1) // nb
+        for g in range(first, last):
+            r = (g - first) % TILE
+            Wq[g] = S[g, p]
+            tq[g] = S[g, p + 1]
+            D[g] = S[g, p] + lam
+            inv = 1.0 / D[g]
+            for l in range(p):
+                s[g, l] = S[g, l]
+                bt[l, r] = S[g, l]
+                at[l, r] = S[g, l] * inv
+            if r == TILE - 1 or g == last - 1:
+                _gram_tile(r + 1, at, bt, Rt, True)
+        acc[t] = Rt
+    for t in range(1, nb):  # in block order
+        acc[0] += acc[t]
+    return acc[0]
+
+
+def club_prepare(S, offsets, lam, s, Wq, tq, D, R, nthreads):
+    _threads(nthreads)
+    for f in range(lam.shape[0]):
+        lo, hi = int(offsets[f]), int(offsets[f + 1])
+        Rf = _club_prepare(S, lo, hi, lam[f], s, Wq, tq, D, n_blocks(hi - lo, nthreads))
+        R[f] = np.triu(Rf) + np.triu(Rf, 1).T

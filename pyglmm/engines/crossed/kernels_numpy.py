@@ -35,13 +35,27 @@ def _group_sums(codes, weights, n_levels):
                             for l in range(weights.shape[1])]).reshape(n_levels, weights.shape[1])
 
 
+def _with_dummies(X, xcat, T):
+    """X (n x p) followed by the dummy columns p..T-1 that xcat's codes mark with 1."""
+    if xcat is None or xcat.shape[1] == 0:
+        return X
+    full = np.zeros((X.shape[0], T))
+    full[:, : X.shape[1]] = X
+    rows = np.arange(X.shape[0])
+    for j in range(xcat.shape[1]):
+        has = xcat[:, j] >= 0
+        full[rows[has], xcat[has, j]] = 1.0
+    return full
+
+
 def take_rows(X, order, out, nthreads):
     if np.any((order < 0) | (order >= X.shape[0])):
         raise ValueError("order: index out of range")
     np.take(X, order, axis=0, out=out)
 
 
-def linear_predictor(X, codes, beta, b, offset, eta, nthreads):
+def linear_predictor(X, codes, beta, b, offset, eta, nthreads, xcat=None):
+    X = _with_dummies(X, xcat, beta.shape[0])
     eta[:] = X @ beta + _gather(b, codes) + (offset if offset.size else 0.0)
 
 
@@ -54,7 +68,8 @@ def irls_quantities(family, eta, y, prior, offset, mu, w, z, nthreads):
 
 
 def stats_pass(family, X, codes, y, prior, offset, beta, b, dbeta, db, design,
-               w, G, h, S, nthreads):
+               w, G, h, S, nthreads, xcat=None):
+    X = _with_dummies(X, xcat, beta.shape[0])
     zeta = X @ beta + _gather(b, codes)
     dz = X @ dbeta + _gather(db, codes)
     mu, var = family_point(family, zeta + (offset if offset.size else 0.0))
@@ -105,7 +120,8 @@ def club_backfit(codes, offsets, w, scale, h, s, D, tq, chol, XtX, counts, beta,
     return sweeps, rel
 
 
-def sandwich_pass(X, codes, A, wu, scale, wm, H, ZU, M0, nthreads):
+def sandwich_pass(X, codes, A, wu, scale, wm, H, ZU, M0, nthreads, xcat=None):
+    X = _with_dummies(X, xcat, H.shape[0])
     R = X - _gather(A, codes) if A.size else X
     U = (scale * wu)[:, None] * R
     H[:] = X.T @ U
@@ -121,3 +137,25 @@ def schall_update(offsets, Wq, b, lam, nu, sigma2):
         df = np.sum(Wq[lv] / (Wq[lv] + lam[f]))  # q - nu, without cancellation
         nu[f] = (lv.stop - lv.start) - df
         sigma2[f] = np.sum(b[lv] ** 2) / df if df > 0 else 0.0
+
+
+def smooth_step(codes, offsets, factor, w, s, D, counts, centre, A, work, nthreads):
+    lv = slice(offsets[factor], offsets[factor + 1])
+    new = work[: lv.stop - lv.start]
+    group_cross_sums(codes, factor, lv.start, w, 1.0, A, new, nthreads)
+    new[:] = (s[lv] - new) / D[lv, None]
+    if centre:  # sum_g new_g = 0 along 1/D
+        new -= np.outer(1.0 / D[lv], new.sum(axis=0) / np.sum(1.0 / D[lv]))
+    num = counts[lv] @ np.sum((A[lv] - new) ** 2, axis=1)
+    den = counts[lv] @ np.sum(A[lv] ** 2, axis=1)
+    A[lv] = new
+    return float(num), float(den)
+
+
+def club_prepare(S, offsets, lam, s, Wq, tq, D, R, nthreads):
+    p = s.shape[1]
+    s[:], Wq[:], tq[:] = S[:, :p], S[:, p], S[:, p + 1]
+    D[:] = Wq + np.repeat(lam, np.diff(offsets))
+    for f in range(lam.shape[0]):
+        lv = slice(offsets[f], offsets[f + 1])
+        R[f] = s[lv].T @ (s[lv] / D[lv, None])

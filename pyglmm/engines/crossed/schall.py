@@ -172,23 +172,17 @@ def _initial_shift(d, family):
     return float(np.log(total) - top - np.log(np.dot(prior, np.exp(o - top))))
 
 
-LEVEL_CHUNK = 1 << 16  # levels per chunk in s' D^-1 s: bounds the temporary to 64k x p
-
-
 def level_precision(Wq0, phi, sigma2, n_levels):
     """D = Z'w0 / phi + 1 / sigma_k^2 per level: the diagonal of the random-effect
     block of the penalised normal equations (each factor's own block)."""
     return Wq0 / phi + np.repeat(1.0 / sigma2, n_levels)
 
 
-def _club_factors(G, s, D, slices, names, factors):
-    """Cholesky factors of A_k = X'WX - s_k' D_k^{-1} s_k, one per factor."""
-    chol = np.empty((len(slices),) + G.shape)
-    for k, lv in enumerate(slices):
-        A = G.copy()
-        for a in range(lv.start, lv.stop, LEVEL_CHUNK):
-            c = slice(a, min(lv.stop, a + LEVEL_CHUNK))
-            A -= s[c].T @ (s[c] / D[c, None])
+def _club_factors(G, R, names, factors):
+    """Cholesky factors of A_k = X'WX - s_k' D_k^{-1} s_k (``R[k]``), one per factor."""
+    chol = np.empty(R.shape)
+    for k in range(R.shape[0]):
+        A = G - R[k]
         try:
             chol[k] = np.linalg.cholesky(A)
         except np.linalg.LinAlgError:
@@ -212,9 +206,10 @@ def _club_singular(G, A, names, factor):
 
 @dataclass
 class ClubInputs:
-    """What the clubbed inner loop reads besides the rows (see ``club_backfit``)."""
+    """What the clubbed inner loop reads besides the rows (see ``club_backfit``), in
+    the unscaled weights w0 = phi w: the penalised problem times phi has the same
+    minimiser, with penalties lam = phi / sigma^2 and D = Z'w0 + lam."""
 
-    scale: float
     h: np.ndarray
     s: np.ndarray
     Wq: np.ndarray
@@ -244,7 +239,9 @@ class SchallState:
         self.w0, self.G0, self.h0 = np.empty(d.n), np.empty((p, p)), np.empty(p)
         self.S0 = np.empty((Q, p + 2))  # Z'W0 [X, 1, z]: views s0, Wq0, tq0
         self.s0, self.Wq0, self.tq0 = self.S0[:, :p], self.S0[:, p], self.S0[:, p + 1]
-        self.s = np.empty((Q, p))  # s0 / phi, rewritten in place every iteration
+        # contiguous copies of s0, Wq0, tq0, D and s_k' D_k^-1 s_k (prepare)
+        self.s, self.R = np.empty((Q, p)), np.empty((K, p, p))
+        self.Wq, self.tq, self.D = np.empty(Q), np.empty(Q), np.empty(Q)
         self.passes = 0
 
     def pass_(self):
@@ -256,24 +253,21 @@ class SchallState:
         self.passes += 1
         return self.kern.stats_pass(self.family.code, d.X, d.codes, d.y, d.prior, d.offset,
                                     self.beta, self.b, self.dbeta, self.db, design, self.w0,
-                                    self.G0, self.h0, self.S0, self.nthreads)
+                                    self.G0, self.h0, self.S0, self.nthreads, d.xcat)
 
     def prepare(self):
-        """Inputs of the clubbed inner loop at the current weights and variances:
-        the sums scaled by 1/phi, D = Z'w + 1/sigma^2 and the Cholesky factors."""
-        scale = 1.0 / self.phi
-        s = np.multiply(self.s0, scale, out=self.s)
-        h, Wq, tq = self.h0 * scale, self.Wq0 * scale, self.tq0 * scale
-        lam = 1.0 / self.sigma2
-        D = level_precision(self.Wq0, self.phi, self.sigma2, self.d.n_levels)
-        chol = _club_factors(self.G0 * scale, s, D, self.d.factor_slices(), self.d.feature_names,
-                             self.d.factor_names)
-        return ClubInputs(scale, h, s, Wq, D, tq, chol, lam)
+        """Inputs of the clubbed inner loop at the current weights and variances
+        (unscaled, see :class:`ClubInputs`): D and the Cholesky factors."""
+        lam = self.phi / self.sigma2
+        self.kern.club_prepare(self.S0, self.d.offsets, lam, self.s, self.Wq, self.tq, self.D,
+                               self.R, self.nthreads)
+        chol = _club_factors(self.G0, self.R, self.d.feature_names, self.d.factor_names)
+        return ClubInputs(self.h0, self.s, self.Wq, self.D, self.tq, chol, lam)
 
     def backfit(self, c, inner_tol, max_inner_iter):
         """Clubbed backfitting from the current (beta, b); returns (sweeps, rel)."""
         d = self.d
-        sweeps, rel = self.kern.club_backfit(d.codes, d.offsets, self.w0, c.scale, c.h, c.s, c.D,
+        sweeps, rel = self.kern.club_backfit(d.codes, d.offsets, self.w0, 1.0, c.h, c.s, c.D,
                                              c.tq, c.chol, d.XtX, d.counts, self.beta, self.b,
                                              inner_tol, max_inner_iter, self.nthreads)
         return int(sweeps), float(rel)

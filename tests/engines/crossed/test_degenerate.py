@@ -216,8 +216,8 @@ def test_column_constant_within_the_levels_of_an_unpenalised_factor_is_named():
                                                   r"singular: 'Intercept' is constant within every level "
                                                   r"of 'g', so it is not estimable beside \(1\|g\); 'age' "
                                                   r"is constant within every level of 'g'"):
-        schall._club_factors(X.T @ X, Z.T @ X, Z.sum(axis=0), [slice(0, 10)],
-                             ["Intercept", "age", "x"], ["g"])
+        s, D = Z.T @ X, Z.sum(axis=0)  # the level sums, no penalty: R = s' D^-1 s
+        schall._club_factors(X.T @ X, (s.T @ (s / D[:, None]))[None], ["Intercept", "age", "x"], ["g"])
 
 
 def fitted(df, formula_columns, weights=None):

@@ -111,9 +111,11 @@ def club_inputs(P):
 
 
 @pytest.mark.parametrize("edge", EDGES)
-@pytest.mark.parametrize("levels", [(40, 7), (40, 7, 5), (25,)], ids=["K2", "K3", "K1"])
+@pytest.mark.parametrize("levels", [(40, 7), (40, 7, 5), (25,), (40000, 31)],
+                         ids=["K2", "K3", "K1", "K2_level_blocks"])
 def test_club_backfit(compiled_backend, edge, levels):
-    P = make_problem(3, levels=levels, edge=edge)
+    # (40000 levels: the per-level loops run in two blocks of levels)
+    P = make_problem(3, levels=levels, edge=edge, n=70000 if levels[0] > 10000 else 3000)
     I = club_inputs(P)
     results = {}
     for name, kern in [("ref", REF), ("test", _backend.kernels(compiled_backend))]:
@@ -126,6 +128,118 @@ def test_club_backfit(compiled_backend, edge, levels):
     assert results["ref"][1] <= 1e-12
     close(results["test"][2], results["ref"][2])
     close(results["test"][3], results["ref"][3])
+
+
+@pytest.mark.parametrize("edge", EDGES)
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
+@pytest.mark.parametrize("centre", [True, False])
+def test_smooth_step(backend, edge, size, centre):
+    P = make_problem(12, edge=edge, **size)
+    p, Q, offsets = P["X"].shape[1], P["Q"], P["offsets"]
+    rng = P["rng"]
+    s = rng.standard_normal((Q, p))
+    counts = np.bincount(P["codes"].ravel(), minlength=Q).astype(float)
+    D = np.bincount(P["codes"].ravel(), np.repeat(P["w"], P["codes"].shape[1]), Q) + 0.7
+    A0 = rng.standard_normal((Q, p))
+    kern = _backend.kernels(backend)
+    for factor in range(P["codes"].shape[1]):
+        lv = slice(offsets[factor], offsets[factor + 1])
+        outs = {}
+        for name, k in [("ref", REF), ("test", kern)]:
+            A, work = A0.copy(), np.full((lv.stop - lv.start + 3, p), np.nan)
+            norms = k.smooth_step(P["codes"], offsets, factor, P["w"], s, D, counts, centre, A,
+                                  work, 2)
+            outs[name] = (np.array(norms), A)
+        close(outs["test"][0], outs["ref"][0])
+        close(outs["test"][1], outs["ref"][1])
+        A = outs["ref"][1]
+        np.testing.assert_array_equal(np.delete(A, np.r_[lv], axis=0), np.delete(A0, np.r_[lv], axis=0))
+        # the block step by its definition
+        cross = np.empty((lv.stop - lv.start, p))
+        REF.group_cross_sums(P["codes"], factor, lv.start, P["w"], 1.0, A0, cross, 1)
+        want = (s[lv] - cross) / D[lv, None]
+        if centre:
+            want -= np.outer(1 / D[lv], want.sum(axis=0) / np.sum(1 / D[lv]))
+            assert np.all(np.abs(A[lv].sum(axis=0)) <= 1e-13 * np.abs(A[lv]).sum(axis=0))
+        close(A[lv], want)
+        close(outs["ref"][0], [counts[lv] @ ((A0[lv] - want) ** 2).sum(1), counts[lv] @ (A0[lv] ** 2).sum(1)])
+
+
+@pytest.mark.parametrize("edge", EDGES)
+@pytest.mark.parametrize("size", SIZES + [dict(n=70000, levels=(40000, 30000, 5))],
+                         ids=SIZE_IDS + ["K3_blocks"])
+def test_club_prepare(backend, edge, size):
+    P = make_problem(13, edge=edge, **size)
+    p, Q, offsets = P["X"].shape[1], P["Q"], P["offsets"]
+    K = len(offsets) - 1
+    n = P["X"].shape[0]
+    S = np.empty((Q, p + 2))
+    prior = np.where(P["w"] > 0, P["prior"], 0.0)  # zero where the edge case puts zero weights
+    REF.stats_pass(1, P["X"], P["codes"], P["y"], prior, np.empty(0), P["beta"], P["b"],
+                   P["dbeta"], P["db"], True, np.empty(n), np.empty((p, p)), np.empty(p), S, 1)
+    if edge == "zero_weights":
+        assert S[offsets[0], p] == 0.0  # a level whose rows weigh nothing: D = lam
+    lam = np.array([1.3, 0.02, 4.0])[:K]
+    outs = {}
+    for name, kern in [("ref", REF), ("test", _backend.kernels(backend))]:
+        bufs = [np.full((Q, p), np.nan), np.full(Q, np.nan), np.full(Q, np.nan),
+                np.full(Q, np.nan), np.full((K, p, p), np.nan)]
+        kern.club_prepare(S, offsets, lam, *bufs, 2)
+        outs[name] = bufs
+    for got, want in zip(outs["test"], outs["ref"]):
+        close(got, want)
+    s, Wq, tq, D, R = outs["ref"]
+    np.testing.assert_array_equal(s, S[:, :p])
+    np.testing.assert_array_equal(Wq, S[:, p])
+    np.testing.assert_array_equal(tq, S[:, p + 1])
+    np.testing.assert_array_equal(D, S[:, p] + np.repeat(lam, np.diff(offsets)))
+    for f in range(K):
+        sf, Df = S[offsets[f]:offsets[f + 1], :p], D[offsets[f]:offsets[f + 1]]
+        close(R[f], sum(np.outer(sg, sg) / dg for sg, dg in zip(sf, Df)))
+        if backend != "numpy":  # (BLAS's product need not be exactly symmetric)
+            np.testing.assert_array_equal(outs["test"][4][f], outs["test"][4][f].T)
+
+
+def test_cpp_club_prepare_rejects_bad_arrays():
+    if "cpp" not in _backend.available_backends():
+        pytest.skip("C++ backend not built")
+    kern = _backend.kernels("cpp")
+    Q, p = 5, 3
+    args = dict(S=np.ones((Q, p + 2)), offsets=np.array([0, 2, 5]), lam=np.ones(2),
+                s=np.empty((Q, p)), Wq=np.empty(Q), tq=np.empty(Q), D=np.empty(Q),
+                R=np.empty((2, p, p)), nthreads=1)
+    kern.club_prepare(**args)
+    for change, message in [(dict(offsets=np.array([0, 2, 4])), "offsets: not 0"),
+                            (dict(offsets=np.array([0, 2])), "offsets: wrong shape"),
+                            (dict(S=np.ones((Q, p + 1))), "S: wrong shape"),
+                            (dict(lam=np.ones((2, 1))), "lam: wrong shape"),
+                            (dict(R=np.empty((1, p, p))), "R: wrong shape"),
+                            (dict(D=np.empty(Q - 1)), "D: wrong shape"),
+                            (dict(tq=np.empty(Q, dtype=np.float32)), "tq: wrong dtype")]:
+        with pytest.raises(ValueError, match=message):
+            kern.club_prepare(**{**args, **change})
+
+
+def test_cpp_smooth_step_rejects_bad_arrays():
+    if "cpp" not in _backend.available_backends():
+        pytest.skip("C++ backend not built")
+    kern = _backend.kernels("cpp")
+    codes = np.array([[0, 2], [1, 3]], dtype=np.int32)
+    offsets = np.array([0, 2, 4], dtype=np.int64)
+    args = dict(codes=codes, offsets=offsets, factor=0, w=np.ones(2), s=np.ones((4, 3)),
+                D=np.ones(4), counts=np.ones(4), centre=True, A=np.zeros((4, 3)),
+                work=np.empty((2, 3)), nthreads=1)
+    kern.smooth_step(**args)
+    for change, message in [(dict(factor=2), "factor: out of range"),
+                            (dict(offsets=np.array([0, 2, 5])), "offsets: not 0"),
+                            (dict(offsets=np.array([0, 3, 2])), "offsets: not 0"),
+                            (dict(work=np.empty((1, 3))), "work: fewer rows"),
+                            (dict(work=np.empty((2, 2))), "work: wrong shape"),
+                            (dict(s=np.ones((4, 2))), "s: wrong shape"),
+                            (dict(D=np.ones(3)), "D: wrong shape"),
+                            (dict(w=np.ones(3)), "w: wrong shape")]:
+        with pytest.raises(ValueError, match=message):
+            kern.smooth_step(**{**args, **change})
 
 
 @pytest.mark.parametrize("edge", EDGES)
@@ -377,3 +491,84 @@ def test_cpp_kernels_work_in_a_forked_child():
                          cwd=tempfile.gettempdir())
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["0"]
+
+
+def with_categoricals(P, sizes=(3, 1, 6), all_reference=False):
+    """P's X split as a dense block and categoricals kept as codes (xcat), and the
+    same columns as one dense matrix (dense block first, then the dummies)."""
+    rng, n = P["rng"], P["X"].shape[0]
+    p = P["X"].shape[1]
+    starts = p + np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    local = np.column_stack([rng.integers(-1, s, n) for s in sizes])  # -1: reference level
+    if all_reference:
+        local[:] = -1
+    xcat = np.ascontiguousarray(np.where(local >= 0, local + starts, -1).astype(np.int32))
+    T = p + sum(sizes)
+    full = np.zeros((n, T))
+    full[:, :p] = P["X"]
+    for j in range(len(sizes)):
+        has = xcat[:, j] >= 0
+        full[np.flatnonzero(has), xcat[has, j]] = 1.0
+    coef = np.concatenate([P["beta"], rng.normal(0, 0.5, T - p)])
+    return xcat, full, coef
+
+
+CATS = [dict(sizes=(3, 1, 6)), dict(sizes=(4,)), dict(sizes=(2, 5), all_reference=True)]
+CAT_IDS = ["three", "one", "all_reference"]
+
+
+@pytest.mark.parametrize("cat", CATS, ids=CAT_IDS)
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
+def test_passes_with_categoricals(backend, cat, size):
+    """Categorical fixed effects as codes give the passes of their dummy columns."""
+    P = make_problem(14, edge="zero_weights", **size)
+    xcat, full, beta = with_categoricals(P, **cat)
+    n, T, Q = full.shape[0], full.shape[1], P["Q"]
+    dbeta = 0.1 * np.cos(np.arange(T))
+    kern = _backend.kernels(backend)
+    prior = np.where(P["w"] > 0, P["prior"], 0.0)
+    outs = {}
+    for name, k, X, extra in [("ref", REF, full, ()), ("test", kern, P["X"], (xcat,))]:
+        st = [np.empty(n), np.empty((T, T)), np.empty(T), np.full((Q, T + 2), np.nan)]
+        sc = k.stats_pass(1, X, P["codes"], P["y"], prior, P["offset"], beta, P["b"], dbeta,
+                          P["db"], True, *st, 2, *extra)
+        A = np.linspace(-1, 1, Q * T).reshape(Q, T)
+        sw = [np.empty((T, T)), np.full((Q, T), np.nan), np.empty((T, T))]
+        k.sandwich_pass(X, P["codes"], A, P["w"], 1.5, np.empty(0), *sw, 2, *extra)
+        eta = np.empty(n)
+        k.linear_predictor(X, P["codes"], beta, P["b"], P["offset"], eta, 2, *extra)
+        outs[name] = [sc] + st + sw + [eta]
+    for got, want in zip(outs["test"], outs["ref"]):
+        close(got, want)
+
+
+def test_cpp_categorical_overloads():
+    """The C++ kernels' overloads with xcat: an empty xcat is the dense pass; bad
+    codes and column counts are rejected."""
+    if "cpp" not in _backend.available_backends():
+        pytest.skip("C++ backend not built")
+    kern = _backend.kernels("cpp")
+    P = make_problem(15, n=5000)
+    n, p, Q = P["X"].shape[0], P["X"].shape[1], P["Q"]
+    none = np.empty((n, 0), dtype=np.int32)
+    runs = []
+    for extra in [(), (none,)]:
+        st = [np.empty(n), np.empty((p, p)), np.empty(p), np.empty((Q, p + 2))]
+        sc = kern.stats_pass(1, P["X"], P["codes"], P["y"], P["prior"], P["offset"], P["beta"],
+                             P["b"], P["dbeta"], P["db"], True, *st, 2, *extra)
+        runs.append([sc] + st)
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
+    xcat, full, beta = with_categoricals(P, sizes=(3, 2))
+    eta = np.empty(n)
+    args = (P["X"], P["codes"], beta, P["b"], P["offset"], eta, 1)
+    kern.linear_predictor(*args, xcat)
+    bad = xcat.copy()
+    bad[7, 1] = p + 5  # one past the last dummy column
+    for codes, message in [(bad, "xcat: column id out of range"),
+                           (np.where(xcat == p, p - 1, xcat).astype(np.int32), "xcat: column id out of range"),
+                           (xcat.astype(np.int64), "xcat: wrong dtype"),
+                           (xcat[:-1], "xcat: wrong shape"),
+                           (none, "xcat: 5 dummy columns for 0 categoricals")]:
+        with pytest.raises(ValueError, match=message):
+            kern.linear_predictor(*args, codes)
