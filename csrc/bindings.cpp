@@ -199,6 +199,27 @@ pyglmm::Rows rows(const py::array& X, const py::array& codes) {
   return r;
 }
 
+// Categorical fixed effects kept as codes (Rows::xcat, optional): xcat is (n, m)
+// int32 holding, per row and categorical, its dummy column id in [p, T) or -1
+// (the reference level); T = all fixed-effect columns, read from `T` (beta's or
+// H's extent).  Returns T; without xcat (None) T = p.
+int64_t categoricals(pyglmm::Rows& r, const py::object& xcat, int64_t T) {
+  if (xcat.is_none()) return r.p;
+  const py::array a = py::array::ensure(xcat);
+  if (!a) fail("xcat", "must be an array of int32 or None");
+  r.xcat = in<int32_t>(a, "xcat", {r.n, -1});
+  r.m = a.shape(1);
+  if (T < r.p || (r.m == 0 && T != r.p))
+    fail("xcat", to_string(T - r.p) + " dummy columns for " + to_string(r.m) + " categoricals");
+  r.pc = T - r.p;
+  for (int64_t i = 0; i < r.n * r.m; ++i)
+    if (r.xcat[i] != -1 && (r.xcat[i] < r.p || r.xcat[i] >= T))
+      fail("xcat", "row " + to_string(i / r.m) + ", column " + to_string(i % r.m) + " holds " +
+                       to_string(r.xcat[i]) + ": outside the dummy columns [" + to_string(r.p) +
+                       ", " + to_string(T) + ") or -1");
+  return T;
+}
+
 pyglmm::Rows codes_only(const py::array& codes) {
   pyglmm::Rows r;
   r.codes = in<int32_t>(codes, "codes", {-1, -1});
@@ -216,10 +237,12 @@ PYBIND11_MODULE(_core, m) {
   py::module_ crossed = m.def_submodule("crossed", "Kernels of the crossed random-effects engine.");
 
   crossed.def("linear_predictor", [](py::array X, py::array codes, py::array beta, py::array b,
-                                     py::array offset, py::array eta, int nthreads) {
+                                     py::array offset, py::array eta, int nthreads,
+                                     py::object xcat) {
     threads(nthreads);
-    const auto r = rows(X, codes);
-    const double* pb = in<double>(beta, "beta", {r.p});
+    auto r = rows(X, codes);
+    const int64_t T = categoricals(r, xcat, beta.ndim() == 1 ? beta.shape(0) : -1);
+    const double* pb = in<double>(beta, "beta", {T});
     const double* pv = in<double>(b, "b", {-1});
     const double* po = opt<double>(offset, "offset", {r.n});
     double* pe = out<double>(eta, "eta", {r.n});
@@ -228,7 +251,7 @@ PYBIND11_MODULE(_core, m) {
     pyglmm::linear_predictor(r, pb, pv, po, pe, nthreads);
   }, "eta = offset + X beta + sum_j b[codes[:, j]] (code -1: an unseen level, 0).",
      py::arg("X"), py::arg("codes"), py::arg("beta"), py::arg("b"), py::arg("offset"),
-     py::arg("eta"), py::arg("nthreads"));
+     py::arg("eta"), py::arg("nthreads"), py::arg("xcat") = py::none());
 
   crossed.def("take_rows", [](py::array X, py::array order, py::array result, int nthreads) {
     threads(nthreads);
@@ -274,22 +297,24 @@ PYBIND11_MODULE(_core, m) {
   crossed.def("stats_pass", [](int family, py::array X, py::array codes, py::array y,
                                py::array prior, py::array offset, py::array beta, py::array b,
                                py::array dbeta, py::array db, bool design, py::array w,
-                               py::array G, py::array h, py::array S, int nthreads) {
+                               py::array G, py::array h, py::array S, int nthreads,
+                               py::object xcat) {
     family_id(family);
     threads(nthreads);
-    const auto r = rows(X, codes);
+    auto r = rows(X, codes);
+    const int64_t T = categoricals(r, xcat, beta.ndim() == 1 ? beta.shape(0) : -1);
     const double* py_ = in<double>(y, "y", {r.n});
     const double* pp = opt<double>(prior, "prior", {r.n});
     const double* po = opt<double>(offset, "offset", {r.n});
-    const double* pbeta = in<double>(beta, "beta", {r.p});
+    const double* pbeta = in<double>(beta, "beta", {T});
     const double* pb = in<double>(b, "b", {-1});
     const int64_t Q = b.shape(0);
-    const double* pdbeta = in<double>(dbeta, "dbeta", {r.p});
+    const double* pdbeta = in<double>(dbeta, "dbeta", {T});
     const double* pdb = in<double>(db, "db", {Q});
     double* pw = out<double>(w, "w", {r.n});
-    double* pG = out<double>(G, "G", {r.p, r.p});
-    double* ph = out<double>(h, "h", {r.p});
-    double* pS = out<double>(S, "S", {Q, r.p + 2});
+    double* pG = out<double>(G, "G", {T, T});
+    double* ph = out<double>(h, "h", {T});
+    double* pS = out<double>(S, "S", {Q, T + 2});
     check_codes(r, same_bounds(r.k, Q, "the levels [0, len(b))"), false, nthreads);
     py::array_t<double> scalars(4);
     double* psc = scalars.mutable_data();
@@ -303,7 +328,7 @@ PYBIND11_MODULE(_core, m) {
      py::arg("family"), py::arg("X"), py::arg("codes"), py::arg("y"), py::arg("prior"),
      py::arg("offset"), py::arg("beta"), py::arg("b"), py::arg("dbeta"), py::arg("db"),
      py::arg("design"), py::arg("w"), py::arg("G"), py::arg("h"), py::arg("S"),
-     py::arg("nthreads"));
+     py::arg("nthreads"), py::arg("xcat") = py::none());
 
   crossed.def("group_cross_sums", [](py::array codes, int64_t factor, int64_t lo, py::array w,
                                      double scale, py::array table, py::array result,
@@ -370,23 +395,24 @@ PYBIND11_MODULE(_core, m) {
 
   crossed.def("sandwich_pass", [](py::array X, py::array codes, py::array A, py::array wu,
                                   double scale, py::array wm, py::array H, py::array ZU,
-                                  py::array M0, int nthreads) {
+                                  py::array M0, int nthreads, py::object xcat) {
     threads(nthreads);
     finite(scale, "scale");
-    const auto r = rows(X, codes);
-    double* pZ = out<double>(ZU, "ZU", {-1, r.p});
+    auto r = rows(X, codes);
+    const int64_t T = categoricals(r, xcat, H.ndim() == 2 ? H.shape(0) : -1);
+    double* pZ = out<double>(ZU, "ZU", {-1, T});
     const int64_t Q = ZU.shape(0);
-    const double* pA = opt<double>(A, "A", {Q, r.p});
+    const double* pA = opt<double>(A, "A", {Q, T});
     const double* pwu = in<double>(wu, "wu", {r.n});
     const double* pwm = opt<double>(wm, "wm", {r.n});
-    double* pH = out<double>(H, "H", {r.p, r.p});
-    double* pM = out<double>(M0, "M0", {r.p, r.p});
+    double* pH = out<double>(H, "H", {T, T});
+    double* pM = out<double>(M0, "M0", {T, T});
     check_codes(r, same_bounds(r.k, Q, "[0, rows of ZU)"), false, nthreads);
     py::gil_scoped_release release;
     pyglmm::sandwich_pass(r, Q, pA, pwu, scale, pwm, pH, pZ, pM, nthreads);
   }, "H = X'U, ZU = Z'U, M0 = sum wm r r' with r = X - Z A, U = scale * wu * r.",
      py::arg("X"), py::arg("codes"), py::arg("A"), py::arg("wu"), py::arg("scale"),
-     py::arg("wm"), py::arg("H"), py::arg("ZU"), py::arg("M0"), py::arg("nthreads"));
+     py::arg("wm"), py::arg("H"), py::arg("ZU"), py::arg("M0"), py::arg("nthreads"), py::arg("xcat") = py::none());
 
   crossed.def("schall_update", [](py::array offsets, py::array Wq, py::array b, py::array lam,
                                   py::array nu, py::array sigma2) {
@@ -414,6 +440,7 @@ PYBIND11_MODULE(_core, m) {
   crossed.def("smooth_step", [levels_ok](py::array codes, py::array offsets, int64_t factor, py::array w,
                                 py::array s, py::array D, py::array counts, bool centre,
                                 py::array A, py::array work, int nthreads) {
+    threads(nthreads);
     auto r = codes_only(codes);
     if (factor < 0 || factor >= r.k) throw std::invalid_argument("factor: out of range");
     const int64_t* poff = in<int64_t>(offsets, "offsets", {r.k + 1});
@@ -421,6 +448,7 @@ PYBIND11_MODULE(_core, m) {
     const int64_t Q = A.shape(0);
     r.p = A.shape(1);
     if (!levels_ok(poff, r.k, Q)) throw std::invalid_argument("offsets: not 0 <= ... <= Q = rows of A");
+    check_codes(r, factor_bounds(r.k, poff), false, nthreads);
     const double* pw = in<double>(w, "w", {r.n});
     const double* ps = in<double>(s, "s", {Q, r.p});
     const double* pD = in<double>(D, "D", {Q});
@@ -441,6 +469,7 @@ PYBIND11_MODULE(_core, m) {
   crossed.def("club_prepare", [levels_ok](py::array S, py::array offsets, py::array lam,
                                  py::array s, py::array Wq, py::array tq, py::array D,
                                  py::array R, int nthreads) {
+    threads(nthreads);
     const int64_t k = lam.ndim() == 1 ? lam.shape(0) : -1;
     const double* pl = in<double>(lam, "lam", {-1});
     const int64_t* poff = in<int64_t>(offsets, "offsets", {k + 1});
@@ -457,82 +486,4 @@ PYBIND11_MODULE(_core, m) {
   }, "Per-level inputs of the clubbed loop from the level table S: s, Wq, tq, "
      "D = Wq + lam and R_j = s_j' D_j^-1 s_j.", py::arg("S"), py::arg("offsets"), py::arg("lam"),
      py::arg("s"), py::arg("Wq"), py::arg("tq"), py::arg("D"), py::arg("R"), py::arg("nthreads"));
-  // Overloads with categorical fixed effects as codes (Rows::xcat): xcat is
-  // (n, m) int32 with values in [p, T) or -1, T the fixed-effect columns in all
-  // (from beta, or H for sandwich_pass); m = 0 means none (then T = p).
-  auto with_cat = [](pyglmm::Rows& r, const py::array& xcat, int64_t T) {
-    r.xcat = in<int32_t>(xcat, "xcat", {r.n, -1});
-    r.m = xcat.shape(1);
-    if (T < r.p || (r.m == 0 && T != r.p))
-      throw std::invalid_argument("xcat: " + std::to_string(T - r.p) + " dummy columns for " +
-                                  std::to_string(r.m) + " categoricals");
-    r.pc = T - r.p;
-    for (int64_t i = 0; i < r.n * r.m; ++i)
-      if (r.xcat[i] != -1 && (r.xcat[i] < r.p || r.xcat[i] >= T))
-        throw std::invalid_argument("xcat: column id out of range");
-  };
-  crossed.def("linear_predictor", [with_cat](py::array X, py::array codes, py::array beta,
-                                             py::array b, py::array offset, py::array eta,
-                                             int nthreads, py::array xcat) {
-    auto r = rows(X, codes);
-    const double* pb = in<double>(beta, "beta", {-1});
-    with_cat(r, xcat, beta.shape(0));
-    const double* pv = in<double>(b, "b", {-1});
-    const double* po = opt<double>(offset, "offset", {r.n});
-    double* pe = out<double>(eta, "eta", {r.n});
-    py::gil_scoped_release release;
-    pyglmm::linear_predictor(r, pb, pv, po, pe, nthreads);
-  }, "eta = offset + X beta + sum_j b[codes[:, j]] (negative code -> 0), with categoricals.",
-     py::arg("X"), py::arg("codes"), py::arg("beta"), py::arg("b"), py::arg("offset"),
-     py::arg("eta"), py::arg("nthreads"), py::arg("xcat"));
-  crossed.def("stats_pass", [with_cat](int family, py::array X, py::array codes, py::array y,
-                                       py::array prior, py::array offset, py::array beta,
-                                       py::array b, py::array dbeta, py::array db, bool design,
-                                       py::array w, py::array G, py::array h, py::array S,
-                                       int nthreads, py::array xcat) {
-    auto r = rows(X, codes);
-    const double* pbeta = in<double>(beta, "beta", {-1});
-    const int64_t T = beta.shape(0), Q = b.ndim() == 1 ? b.shape(0) : -1;
-    with_cat(r, xcat, T);
-    const double* py_ = in<double>(y, "y", {r.n});
-    const double* pp = opt<double>(prior, "prior", {r.n});
-    const double* po = opt<double>(offset, "offset", {r.n});
-    const double* pb = in<double>(b, "b", {Q});
-    const double* pdbeta = in<double>(dbeta, "dbeta", {T});
-    const double* pdb = in<double>(db, "db", {Q});
-    double* pw = out<double>(w, "w", {r.n});
-    double* pG = out<double>(G, "G", {T, T});
-    double* ph = out<double>(h, "h", {T});
-    double* pS = out<double>(S, "S", {Q, T + 2});
-    py::array_t<double> scalars(4);
-    double* psc = scalars.mutable_data();
-    {
-      py::gil_scoped_release release;
-      pyglmm::stats_pass(family, r, Q, py_, pp, po, pbeta, pb, pdbeta, pdb, design, pw, pG,
-                         ph, pS, psc, nthreads);
-    }
-    return scalars;
-  }, "Fused pass with categoricals; returns [pearson, sum zeta^2, sum dzeta^2, sum (zeta-dzeta)^2].",
-     py::arg("family"), py::arg("X"), py::arg("codes"), py::arg("y"), py::arg("prior"),
-     py::arg("offset"), py::arg("beta"), py::arg("b"), py::arg("dbeta"), py::arg("db"),
-     py::arg("design"), py::arg("w"), py::arg("G"), py::arg("h"), py::arg("S"),
-     py::arg("nthreads"), py::arg("xcat"));
-  crossed.def("sandwich_pass", [with_cat](py::array X, py::array codes, py::array A, py::array wu,
-                                          double scale, py::array wm, py::array H, py::array ZU,
-                                          py::array M0, int nthreads, py::array xcat) {
-    auto r = rows(X, codes);
-    double* pH = out<double>(H, "H", {-1, -1});
-    const int64_t T = H.shape(0), Q = ZU.ndim() == 2 ? ZU.shape(0) : -1;
-    with_cat(r, xcat, T);
-    check<double>(H, "H", {T, T});
-    const double* pA = opt<double>(A, "A", {Q, T});
-    const double* pwu = in<double>(wu, "wu", {r.n});
-    const double* pwm = opt<double>(wm, "wm", {r.n});
-    double* pZ = out<double>(ZU, "ZU", {Q, T});
-    double* pM = out<double>(M0, "M0", {T, T});
-    py::gil_scoped_release release;
-    pyglmm::sandwich_pass(r, Q, pA, pwu, scale, pwm, pH, pZ, pM, nthreads);
-  }, "H = X'U, ZU = Z'U, M0 = sum wm r r' with r = X - Z A, U = scale * wu * r, with categoricals.",
-     py::arg("X"), py::arg("codes"), py::arg("A"), py::arg("wu"), py::arg("scale"), py::arg("wm"),
-     py::arg("H"), py::arg("ZU"), py::arg("M0"), py::arg("nthreads"), py::arg("xcat"));
 }

@@ -542,9 +542,9 @@ def test_passes_with_categoricals(backend, cat, size):
         close(got, want)
 
 
-def test_cpp_categorical_overloads():
-    """The C++ kernels' overloads with xcat: an empty xcat is the dense pass; bad
-    codes and column counts are rejected."""
+def test_cpp_categorical_codes_argument():
+    """The C++ kernels' optional xcat: an empty xcat is the dense pass; bad codes and
+    column counts are rejected, naming the row and column."""
     if "cpp" not in _backend.available_backends():
         pytest.skip("C++ backend not built")
     kern = _backend.kernels("cpp")
@@ -565,8 +565,9 @@ def test_cpp_categorical_overloads():
     kern.linear_predictor(*args, xcat)
     bad = xcat.copy()
     bad[7, 1] = p + 5  # one past the last dummy column
-    for codes, message in [(bad, "xcat: column id out of range"),
-                           (np.where(xcat == p, p - 1, xcat).astype(np.int32), "xcat: column id out of range"),
+    for codes, message in [(bad, r"xcat: row 7, column 1 holds 9: outside the dummy columns \[4, 9\)"),
+                           (np.where(xcat == p, p - 1, xcat).astype(np.int32),
+                            r"xcat: row \d+, column 0 holds 3: outside the dummy columns \[4, 9\)"),
                            (xcat.astype(np.int64), "xcat: wrong dtype"),
                            (xcat[:-1], "xcat: wrong shape"),
                            (none, "xcat: 5 dummy columns for 0 categoricals")]:
