@@ -1,6 +1,6 @@
 """numba kernels: twins of ``csrc/crossed/*.cpp`` (see ``csrc/crossed/kernels.hpp``).
 
-Rows are split into the same contiguous blocks as in C++ (``n_blocks``), each
+Rows are split into the same contiguous blocks as in C++ (``numba_blocks.n_blocks``), each
 block accumulates privately, and blocks are reduced in order, so results are
 identical for a given thread count.  The loops are the plain form of the C++
 ones, without its refinements (a tile's rows in phases, per-level sums of a
@@ -9,123 +9,15 @@ arrays are empty when absent.
 
 Per-level sums (``S``, ``ZU``, group sums) allocate nothing per call: the first
 block adds into the output, every other block into its slab of a workspace
-kept between calls (``_workspace``), zeroed only over the levels its rows
+kept between calls (``workspace``), zeroed only over the levels its rows
 touch, and the slabs are added into the output level by level in block order.
 """
 
-import contextlib
-import math
-import threading
-
-import numba
 import numpy as np
 from numba import njit, prange
 
 from ...families import BINOMIAL, BINOMIAL_ETA_MAX, EPS, POISSON, POISSON_ETA_MAX
-
-MIN_ROWS_PER_BLOCK = 16384  # as kMinRowsPerBlock in csrc/common/common.hpp
-TILE = 64  # rows per Gram tile, as kTile in csrc/common/common.hpp
-
-
-def n_blocks(n, nthreads):
-    """Row blocks for n rows: one per thread, each at least MIN_ROWS_PER_BLOCK rows."""
-    return max(1, min(max(1, nthreads), n // MIN_ROWS_PER_BLOCK))
-
-
-def _threads(nthreads):
-    numba.set_num_threads(max(1, min(nthreads, numba.config.NUMBA_NUM_THREADS)))
-
-
-class _Workspace:
-    """Scratch memory for the private per-level slabs of the blocks after the first.
-
-    One flat buffer, shared by the kernels and kept between calls, grown when a
-    call needs more; a call views its start in the shape it needs.  Its pages
-    are touched only at the levels that blocks' rows have: with rows sorted by
-    a factor (as pyglmm sorts them), a block's slab takes memory only for its
-    share of that factor's levels.  A call made while another holds the buffer
-    (from another Python thread) gets a fresh array.
-    """
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._buffer = np.empty(0)
-
-    @contextlib.contextmanager
-    def get(self, shape):
-        size = math.prod(shape)
-        if not self._lock.acquire(blocking=False):
-            yield np.empty(shape)
-            return
-        try:
-            if self._buffer.size < size:
-                self._buffer = np.empty(0)  # free the old buffer first
-                self._buffer = np.empty(size)
-            yield self._buffer[:size].reshape(shape)
-        finally:
-            self._lock.release()
-
-
-_workspace = _Workspace()
-
-
-@njit(cache=True)
-def _block_spans(codes, begin, end, only, spans):
-    """The levels that rows [begin, end) touch (only factor ``only`` if >= 0), as
-    disjoint, sorted closed ranges ``spans[r] = (lo, hi)`` (lo > hi: unused)."""
-    k = codes.shape[1]
-    spans[:, 0] = 1 << 62
-    spans[:, 1] = -1
-    for f in range(k):
-        if only >= 0 and f != only:
-            continue
-        lo, hi = spans[f, 0], spans[f, 1]
-        for i in range(begin, end):
-            lo = min(lo, codes[i, f])
-            hi = max(hi, codes[i, f])
-        spans[f, 0], spans[f, 1] = lo, hi
-    # factors' levels are disjoint ranges of one level space; merge any that are not
-    order = np.argsort(spans[:, 0])
-    merged = spans[order].copy()
-    r = 0
-    for f in range(1, k):
-        if merged[f, 0] > merged[f, 1]:
-            break
-        if merged[f, 0] <= merged[r, 1]:
-            merged[r, 1] = max(merged[r, 1], merged[f, 1])
-        else:
-            r += 1
-            merged[r] = merged[f]
-    spans[:] = merged
-    spans[r + 1:, 0] = 1 << 62
-    spans[r + 1:, 1] = -1
-
-
-@njit(cache=True)
-def _block_slab(codes, begin, end, only, t, out, ws, spans, shift):
-    """Where block t (rows [begin, end)) adds its per-level sums, level g at row
-    g - shift: block 0 into ``out`` (zeroed here), block t >= 1 into its slab
-    ``ws[t - 1]``, zeroed over the levels its rows touch (kept in ``spans[t]``)."""
-    if t == 0:
-        out[:] = 0.0
-        return out
-    _block_spans(codes, begin, end, only, spans[t])
-    slab = ws[t - 1]
-    for r in range(spans.shape[1]):
-        if spans[t, r, 0] <= spans[t, r, 1]:
-            slab[spans[t, r, 0] - shift:spans[t, r, 1] - shift + 1, :] = 0.0
-    return slab
-
-
-@njit(cache=True)
-def _add_slabs(out, ws, spans, shift):
-    """out[g - shift] += ws[t - 1, g - shift] over the levels g that block t >= 1
-    touched, in block order."""
-    for t in range(1, spans.shape[0]):
-        for r in range(spans.shape[1]):
-            for g in range(spans[t, r, 0], spans[t, r, 1] + 1):
-                out[g - shift, :] += ws[t - 1, g - shift, :]
-
+from .numba_blocks import TILE, add_slabs, block_slab, gram_tile, n_blocks, set_threads, workspace
 
 @njit(cache=True, inline="always")
 def _expit(x):
@@ -172,22 +64,8 @@ def _take_rows(X, order, out, nb):
 def take_rows(X, order, out, nthreads):
     if np.any((order < 0) | (order >= X.shape[0])):
         raise ValueError("order: index out of range")
-    _threads(nthreads)
+    set_threads(nthreads)
     _take_rows(X, order, out, n_blocks(order.shape[0], nthreads))
-
-
-@njit(cache=True, fastmath={"reassoc", "contract"})
-def _gram_tile(nr, At, Bt, out, upper):
-    """out += A'B over the nr rows of a tile stored by columns (At[j, r] = A[r, j]).
-
-    Reassociation is allowed here only, so that the dot products vectorise."""
-    p = out.shape[0]
-    for j in range(p):
-        for l in range(j if upper else 0, p):
-            acc = 0.0
-            for r in range(nr):
-                acc += At[j, r] * Bt[l, r]
-            out[j, l] += acc
 
 
 @njit(cache=True, parallel=True)
@@ -213,7 +91,7 @@ def _cat(xcat, n):
 
 
 def linear_predictor(X, codes, beta, b, offset, eta, nthreads, xcat=None):
-    _threads(nthreads)
+    set_threads(nthreads)
     _linear_predictor(X, _cat(xcat, X.shape[0]), codes, beta, b, offset, eta,
                       n_blocks(X.shape[0], nthreads))
 
@@ -239,7 +117,7 @@ def _irls_quantities(family, eta, y, prior, offset, mu, w, z, nb):
 
 
 def irls_quantities(family, eta, y, prior, offset, mu, w, z, nthreads):
-    _threads(nthreads)
+    set_threads(nthreads)
     return _irls_quantities(family, eta, y, prior, offset, mu, w, z,
                             n_blocks(eta.shape[0], nthreads))
 
@@ -255,7 +133,7 @@ def _stats_pass(family, X, xcat, codes, y, prior, offset, beta, b, dbeta, db, de
     spans = np.empty((nb, k, 2), dtype=np.int64)
     for t in prange(nb):
         lo, hi = n * t // nb, n * (t + 1) // nb
-        St = _block_slab(codes, lo, hi, -1, t, S, ws, spans, 0) if design else S
+        St = block_slab(codes, lo, hi, -1, t, S, ws, spans, 0) if design else S
         # thread-local accumulators, written back once: no false sharing
         s0 = s1 = s2 = s3 = 0.0
         Gt = np.zeros((T, T)) if design else np.zeros((0, 0))
@@ -295,7 +173,7 @@ def _stats_pass(family, X, xcat, codes, y, prior, offset, beta, b, dbeta, db, de
                 wxt[j, r] = wi * X[i, j]
                 ht[j] += wxt[j, r] * zi
             if r == TILE - 1 or i == hi - 1:
-                _gram_tile(r + 1, wxt, xt, Gt[:p, :p], True)
+                gram_tile(r + 1, wxt, xt, Gt[:p, :p], True)
             for u in range(m):  # the row's dummies: G's rows and columns c
                 c = xcat[i, u]
                 if c < 0:
@@ -330,19 +208,19 @@ def _stats_pass(family, X, xcat, codes, y, prior, offset, beta, b, dbeta, db, de
             G[0] += G[t]
             h[0] += h[t]
     if design:
-        _add_slabs(S, ws, spans, 0)
+        add_slabs(S, ws, spans, 0)
     return sc[0], G[0], h[0]
 
 
 def stats_pass(family, X, codes, y, prior, offset, beta, b, dbeta, db, design,
                w, G, h, S, nthreads, xcat=None):
-    _threads(nthreads)
+    set_threads(nthreads)
     nb = n_blocks(X.shape[0], nthreads)
     args = (family, X, _cat(xcat, X.shape[0]), codes, y, prior, offset, beta, b, dbeta, db,
             design, w, S)
     if not design:
         return _stats_pass(*args, np.empty((0, 0, 0)), nb)[0]
-    with _workspace.get((nb - 1,) + S.shape) as ws:
+    with workspace.get((nb - 1,) + S.shape) as ws:
         sc, G_, h_ = _stats_pass(*args, ws, nb)
     G[:] = np.triu(G_) + np.triu(G_, 1).T
     h[:] = h_
@@ -357,7 +235,7 @@ def _group_cross_sums(codes, factor, lo, w, table, out, ws, nb):
     spans = np.empty((nb, k, 2), dtype=np.int64)
     for t in prange(nb):
         begin, end = n * t // nb, n * (t + 1) // nb
-        acc = _block_slab(codes, begin, end, factor, t, out, ws, spans, lo)
+        acc = block_slab(codes, begin, end, factor, t, out, ws, spans, lo)
         for i in range(begin, end):
             wi = w[i]
             if wi == 0.0:
@@ -369,13 +247,13 @@ def _group_cross_sums(codes, factor, lo, w, table, out, ws, nb):
                 c = codes[i, j]
                 for l in range(m):
                     acc[g, l] += wi * table[c, l]
-    _add_slabs(out, ws, spans, lo)
+    add_slabs(out, ws, spans, lo)
 
 
 def group_cross_sums(codes, factor, lo, w, scale, table, out, nthreads):
-    _threads(nthreads)
+    set_threads(nthreads)
     nb = n_blocks(codes.shape[0], nthreads)
-    with _workspace.get((nb - 1,) + out.shape) as ws:
+    with workspace.get((nb - 1,) + out.shape) as ws:
         _group_cross_sums(codes, factor, lo, w, table, out, ws, nb)
     if scale != 1.0:
         out *= scale
@@ -467,10 +345,10 @@ def _club_backfit(codes, offsets, w, scale, h, s, D, tq, chol, XtX, counts, beta
 
 def club_backfit(codes, offsets, w, scale, h, s, D, tq, chol, XtX, counts, beta, b,
                  tol, max_iter, nthreads):
-    _threads(nthreads)
+    set_threads(nthreads)
     nb = n_blocks(codes.shape[0], nthreads)
     qmax = int(np.max(np.diff(offsets), initial=0))
-    with _workspace.get((nb, qmax, 1)) as ws:  # u, then the slabs
+    with workspace.get((nb, qmax, 1)) as ws:  # u, then the slabs
         sweeps, rel = _club_backfit(codes, offsets, w, scale, h, s, D, tq, chol, XtX, counts,
                                     beta, b, tol, max_iter, nb, ws[0], ws[1:])
     return int(sweeps), float(rel)
@@ -485,7 +363,7 @@ def _sandwich_pass(X, xcat, codes, A, wu, scale, wm, ZU, ws, nb):
     spans = np.empty((nb, k, 2), dtype=np.int64)
     for t in prange(nb):
         lo, hi = n * t // nb, n * (t + 1) // nb
-        Zt = _block_slab(codes, lo, hi, -1, t, ZU, ws, spans, 0)
+        Zt = block_slab(codes, lo, hi, -1, t, ZU, ws, spans, 0)
         Ht = np.zeros((T, T))  # thread-local, written back once
         Mt = np.zeros((T, T))
         xt = np.zeros((T, TILE))  # the tile's x, r, u = wu r and wm r, by columns
@@ -513,8 +391,8 @@ def _sandwich_pass(X, xcat, codes, A, wu, scale, wm, ZU, ws, nb):
                 ut[l, r] = wui * rt[l, r]
                 mt[l, r] = wmi * rt[l, r]
             if r == TILE - 1 or i == hi - 1:
-                _gram_tile(r + 1, xt, ut, Ht, False)
-                _gram_tile(r + 1, mt, rt, Mt, True)
+                gram_tile(r + 1, xt, ut, Ht, False)
+                gram_tile(r + 1, mt, rt, Mt, True)
             if wui == 0.0:
                 continue
             for j in range(k):
@@ -526,14 +404,14 @@ def _sandwich_pass(X, xcat, codes, A, wu, scale, wm, ZU, ws, nb):
     for t in range(1, nb):
         H[0] += H[t]
         M0[0] += M0[t]
-    _add_slabs(ZU, ws, spans, 0)
+    add_slabs(ZU, ws, spans, 0)
     return H[0], M0[0]
 
 
 def sandwich_pass(X, codes, A, wu, scale, wm, H, ZU, M0, nthreads, xcat=None):
-    _threads(nthreads)
+    set_threads(nthreads)
     nb = n_blocks(X.shape[0], nthreads)
-    with _workspace.get((nb - 1,) + ZU.shape) as ws:
+    with workspace.get((nb - 1,) + ZU.shape) as ws:
         H_, M_ = _sandwich_pass(X, _cat(xcat, X.shape[0]), codes, A, wu, scale, wm, ZU, ws, nb)
     H[:] = H_
     M0[:] = np.triu(M_) + np.triu(M_, 1).T
@@ -623,7 +501,7 @@ def _club_prepare(S, lo, hi, lam, s, Wq, tq, D, nb):
                 bt[l, r] = S[g, l]
                 at[l, r] = S[g, l] * inv
             if r == TILE - 1 or g == last - 1:
-                _gram_tile(r + 1, at, bt, Rt, True)
+                gram_tile(r + 1, at, bt, Rt, True)
         acc[t] = Rt
     for t in range(1, nb):  # in block order
         acc[0] += acc[t]
@@ -631,7 +509,7 @@ def _club_prepare(S, lo, hi, lam, s, Wq, tq, D, nb):
 
 
 def club_prepare(S, offsets, lam, s, Wq, tq, D, R, nthreads):
-    _threads(nthreads)
+    set_threads(nthreads)
     for f in range(lam.shape[0]):
         lo, hi = int(offsets[f]), int(offsets[f + 1])
         Rf = _club_prepare(S, lo, hi, lam[f], s, Wq, tq, D, n_blocks(hi - lo, nthreads))

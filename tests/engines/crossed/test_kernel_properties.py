@@ -272,7 +272,7 @@ def test_numba_reuses_its_workspace(kernel):
     contents reaches a result: a buffer filled with NaN between two calls changes
     nothing.  A call made while the buffer is held gets a fresh array and the same
     result."""
-    from pyglmm.engines.crossed import kernels_numba
+    from pyglmm.engines.crossed import numba_blocks
     from test_kernels import club_inputs, make_problem
 
     P = make_problem(13, n=2 * BLOCK + 5000, levels=(900, 31))  # two row blocks on 2 threads
@@ -302,7 +302,7 @@ def test_numba_reuses_its_workspace(kernel):
 
     width = {"stats_pass": p + 2, "group_cross_sums": 3, "sandwich_pass": p, "club_backfit": 1}[kernel]
     levels = {"group_cross_sums": 900, "club_backfit": 2 * 900}.get(kernel, Q)  # club: u and a slab
-    workspace = kernels_numba._workspace
+    workspace = numba_blocks.workspace
     workspace._buffer = np.empty(0)
     first = call()
     buffer = workspace._buffer
