@@ -430,24 +430,16 @@ PYBIND11_MODULE(_core, m) {
      py::arg("offsets"), py::arg("Wq"), py::arg("b"), py::arg("lam"), py::arg("nu"),
      py::arg("sigma2"));
   // New kernels (helper "perf").
-  // Offsets of the level space: 0 = offsets[0] <= ... <= offsets[k] = Q.
-  auto levels_ok = [](const int64_t* offsets, int64_t k, int64_t Q) {
-    if (offsets[0] != 0 || offsets[k] != Q) return false;
-    for (int64_t j = 0; j < k; ++j)
-      if (offsets[j + 1] < offsets[j]) return false;
-    return true;
-  };
-  crossed.def("smooth_step", [levels_ok](py::array codes, py::array offsets, int64_t factor, py::array w,
+  crossed.def("smooth_step", [](py::array codes, py::array offsets, int64_t factor, py::array w,
                                 py::array s, py::array D, py::array counts, bool centre,
                                 py::array A, py::array work, int nthreads) {
     threads(nthreads);
     auto r = codes_only(codes);
     if (factor < 0 || factor >= r.k) throw std::invalid_argument("factor: out of range");
-    const int64_t* poff = in<int64_t>(offsets, "offsets", {r.k + 1});
     double* pA = out<double>(A, "A", {-1, -1});
     const int64_t Q = A.shape(0);
     r.p = A.shape(1);
-    if (!levels_ok(poff, r.k, Q)) throw std::invalid_argument("offsets: not 0 <= ... <= Q = rows of A");
+    const int64_t* poff = offsets_of(offsets, r.k, Q, "A");
     check_codes(r, factor_bounds(r.k, poff), false, nthreads);
     const double* pw = in<double>(w, "w", {r.n});
     const double* ps = in<double>(s, "s", {Q, r.p});
@@ -466,16 +458,15 @@ PYBIND11_MODULE(_core, m) {
      "returns (num, den) of the change.", py::arg("codes"), py::arg("offsets"), py::arg("factor"),
      py::arg("w"), py::arg("s"), py::arg("D"), py::arg("counts"), py::arg("centre"), py::arg("A"),
      py::arg("work"), py::arg("nthreads"));
-  crossed.def("club_prepare", [levels_ok](py::array S, py::array offsets, py::array lam,
+  crossed.def("club_prepare", [](py::array S, py::array offsets, py::array lam,
                                  py::array s, py::array Wq, py::array tq, py::array D,
                                  py::array R, int nthreads) {
     threads(nthreads);
     const int64_t k = lam.ndim() == 1 ? lam.shape(0) : -1;
     const double* pl = in<double>(lam, "lam", {-1});
-    const int64_t* poff = in<int64_t>(offsets, "offsets", {k + 1});
     double* ps = out<double>(s, "s", {-1, -1});
     const int64_t Q = s.shape(0), p = s.shape(1);
-    if (!levels_ok(poff, k, Q)) throw std::invalid_argument("offsets: not 0 <= ... <= Q = rows of s");
+    const int64_t* poff = offsets_of(offsets, k, Q, "s");
     const double* pS = in<double>(S, "S", {Q, p + 2});
     double* pW = out<double>(Wq, "Wq", {Q});
     double* pt = out<double>(tq, "tq", {Q});

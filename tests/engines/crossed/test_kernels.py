@@ -209,7 +209,8 @@ def test_cpp_club_prepare_rejects_bad_arrays():
                 s=np.empty((Q, p)), Wq=np.empty(Q), tq=np.empty(Q), D=np.empty(Q),
                 R=np.empty((2, p, p)), nthreads=1)
     kern.club_prepare(**args)
-    for change, message in [(dict(offsets=np.array([0, 2, 4])), "offsets: not 0"),
+    for change, message in [(dict(offsets=np.array([0, 2, 4])),
+                             r"offsets: must end at the number of levels Q = len\(s\) = 5, got 4"),
                             (dict(offsets=np.array([0, 2])), "offsets: wrong shape"),
                             (dict(S=np.ones((Q, p + 1))), "S: wrong shape"),
                             (dict(lam=np.ones((2, 1))), "lam: wrong shape"),
@@ -231,8 +232,9 @@ def test_cpp_smooth_step_rejects_bad_arrays():
                 work=np.empty((2, 3)), nthreads=1)
     kern.smooth_step(**args)
     for change, message in [(dict(factor=2), "factor: out of range"),
-                            (dict(offsets=np.array([0, 2, 5])), "offsets: not 0"),
-                            (dict(offsets=np.array([0, 3, 2])), "offsets: not 0"),
+                            (dict(offsets=np.array([0, 2, 5])),
+                             r"offsets: must end at the number of levels Q = len\(A\) = 4, got 5"),
+                            (dict(offsets=np.array([0, 3, 2])), "offsets: decrease at position 2"),
                             (dict(work=np.empty((1, 3))), "work: fewer rows"),
                             (dict(work=np.empty((2, 2))), "work: wrong shape"),
                             (dict(s=np.ones((4, 2))), "s: wrong shape"),
