@@ -163,7 +163,7 @@ def build_design(X, y, groups, family, *, feature_names, response_name, kern, nt
         _check_length(f"grouping column {name!r}", values, n)
         sized = dict(zip(groups, np.diff(sizes).tolist()))
         lv, count = _factorize_into(name, values, codes[:, k], sizes[-1],
-                                    lambda q: _check_level_ids({**sized, name: q}))
+                                    lambda q: check_level_ids({**sized, name: q}))
         levels.append(lv)
         counts.append(count)
         sizes.append(sizes[-1] + len(lv))
@@ -240,7 +240,7 @@ def _stable_order(key):
     return np.sort((key.astype(np.int64) << shift) | np.arange(n)) & ((1 << shift) - 1)
 
 
-def _check_level_ids(n_levels):
+def check_level_ids(n_levels):
     """Refuse factors (name -> number of levels) with more levels in all than
     ``MAX_LEVELS``: the kernels number them with int32 ids 0, 1, ..., Q - 1."""
     total = sum(n_levels.values())

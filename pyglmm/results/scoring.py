@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 
 from .. import backends as _backend
+from ..data.design import check_level_ids
 from ..data.levels import FactorLevels, item
 from ..data.validation import check_finite, show_value
 from ..exceptions import DataError
@@ -61,9 +62,8 @@ class Scorer:
         self.family = get_family(res.family)
         self.beta = np.ascontiguousarray(res.coef.to_numpy(np.float64))
         self.table = np.concatenate([res.b[f].to_numpy(np.float64) for f in res.factor_names])
+        check_level_ids({f: len(res.b[f]) for f in res.factor_names})  # int32 ids, as a fit's
         bases = np.cumsum([0] + [len(res.b[f]) for f in res.factor_names])
-        if bases[-1] >= 2**31:  # the kernel's level ids are int32
-            raise DataError(f"the model has {bases[-1]:,} levels in all; scoring takes at most 2^31 - 1")
         self.factors = [FactorLevels(f, res.b[f].index, base) for f, base in zip(res.factor_names, bases)]
         self.population_rows = dict.fromkeys(res.factor_names, 0)
         fixed = _fixed_columns(res)

@@ -308,8 +308,8 @@ def test_level_total_guard_names_the_factors():
     from pyglmm.exceptions import DataError
 
     with pytest.raises(DataError, match=r"'user' \(2,000,000,000 levels\).*'item' \(200,000,000 levels\)"):
-        design_module._check_level_ids({"user": 2_000_000_000, "item": 200_000_000})
-    design_module._check_level_ids({"user": 2**31 - 1, "item": 1})  # exactly 2^31 ids: 0 .. 2^31 - 1
+        design_module.check_level_ids({"user": 2_000_000_000, "item": 200_000_000})
+    design_module.check_level_ids({"user": 2**31 - 1, "item": 1})  # exactly 2^31 ids: 0 .. 2^31 - 1
 
 
 def test_build_design_refuses_too_many_levels_before_any_kernel(monkeypatch):
