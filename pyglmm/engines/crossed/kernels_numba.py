@@ -239,27 +239,37 @@ def stats_pass(family, X, codes, y, prior, offset, beta, b, dbeta, db, design,
     return sc
 
 
+@njit(cache=True)
+def _block_cross_sums(codes, factor, lo, w, table, acc, begin, end):
+    """acc += the group sums of rows [begin, end)."""
+    k = codes.shape[1]
+    m = table.shape[1]
+    for i in range(begin, end):
+        wi = w[i]
+        if wi == 0.0:
+            continue
+        g = codes[i, factor] - lo
+        for j in range(k):
+            if j == factor:
+                continue
+            c = codes[i, j]
+            for l in range(m):
+                acc[g, l] += wi * table[c, l]
+
+
 @njit(cache=True, parallel=True)
 def _group_cross_sums(codes, factor, lo, w, table, out, nb):
     """out = the group sums (unscaled): block 0 adds straight into out, the
     other blocks into private tables added afterwards in block order."""
-    n, k = codes.shape
-    m = table.shape[1]
+    n = codes.shape[0]
     out[:] = 0.0
-    extra = np.zeros((nb - 1, out.shape[0], m))
+    extra = np.zeros((nb - 1, out.shape[0], table.shape[1]))
     for t in prange(nb):
-        acc = out if t == 0 else extra[t - 1]
-        for i in range(n * t // nb, n * (t + 1) // nb):
-            wi = w[i]
-            if wi == 0.0:
-                continue
-            g = codes[i, factor] - lo
-            for j in range(k):
-                if j == factor:
-                    continue
-                c = codes[i, j]
-                for l in range(m):
-                    acc[g, l] += wi * table[c, l]
+        begin, end = n * t // nb, n * (t + 1) // nb
+        if t == 0:
+            _block_cross_sums(codes, factor, lo, w, table, out, begin, end)
+        else:
+            _block_cross_sums(codes, factor, lo, w, table, extra[t - 1], begin, end)
     for t in range(nb - 1):
         out += extra[t]
 
