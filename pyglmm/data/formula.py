@@ -1,6 +1,7 @@
-"""lme4-style formulas: ``y ~ x1 + C(cat) + (1|user) + (1|item)``.
+"""lme4-style formulas: ``y ~ x1 + C(cat) + (1|user) + (1|item)``, ``y ~ t + (1 + t|g)``.
 
-The random-intercept terms ``(1|g)`` are taken out here; the fixed part is
+The random-effect terms ``(1|g)``, ``(1 + t|g)``, ``(t|g)`` (an intercept is
+implied, as in lme4) and ``(0 + t|g)`` are taken out here; the fixed part is
 split into its terms (:func:`parse_fixed`), which :mod:`pyglmm.data.coding`
 codes as R and formulaic do: treatment contrasts, first level as reference,
 intercept named ``Intercept``.
@@ -9,10 +10,29 @@ intercept named ``Intercept``.
 import re
 from dataclasses import dataclass
 
-_RANDOM = re.compile(r"\(\s*([^()|]*?)\s*\|\s*([^()|]*?)\s*\)")
+_RANDOM = re.compile(r"\(\s*((?:[^()|]|\([^()|]*\))*?)\s*\|\s*([^()|]*?)\s*\)")
 _NAME = r"[A-Za-z_.][A-Za-z0-9_.]*"
 _COLUMN = re.compile(rf"(?P<name>{_NAME})|`(?P<quoted>[^`]+)`")
 _CATEGORICAL = re.compile(rf"C\(\s*(?P<arg>{_NAME}|`[^`]+`)\s*\)")
+
+
+@dataclass(frozen=True)
+class RandomTerm:
+    """One term ``(effects | group)``: the grouping column, whether the term has
+    a random intercept, and its random slopes (numeric columns, formula order).
+    ``names`` lists the effects as lme4 prints them, ``(Intercept)`` first."""
+
+    group: str
+    intercept: bool
+    slopes: tuple
+
+    @property
+    def names(self):
+        return (("(Intercept)",) if self.intercept else ()) + self.slopes
+
+    @property
+    def q(self):
+        return len(self.names)
 
 
 @dataclass(frozen=True)
@@ -21,6 +41,11 @@ class ParsedFormula:
     response: str
     fixed: str
     groups: tuple
+    random: tuple = ()
+
+    @property
+    def has_slopes(self):
+        return any(term.slopes or not term.intercept for term in self.random)
 
 
 @dataclass(frozen=True)
@@ -41,21 +66,35 @@ def parse_formula(formula):
     lhs, rhs = (part.strip() for part in formula.split("~"))
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", lhs):
         raise ValueError(f"the response must be a column name, got {lhs!r}")
-    groups = []
+    terms = []
     for effect, group in _RANDOM.findall(rhs):
-        if effect != "1":
-            raise NotImplementedError(f"random slopes ({effect}|{group}) are not supported yet; "
-                                      f"only random intercepts (1|{group})")
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", group):
             raise ValueError(f"grouping factor must be a column name, got {group!r}")
-        if group in groups:
+        if group in [t.group for t in terms]:
             raise ValueError(f"grouping factor {group!r} appears twice")
-        groups.append(group)
-    if not groups:
+        terms.append(_random_term(effect, group))
+    if not terms:
         raise ValueError(f"formula {formula!r} has no random-effect term such as (1|group)")
     fixed = re.sub(r"(\s*\+\s*)+", " + ", _RANDOM.sub("", rhs)).strip(" +") or "1"
     parse_fixed(fixed)  # refuse unsupported terms before any data is read
-    return ParsedFormula(formula, lhs, fixed, tuple(groups))
+    return ParsedFormula(formula, lhs, fixed, tuple(t.group for t in terms), tuple(terms))
+
+
+def _random_term(effect, group):
+    """The RandomTerm of ``(effect | group)``; slopes must be plain numeric columns."""
+    intercept, slopes = True, []
+    for sign, piece in _signed_pieces(effect):
+        if piece in ("0", "1"):
+            intercept = piece == "1" and sign == "+"
+        elif sign == "+" and _COLUMN.fullmatch(piece):
+            if _column(piece) not in slopes:
+                slopes.append(_column(piece))
+        else:
+            raise ValueError(f"the random-effect term ({effect}|{group}) is not supported: write "
+                             f"random intercepts and slopes on numeric columns, such as (1 + t|{group})")
+    if not intercept and not slopes:
+        raise ValueError(f"the random-effect term ({effect}|{group}) has no effects")
+    return RandomTerm(group, intercept, tuple(slopes))
 
 
 def parse_fixed(fixed):
@@ -125,5 +164,7 @@ def _column(token):
 def required_columns(parsed, extra=()):
     """Columns the formula (and named extra columns) read, without repeats."""
     fixed_vars = [t.column for t in parse_fixed(parsed.fixed)[1]]
-    return list(dict.fromkeys([parsed.response, *fixed_vars, *parsed.groups, *[c for c in extra if c]]))
+    slopes = [c for term in parsed.random for c in term.slopes]
+    return list(dict.fromkeys([parsed.response, *fixed_vars, *slopes, *parsed.groups,
+                               *[c for c in extra if c]]))
 

@@ -123,6 +123,11 @@ def glmm(formula, data, family="binomial", *, weights=None, trials=None, offset=
          max_inner_iter=1000, se=True, compare_naive=False, backend=None, threads=None, callback=None):
     start = time.perf_counter()
     parsed = parse_formula(formula)
+    if parsed.has_slopes:
+        term = next(t for t in parsed.random if t.slopes or not t.intercept)
+        raise NotImplementedError(
+            f"the crossed engine fits random intercepts only; ({' + '.join(term.names)}|{term.group}) "
+            "has random slopes: fit one grouping factor with slopes by adaptive quadrature instead")
     named = {"weights": weights, "trials": trials, "offset": offset}
     _check_roles(data, parsed, named)
     coding = FixedCoding.from_data(parsed.fixed, data)
