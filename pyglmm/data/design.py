@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from ..exceptions import DataError, SingularMatrixError
+from ..families import GAUSSIAN
 from .validation import aliased_columns, check_finite, check_numeric, check_weights, factorize
 
 EMPTY = np.empty(0)
@@ -49,6 +50,11 @@ class Design:
         categoricals; row i has a 1 in column ``xcat[i, j]`` (in
         ``[X.shape[1], p)``) for categorical j, or none where it is -1 (the
         reference level).  Default: none (every column is in X).
+    coef_order : ndarray (p,) of int, optional
+        The column (of ``feature_names``) of each coefficient in the order users
+        see (the formula's, where it puts categoricals before numeric columns):
+        a fit estimates in this design's order and reorders once, when it
+        assembles its result.  Default: the same order.
     """
 
     X: np.ndarray
@@ -66,6 +72,7 @@ class Design:
     has_intercept: bool
     order: object = None
     xcat: np.ndarray = None
+    coef_order: np.ndarray = None
 
     def __post_init__(self):
         if self.xcat is None:
@@ -103,17 +110,22 @@ class Design:
 
 
 def build_design(X, y, groups, family, *, feature_names, response_name, kern, nthreads,
-                 weights=None, trials=None, offset=None, index=None):
+                 weights=None, trials=None, offset=None, index=None, coef_order=None):
     """Validate the pieces of a model and assemble its :class:`Design`.
 
     ``X`` is an (n, p) array, or a function of a row order (None, or an int64
-    permutation) that returns the validated, C-contiguous float64 X with its
-    rows in that order: then X is written once, already in the order the
-    kernels want (see ``SORT_ABOVE_BYTES``), and never copied.
+    permutation) that returns ``(X, xcat)`` with their rows in that order: the
+    validated, C-contiguous float64 dense columns and the categoricals' codes
+    (``Design.xcat``, or None), as ``FixedCoding.split`` writes them.  Then X
+    is written once, already in the order the kernels want (see
+    ``SORT_ABOVE_BYTES``), and never copied.
+    ``feature_names`` names the p columns (X's, then the dummies) and
+    ``coef_order`` (optional) orders them as users see them (``Design.coef_order``;
+    aliased columns are named in that order).
     ``groups`` maps factor names to per-row labels (any hashable values).
     ``weights``, ``trials`` and ``offset`` are per-row arrays or None.
     ``kern`` (a kernel module) with ``nthreads`` reorders array rows when that
-    pays.
+    pays, and forms X'X.
     """
     if callable(X):
         n = len(y)
@@ -171,8 +183,9 @@ def build_design(X, y, groups, family, *, feature_names, response_name, kern, nt
     counts = np.concatenate(counts).astype(np.float64)
 
     order = _row_order(codes, np.diff(offsets), p)
+    xcat = None
     if callable(X):
-        X = X(order)
+        X, xcat = X(order)
     elif order is not None:
         sorted_X = np.empty_like(X)
         kern.take_rows(X, order, sorted_X, nthreads)
@@ -181,15 +194,28 @@ def build_design(X, y, groups, family, *, feature_names, response_name, kern, nt
         take = lambda a: np.ascontiguousarray(a[order]) if a.size else a  # noqa: E731
         y, prior, offset, codes = (take(a) for a in (y, prior, offset, codes))
 
-    XtX = X.T @ X
-    problems = aliased_columns(XtX, list(feature_names))
+    XtX, colsum = _gram(X, xcat, p, kern, nthreads)
+    shown = np.arange(p) if coef_order is None else np.asarray(coef_order)
+    problems = aliased_columns(XtX[np.ix_(shown, shown)], [feature_names[j] for j in shown])
     if problems:
         raise SingularMatrixError("fixed-effect columns are aliased (X'X is singular): "
                                   + "; ".join(problems))
-    colsum = np.ones(n) @ X  # BLAS: several times faster than X.sum(axis=0) on C order
     has_intercept = bool(np.any((colsum != 0) & np.isclose(colsum**2, n * np.diag(XtX), rtol=1e-12)))
     return Design(X, y, prior, offset, codes, offsets, counts, XtX, list(feature_names),
-                  list(groups), levels, response_name, has_intercept, order)
+                  list(groups), levels, response_name, has_intercept, order, xcat,
+                  None if coef_order is None else shown)
+
+
+def _gram(X, xcat, p, kern, nthreads):
+    """X'X and the column sums 1'X of the p columns (X's, then xcat's dummies), from
+    one fused pass of the kernels: the gaussian family at beta = 0 with response 1
+    has weights 1 and working response 1, so its X'WX is X'X and its X'Wz is 1'X."""
+    n = X.shape[0]
+    G, colsum, zero = np.empty((p, p)), np.empty(p), np.zeros(p)
+    kern.stats_pass(GAUSSIAN, X, np.empty((n, 0), dtype=np.int32), np.ones(n), EMPTY, EMPTY,
+                    zero, EMPTY, zero, EMPTY, True, np.empty(n), G, colsum,
+                    np.empty((0, p + 2)), nthreads, xcat)
+    return G, colsum
 
 
 def _factorize_into(name, values, out, first, check):

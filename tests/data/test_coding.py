@@ -56,6 +56,36 @@ def test_same_columns_names_and_numbers_as_formulaic(frame, formula):
     np.testing.assert_array_equal(X, expected.to_numpy(dtype=np.float64))
 
 
+def expand(X, xcat, p):
+    """The dense matrix of (X, xcat) as Design.xcat describes it: X's columns, then a 1
+    at each row's dummy columns."""
+    full = np.zeros((X.shape[0], p))
+    full[:, : X.shape[1]] = X
+    for u in range(xcat.shape[1]):
+        has = xcat[:, u] >= 0
+        full[np.flatnonzero(has), xcat[has, u]] = 1.0
+    return full
+
+
+@pytest.mark.parametrize("formula", FORMULAS)
+def test_split_holds_the_matrix_with_categoricals_as_codes(frame, formula):
+    coding = FixedCoding.from_data(formula, frame)
+    p = len(coding.names)
+    order = np.random.default_rng(4).permutation(len(frame))
+    for rows in (None, order):
+        X, xcat = coding.split(frame, rows)
+        assert X.flags.c_contiguous and X.dtype == np.float64
+        assert xcat.flags.c_contiguous and xcat.dtype == np.int32
+        categoricals = [t for t in coding.terms if t.categorical and t.columns]
+        assert xcat.shape == (len(frame), len(categoricals))
+        assert X.shape[1] == p - sum(len(t.columns) for t in categoricals)
+        full = expand(X, xcat, p)  # columns in design order: dense first
+        assert sorted(coding.design_names) == sorted(coding.names)
+        assert [coding.design_names[j] for j in coding.coef_order] == coding.names
+        expected = coding.matrix(frame) if rows is None else coding.matrix(frame)[rows]
+        np.testing.assert_array_equal(full[:, coding.coef_order], expected)
+
+
 @pytest.mark.parametrize("formula", FORMULAS)
 def test_saved_coding_codes_new_rows_identically(frame, formula):
     coding = FixedCoding.from_data(formula, frame)
@@ -199,17 +229,22 @@ def test_coded_design_written_in_sorted_order_equals_the_sorted_arrays(monkeypat
     coding = FixedCoding.from_data("C(client_fit) + edgy + boho + chest + dress + material", df)
     monkeypatch.setattr("pyglmm.data.design.SORT_ABOVE_BYTES", 0)  # force the reordering
     kern = pyglmm.backends.kernels("numpy")
-    args = dict(feature_names=coding.names, response_name="y", kern=kern, nthreads=1, index=df.index)
+    args = dict(response_name="y", kern=kern, nthreads=1, index=df.index)
     groups = {"client": df.client, "item": df.item}
-    lazy = build_design(lambda order: coding.matrix(df, order), df.y.to_numpy(), groups,
-                        get_family("binomial"), **args)
-    eager = build_design(coding.matrix(df), df.y.to_numpy(), groups, get_family("binomial"), **args)
+    lazy = build_design(lambda order: coding.split(df, order), df.y.to_numpy(), groups,
+                        get_family("binomial"), **args, feature_names=coding.design_names,
+                        coef_order=coding.coef_order)
+    eager = build_design(coding.matrix(df), df.y.to_numpy(), groups, get_family("binomial"), **args,
+                         feature_names=coding.names)
     assert lazy.order is not None and not np.array_equal(lazy.order, np.arange(len(df)))
     np.testing.assert_array_equal(lazy.order, eager.order)
-    for field in ("X", "y", "codes", "counts", "offsets", "XtX"):
+    for field in ("y", "codes", "counts", "offsets"):
         np.testing.assert_array_equal(getattr(lazy, field), getattr(eager, field), err_msg=field)
-    np.testing.assert_array_equal(lazy.X, coding.matrix(df)[lazy.order])
-    assert lazy.X.flags.c_contiguous
+    ix = lazy.coef_order
+    np.testing.assert_array_equal(expand(lazy.X, lazy.xcat, lazy.p)[:, ix], eager.X)
+    np.testing.assert_allclose(lazy.XtX[np.ix_(ix, ix)], eager.XtX, rtol=1e-13)
+    np.testing.assert_array_equal(eager.X, coding.matrix(df)[lazy.order])
+    assert lazy.X.flags.c_contiguous and lazy.X.shape[1] == 5 and lazy.xcat.shape[1] == 2
 
 
 def test_stitchfix_frame_codes_as_formulaic_and_as_the_arrays():

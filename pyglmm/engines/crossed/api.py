@@ -138,9 +138,10 @@ def glmm(formula, data, family="binomial", *, weights=None, trials=None, offset=
     name, kern, threads = _kernels(backend, threads)
     with _backend.blas_single_thread(name):
         y = data[parsed.response].to_numpy()
-        d = build_design(partial(coding.matrix, data), y, {g: data[g] for g in parsed.groups}, fam,
-                         feature_names=coding.names, response_name=parsed.response,
-                         index=data.index, kern=kern, nthreads=threads, **extra)
+        d = build_design(partial(coding.split, data), y, {g: data[g] for g in parsed.groups}, fam,
+                         feature_names=coding.design_names, coef_order=coding.coef_order,
+                         response_name=parsed.response, index=data.index, kern=kern,
+                         nthreads=threads, **extra)
         given = (y, extra["trials"], extra["weights"], data.index)
         del data, extra  # if the caller keeps no reference (the CLI), the frame goes before the fit
         return _fit(d, fam, formula, start, opts, se, compare_naive, name, kern, threads, callback,
@@ -258,21 +259,20 @@ def _fit(d, fam, formula, start, opts, se, compare_naive, name, kern, threads, c
     t = time.perf_counter()
     fit = fit_schall(d, fam, opts, kern, threads, _reporter(callback, d.factor_names))
     timings["schall"] = time.perf_counter() - t
-    names = d.feature_names
-    cov, cov_note = None, None
+    cov_arr = cov_note = naive = naive_summary = None
     if se or compare_naive:
         t = time.perf_counter()
         cov_arr, cov_note = beta_covariance(d, fit, kern, threads)
         if fit.separation is not None:  # diverging estimates have no (finite) variance
-            diverging = np.isin(names, fit.separation.columns)
+            diverging = np.isin(d.feature_names, fit.separation.columns)
             cov_arr[diverging, :] = cov_arr[:, diverging] = np.nan
-        cov = pd.DataFrame(cov_arr, names, names) if se else None
         timings["covariance"] = time.perf_counter() - t
-    naive = naive_summary = None
     if compare_naive and fit.separation is None:  # the naive regression would diverge too
         t = time.perf_counter()
         naive, naive_summary = naive_comparison(d, fam, fit, cov_arr, kern, threads)
         timings["naive"] = time.perf_counter() - t
+    names, beta, cov_arr, naive = _in_user_order(d, fit.beta, cov_arr, naive)
+    cov = pd.DataFrame(cov_arr, names, names) if se else None
     t = time.perf_counter()
     deviance, mu = _conditional_fit(d, fam, fit, kern, threads)
     y, trials, weights, index = given
@@ -290,7 +290,7 @@ def _fit(d, fam, formula, start, opts, se, compare_naive, name, kern, threads, c
     return CrossedResult(
         formula=formula, family=fam.name, link=fam.link,
         dispersion_mode="estimate" if opts.estimate_dispersion else "fixed",
-        coef=pd.Series(fit.beta, index=names, name="coef"), cov=cov, sigma=sigma,
+        coef=pd.Series(beta, index=names, name="coef"), cov=cov, sigma=sigma,
         dispersion=fit.phi, b=b, b_var=b_var, n_obs=d.n,
         n_levels=dict(zip(d.factor_names, d.n_levels.tolist())),
         df_resid=float(d.n_eff - d.p - np.sum(d.n_levels - fit.nu)),
@@ -301,6 +301,15 @@ def _fit(d, fam, formula, start, opts, se, compare_naive, name, kern, threads, c
         history=_history_frame(fit.history, d.factor_names), naive=naive,
         naive_summary=naive_summary,
         separation=[] if fit.separation is None else fit.separation.columns, **predict_info)
+
+
+def _in_user_order(d, beta, cov, naive):
+    """The coefficients' names, estimates, covariance (or None) and naive table (or
+    None), from the design's column order (dense columns first) to the user's
+    (``Design.coef_order``): the one place where the fixed effects are reordered."""
+    ix = np.arange(d.p) if d.coef_order is None else d.coef_order
+    return ([d.feature_names[j] for j in ix], beta[ix],
+            None if cov is None else cov[np.ix_(ix, ix)], None if naive is None else naive.iloc[ix])
 
 
 def _warn_about(fit, opts, singular, naive_summary, cov_note, compare_naive):

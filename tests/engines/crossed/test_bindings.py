@@ -313,6 +313,7 @@ def test_level_total_guard_names_the_factors():
 
 
 def test_build_design_refuses_too_many_levels_before_any_kernel(monkeypatch):
+    from pyglmm.backends import kernels
     from pyglmm.data import design as design_module
     from pyglmm.exceptions import DataError
     from pyglmm.families import get_family
@@ -332,6 +333,6 @@ def test_build_design_refuses_too_many_levels_before_any_kernel(monkeypatch):
     groups["item"] = np.minimum(groups["item"], 3)  # 10 levels in all: accepted
     d = design_module.build_design(X, rng.random(50), groups, get_family("gaussian"),
                                    feature_names=["Intercept", "x"], response_name="y",
-                                   kern=NoKernels(), nthreads=1)
+                                   kern=kernels("numpy"), nthreads=1)
     assert d.codes.dtype == np.int32 and int(d.offsets[-1]) == 10 == d.codes.max() + 1
     assert list(d.levels[1]) == [0, 1, 2, 3]
