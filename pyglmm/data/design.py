@@ -96,6 +96,14 @@ class Design:
         """Rows with positive prior weight."""
         return int(np.count_nonzero(self.prior)) if self.prior.size else self.n
 
+    def x_dot(self, beta):
+        """X beta over all p fixed-effect columns (X's, then the dummies of ``xcat``)."""
+        t = self.X @ beta[: self.X.shape[1]]
+        for u in range(self.xcat.shape[1]):
+            c = self.xcat[:, u]
+            t += np.where(c >= 0, beta[c], 0.0)  # code -1 (reference level): no column
+        return t
+
     def to_caller_order(self, values):
         """Per-row ``values`` in this design's row order, put in the caller's."""
         if self.order is None:

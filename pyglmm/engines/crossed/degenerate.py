@@ -232,7 +232,7 @@ def separation_certificate(d, bounds, delta):
     :math:`\delta` then improves the fit without end.  Returns
     ``(separated rows, complete)`` or None.
     """
-    t = d.X @ delta
+    t = d.x_dot(delta)
     keep = _positive_rows(d)
     if keep is not None:
         t = np.where(keep, t, 0.0)
