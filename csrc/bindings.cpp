@@ -255,11 +255,15 @@ PYBIND11_MODULE(_core, m) {
 
   crossed.def("take_rows", [](py::array X, py::array order, py::array result, int nthreads) {
     threads(nthreads);
-    const double* px = in<double>(X, "X", {-1, -1});
+    // float64 rows (a design) or int32 rows (level codes); out has X's dtype
+    const bool ints = X.dtype().is(py::dtype::of<int32_t>());
+    const void* px = ints ? static_cast<const void*>(in<int32_t>(X, "X", {-1, -1}))
+                          : static_cast<const void*>(in<double>(X, "X", {-1, -1}));
     const int64_t rows = X.shape(0), p = X.shape(1);
     const int64_t* po = in<int64_t>(order, "order", {-1});
     const int64_t n = order.shape(0);
-    double* pr = out<double>(result, "out", {n, p});
+    void* pr = ints ? static_cast<void*>(out<int32_t>(result, "out", {n, p}))
+                    : static_cast<void*>(out<double>(result, "out", {n, p}));
     pyglmm::ColumnRange range;
     {
       py::gil_scoped_release release;
@@ -271,8 +275,8 @@ PYBIND11_MODULE(_core, m) {
           fail("order", "index out of range: order[" + to_string(i) + "] = " + to_string(po[i]) +
                             ", X has " + to_string(rows) + " rows");
     py::gil_scoped_release release;
-    pyglmm::take_rows(px, p, po, n, pr, nthreads);
-  }, "out[i] = X[order[i]] (rows gathered in parallel).",
+    pyglmm::take_rows(px, static_cast<size_t>(p) * X.itemsize(), po, n, pr, nthreads);
+  }, "out[i] = X[order[i]] (rows of float64 or int32 gathered in parallel).",
      py::arg("X"), py::arg("order"), py::arg("out"), py::arg("nthreads"));
 
   crossed.def("irls_quantities", [](int family, py::array eta, py::array y, py::array prior,

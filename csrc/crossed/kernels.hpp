@@ -40,8 +40,8 @@ namespace pyglmm {
 void linear_predictor(const Rows& r, const double* beta, const double* b,
                       const double* offset, double* eta, int nthreads);
 
-// out[i, :] = X[order[i], :] (n rows of X gathered into out, p columns).
-void take_rows(const double* X, int64_t p, const int64_t* order, int64_t n, double* out,
+// out[i, :] = X[order[i], :] (n rows of X, row_bytes bytes each, gathered into out).
+void take_rows(const void* X, size_t row_bytes, const int64_t* order, int64_t n, void* out,
                int nthreads);
 
 // mu = h(eta); w = prior * V(mu) (unscaled by the dispersion);

@@ -6,12 +6,14 @@
 
 namespace pyglmm {
 
-void take_rows(const double* X, int64_t p, const int64_t* order, int64_t n, double* out,
+void take_rows(const void* X, size_t row_bytes, const int64_t* order, int64_t n, void* out,
                int nthreads) {
+  const char* x = static_cast<const char*>(X);
+  char* o = static_cast<char*>(out);
   // Each thread writes (and so first touches) its own block of out.
   run_blocks(n, n_blocks(n, nthreads), [&](int64_t, int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i)
-      std::memcpy(out + i * p, X + order[i] * p, static_cast<size_t>(p) * sizeof(double));
+      std::memcpy(o + i * row_bytes, x + order[i] * row_bytes, row_bytes);
   });
 }
 

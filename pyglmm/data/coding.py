@@ -147,7 +147,7 @@ class FixedCoding:
         return [("Intercept", None)] * self.intercept + [
             (c, t) for t in self.terms for c in t.columns]
 
-    def matrix(self, frame, order=None):
+    def matrix(self, frame):
         """The rows of ``frame`` coded as the training data: C-contiguous float64 (n, p),
         its columns :attr:`names`.
 
@@ -158,9 +158,6 @@ class FixedCoding:
         ----------
         frame : pandas.DataFrame
             Must hold :attr:`required_variables`.
-        order : ndarray of int, optional
-            Row ``i`` of X codes row ``order[i]`` of ``frame`` (a permutation
-            chosen by the caller); default: the frame's order.
 
         Raises
         ------
@@ -170,9 +167,9 @@ class FixedCoding:
             categorical column, values of another type than in the fit (for
             example strings where the fit had integers).
         """
-        return self._write(frame, order, split=False)[0]
+        return self._write(frame, split=False)[0]
 
-    def split(self, frame, order=None):
+    def split(self, frame):
         """The rows of ``frame`` coded as :meth:`matrix` codes them, with the
         categorical terms kept as codes: ``(X, xcat)``.
 
@@ -182,11 +179,11 @@ class FixedCoding:
         with dummy columns the row's column in :attr:`design_names` (its dummy
         is 1 there), or -1 for the reference level: the layout of
         ``Design.xcat``, so that a row costs 8 d + 4 m bytes instead of 8 p.
-        ``order`` and the errors are those of :meth:`matrix`.
+        The errors are those of :meth:`matrix`.
         """
-        return self._write(frame, order, split=True)
+        return self._write(frame, split=True)
 
-    def _write(self, frame, order, split):
+    def _write(self, frame, split):
         """(X, xcat) in the layout :meth:`split` describes, or the whole X (every
         column, formula order) and None when not ``split``."""
         if not isinstance(frame, pd.DataFrame):
@@ -195,11 +192,8 @@ class FixedCoding:
         sources = []  # (first column, term, per-row values or level codes)
         for term in self.terms:
             col = _column(frame, term.column)
-            if term.categorical:
-                codes = _level_codes(term, col)
-                values = codes if order is None else codes[order]
-            else:
-                values = _numeric_values(term.column, col)
+            values = (_level_codes(term, col) if term.categorical
+                      else _numeric_values(term.column, col))
             if term.columns:
                 sources.append((names.index(term.columns[0]), term, values))
         n = len(frame)
@@ -215,14 +209,13 @@ class FixedCoding:
         for start in range(0, n, step):
             stop = min(n, start + step)
             block = X[start:stop]
-            rows = None if order is None else order[start:stop]
             if self.intercept:
                 block[:, 0] = 1.0
             for j, term, values in dense:
                 if term.categorical:
                     _write_dummies(block, j, values[start:stop], 0 if term.full else 1)
                     continue
-                part = values[start:stop] if rows is None else values[rows]
+                part = values[start:stop]
                 if part.dtype.kind == "f" and not np.isfinite(part).all():
                     _raise_not_finite(term.column, values, frame.index)
                 block[:, j] = part

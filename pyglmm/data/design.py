@@ -118,32 +118,25 @@ class Design:
 
 
 def build_design(X, y, groups, family, *, feature_names, response_name, kern, nthreads,
-                 weights=None, trials=None, offset=None, index=None, coef_order=None):
+                 weights=None, trials=None, offset=None, index=None, xcat=None, coef_order=None):
     """Validate the pieces of a model and assemble its :class:`Design`.
 
-    ``X`` is an (n, p) array, or a function of a row order (None, or an int64
-    permutation) that returns ``(X, xcat)`` with their rows in that order: the
-    validated, C-contiguous float64 dense columns and the categoricals' codes
-    (``Design.xcat``, or None), as ``FixedCoding.split`` writes them.  Then X
-    is written once, already in the order the kernels want (see
-    ``SORT_ABOVE_BYTES``), and never copied.
-    ``feature_names`` names the p columns (X's, then the dummies) and
-    ``coef_order`` (optional) orders them as users see them (``Design.coef_order``;
-    aliased columns are named in that order).
+    ``X`` is an (n, d) array of dense columns and ``xcat`` (optional, (n, m)
+    int32) the categoricals' codes (``Design.xcat``), as ``FixedCoding.split``
+    writes them.  ``feature_names`` names the p columns (X's, then the
+    dummies) and ``coef_order`` (optional) orders them as users see them
+    (``Design.coef_order``; aliased columns are named in that order).
     ``groups`` maps factor names to per-row labels (any hashable values).
     ``weights``, ``trials`` and ``offset`` are per-row arrays or None.
-    ``kern`` (a kernel module) with ``nthreads`` reorders array rows when that
-    pays, and forms X'X.
+    ``kern`` (a kernel module) with ``nthreads`` reorders the rows when that
+    pays (see ``SORT_ABOVE_BYTES``; one threaded gather per array) and forms X'X.
     """
-    if callable(X):
-        n = len(y)
-    else:
-        X = np.ascontiguousarray(X, dtype=np.float64)
-        if X.ndim != 2:
-            raise DataError(f"X must be 2-dimensional, got shape {X.shape}")
-        n = X.shape[0]
-        check_finite("X", X, index, feature_names)
-    p = len(feature_names) if callable(X) else X.shape[1]
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    if X.ndim != 2:
+        raise DataError(f"X must be 2-dimensional, got shape {X.shape}")
+    n = X.shape[0]
+    check_finite("X", X, index, feature_names)
+    p = len(feature_names)
     if n == 0:
         raise DataError("the data have no rows")
     if p == 0:
@@ -191,16 +184,9 @@ def build_design(X, y, groups, family, *, feature_names, response_name, kern, nt
     counts = np.concatenate(counts).astype(np.float64)
 
     order = _row_order(codes, np.diff(offsets), p)
-    xcat = None
-    if callable(X):
-        X, xcat = X(order)
-    elif order is not None:
-        sorted_X = np.empty_like(X)
-        kern.take_rows(X, order, sorted_X, nthreads)
-        X = sorted_X
     if order is not None:
-        take = lambda a: np.ascontiguousarray(a[order]) if a.size else a  # noqa: E731
-        y, prior, offset, codes = (take(a) for a in (y, prior, offset, codes))
+        X, xcat, y, prior, offset, codes = (_take_rows(kern, a, order, nthreads)
+                                            for a in (X, xcat, y, prior, offset, codes))
 
     XtX, colsum = _gram(X, xcat, p, kern, nthreads)
     shown = np.arange(p) if coef_order is None else np.asarray(coef_order)
@@ -212,6 +198,16 @@ def build_design(X, y, groups, family, *, feature_names, response_name, kern, nt
     return Design(X, y, prior, offset, codes, offsets, counts, XtX, list(feature_names),
                   list(groups), levels, response_name, has_intercept, order, xcat,
                   None if coef_order is None else shown)
+
+
+def _take_rows(kern, a, order, nthreads):
+    """Per-row array ``a`` (1-d or 2-d; None or empty: as it is) with its rows in ``order``."""
+    if a is None or a.size == 0:
+        return a
+    a = np.ascontiguousarray(a)
+    out = np.empty_like(a)
+    kern.take_rows(a.reshape(len(a), -1), order, out.reshape(len(a), -1), nthreads)
+    return out
 
 
 def _gram(X, xcat, p, kern, nthreads):

@@ -4,7 +4,6 @@
 import logging
 import time
 import warnings
-from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -138,10 +137,12 @@ def glmm(formula, data, family="binomial", *, weights=None, trials=None, offset=
     name, kern, threads = _kernels(backend, threads)
     with _backend.blas_single_thread(name):
         y = data[parsed.response].to_numpy()
-        d = build_design(partial(coding.split, data), y, {g: data[g] for g in parsed.groups}, fam,
+        X, xcat = coding.split(data)
+        d = build_design(X, y, {g: data[g] for g in parsed.groups}, fam, xcat=xcat,
                          feature_names=coding.design_names, coef_order=coding.coef_order,
                          response_name=parsed.response, index=data.index, kern=kern,
                          nthreads=threads, **extra)
+        del X, xcat  # the design holds them (or their rows reordered)
         given = (y, extra["trials"], extra["weights"], data.index)
         del data, extra  # if the caller keeps no reference (the CLI), the frame goes before the fit
         return _fit(d, fam, formula, start, opts, se, compare_naive, name, kern, threads, callback,

@@ -168,6 +168,8 @@ EXTRA = {
          lambda a: a["order"].__setitem__(N - 1, N)),
         ("order: negative", r"^order: index out of range: order\[3\] = -1",
          lambda a: a["order"].__setitem__(3, -1)),
+        ("out: not X's dtype", r"^out: wrong dtype float64, expected int32",
+         _put("X", np.zeros((N, P), dtype=np.int32))),
     ],
     "irls_quantities": [("y: long", r"^y: wrong shape", _resize("y", N + 1))],
     "stats_pass": [

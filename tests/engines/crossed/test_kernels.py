@@ -308,9 +308,10 @@ def test_linear_predictor_and_irls(backend, size):
 def test_take_rows(backend, size):
     P = make_problem(8, **size)
     order = P["rng"].permutation(P["X"].shape[0])
-    got = np.empty_like(P["X"])
-    _backend.kernels(backend).take_rows(P["X"], order, got, 2)
-    np.testing.assert_array_equal(got, P["X"][order])
+    for X in (P["X"], P["codes"]):  # float64 rows (a design), int32 rows (level codes)
+        got = np.empty_like(X)
+        _backend.kernels(backend).take_rows(X, order, got, 2)
+        np.testing.assert_array_equal(got, X[order])
     with pytest.raises(ValueError, match="order: index out of range"):
         _backend.kernels(backend).take_rows(P["X"], np.array([0, P["X"].shape[0]]),
                                             np.empty((2, P["X"].shape[1])), 1)
