@@ -19,6 +19,10 @@ def read_table(path, columns=None):
         released as soon as pandas holds it, so that memory peaks near the
         size of the columns read (numeric columns without missing values are
         not copied), and in memory that goes back to the system when freed.
+        String columns of a Parquet file come as pandas categoricals, straight
+        from the file's dictionary encoding (an integer code per row, not a
+        Python string), with their distinct values sorted as categories: the
+        levels, reference level and codes a string column would have.
 
     Raises
     ------
@@ -34,16 +38,32 @@ def read_table(path, columns=None):
         pq = pyarrow.parquet
         if columns is not None:
             _check_has(path, column_names(path), columns)
+        strings = _string_columns(pyarrow, pq.read_schema(path), columns)
         pool = pyarrow.default_memory_pool()
         pyarrow.set_memory_pool(pyarrow.system_memory_pool())
         try:  # malloc'd buffers go back to the system when freed, the pool's may not
-            table = pq.read_table(path, columns=columns, use_pandas_metadata=True)
-            return table.to_pandas(split_blocks=True, self_destruct=True)
+            table = pq.read_table(path, columns=columns, use_pandas_metadata=True,
+                                  read_dictionary=strings)
+            frame = table.to_pandas(split_blocks=True, self_destruct=True)
         finally:
             pyarrow.set_memory_pool(pool)
+        for name in strings:  # categories in sorted order, as the strings' levels
+            cat = frame[name].cat.remove_unused_categories()
+            frame[name] = cat.cat.reorder_categories(cat.cat.categories.sort_values())
+        return frame
     if columns is not None:
         _check_has(path, column_names(path), columns)
     return pd.read_csv(path, usecols=columns)
+
+
+def _string_columns(pyarrow, schema, columns):
+    """The columns (of ``columns``, None: all) that a Parquet ``schema`` stores as plain
+    strings: not those pandas wrote from a categorical (they keep their categories)."""
+    categorical = {c.get("name") for c in (schema.pandas_metadata or {}).get("columns", [])
+                   if c.get("pandas_type") == "categorical"}
+    return [name for name in (schema.names if columns is None else columns)
+            if name not in categorical and (pyarrow.types.is_string(schema.field(name).type)
+                                            or pyarrow.types.is_large_string(schema.field(name).type))]
 
 
 def is_parquet(path):
