@@ -350,11 +350,30 @@ def _level_codes(term, col):
         table = np.append(term.levels.get_indexer(col.cat.categories), -1)
         codes = table[col.cat.codes.to_numpy()]
     else:
-        codes = term.levels.get_indexer(col)
+        codes = None
+        if fitted == "int" and isinstance(col.dtype, np.dtype) and col.dtype.kind in "iu":
+            codes = _integer_codes(term.levels.to_numpy(), col.to_numpy())
+        if codes is None:
+            codes = term.levels.get_indexer(col)
     bad = codes < 0
     if bad.any():
         _raise_bad_level(term, col, bad)
     return codes
+
+
+def _integer_codes(levels, values):
+    """Each of the integer ``values``' position in the integer ``levels`` (-1: not a
+    level) from a table over the values' range, one look-up per row (several times
+    faster than hashing); None when that range is not compact."""
+    if values.size == 0:
+        return None
+    lo, hi = int(values.min()), int(values.max())
+    if hi - lo >= max(1024, values.size) or lo <= -2**62 or hi >= 2**62:
+        return None
+    table = np.full(hi - lo + 1, -1, dtype=np.intp)
+    inside = (levels >= lo) & (levels <= hi)
+    table[levels[inside] - lo] = np.flatnonzero(inside)
+    return table[np.subtract(values, lo, dtype=np.int64) if lo else values]
 
 
 def _numeric_values(name, col):

@@ -293,3 +293,36 @@ def test_formula_fit_predict_save_and_load_never_import_formulaic(tmp_path):
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "False"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from([np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint32, np.uint64]),
+       st.lists(st.integers(-2**40, 2**40), min_size=1, max_size=12, unique=True),
+       st.lists(st.integers(0, 12), min_size=1, max_size=300), st.integers(-200, 200))
+def test_integer_columns_coded_by_table_as_by_hashing(dtype, levels, picks, shift):
+    """Integer level codes from a table over the range (or by hashing when the range is
+    wide): each row's level position, -1 for a value that is no level."""
+    from pyglmm.data.coding import _integer_codes
+
+    info = np.iinfo(dtype)
+    levels = sorted({min(max(v + shift, info.min), info.max) for v in levels})
+    values = np.array([levels[p] if p < len(levels) else min(max(shift + p, info.min), info.max)
+                       for p in picks], dtype=dtype)
+    index = pd.Index(np.array(levels, dtype=np.int64))
+    codes = _integer_codes(index.to_numpy(), values)
+    expected = index.get_indexer(values.astype(np.int64))
+    if codes is None:  # a wide range: hashing instead
+        assert int(values.max()) - int(values.min()) >= max(1024, values.size)
+    else:
+        np.testing.assert_array_equal(codes, expected)
+
+
+def test_integer_codes_of_a_narrow_dtype_over_a_wide_range():
+    """int16 values from -20,000 to 20,000: their offsets from the minimum pass
+    int16's range (computed in int64, not wrapped)."""
+    from pyglmm.data.coding import _integer_codes
+
+    values = np.random.default_rng(0).integers(-20_000, 20_001, 50_000).astype(np.int16)
+    levels = np.unique(values).astype(np.int64)[::3]
+    codes = _integer_codes(levels, values)
+    np.testing.assert_array_equal(codes, pd.Index(levels).get_indexer(values.astype(np.int64)))

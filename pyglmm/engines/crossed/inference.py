@@ -58,7 +58,7 @@ def smooth_columns(d, fit, kern, nthreads, tol=1e-10, max_iter=1000):
     """
     s = np.ascontiguousarray(fit.s0)
     D = fit.Wq0 + fit.phi * np.repeat(1.0 / fit.sigma2, d.n_levels)
-    A = np.zeros_like(s)
+    A = np.zeros(s.shape)  # calloc: pages zeroed as the kernel first writes them, no memset pass
     work = np.empty((int(d.n_levels.max()), d.p))
     rel, it = np.inf, 0
     for it in range(1, max_iter + 1):
