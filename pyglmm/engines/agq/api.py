@@ -1,6 +1,7 @@
 r"""Maximum-likelihood fit of a GLMM with one grouping factor by adaptive
 Gauss–Hermite quadrature: :func:`glmm_agq`."""
 
+import logging
 import time
 import warnings
 
@@ -15,6 +16,7 @@ from .model import ClusterObjective, build_arrays, evaluate_clusters
 from .optimize import maximize
 from .result import AGQResult
 
+logger = logging.getLogger("pyglmm")
 SINGULAR = 1e-4  # lme4's isSingular: a diagonal of Lambda (relative to sigma for gaussian) below this
 START_ITER = 25  # IRLS steps of the start's GLM fit
 
@@ -126,6 +128,7 @@ def glmm_agq(formula, data, family="binomial", *, nagq=1, weights=None, trials=N
     objective = ClusterObjective(kern, arrays, nagq, scale**2 if fam.name == "gaussian" else 1.0,
                                  threads)
     x0 = np.r_[beta0, objective.param.rho(_identity_theta(arrays.q) * scale)]
+    callback = _reporter(callback)
     with _backend.blas_single_thread(name):
         if fam.name == "gaussian":
             opt = _profile_sigma(objective, x0, scale, tol, max_iter, callback)
@@ -201,10 +204,19 @@ def _profile_sigma(objective, x0, scale, tol, max_iter, callback):
                     options={"xtol": 1e-9})
     sigma, opt = warm["opt"]
     objective.dispersion = sigma**2
-    if callback is not None:
-        for row in opt.history:
-            callback(row)
+    for row in opt.history:
+        callback(row)
     return opt
+
+
+def _reporter(callback):
+    """Each Newton iteration's record to the "pyglmm" logger (INFO) and ``callback``."""
+    def report(row):
+        logger.info("Newton iteration %3d: loglik %.10g, decrement %.3g, step %g",
+                    row["iteration"], row["loglik"], row["decrement"], row["step"])
+        if callback is not None:
+            callback(row)
+    return report
 
 
 def _result(formula, arrays, objective, opt, se, name, threads, start, timings, weights, trials,
