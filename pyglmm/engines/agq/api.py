@@ -4,6 +4,7 @@ Gauss–Hermite quadrature: :func:`glmm_agq`."""
 import logging
 import time
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -186,7 +187,7 @@ def _profile_sigma(objective, x0, scale, tol, max_iter, callback):
     """Gaussian: maximise the profile log-likelihood over log sigma by Brent's method."""
     from scipy.optimize import minimize_scalar
 
-    warm = {"x": x0, "opt": None}
+    warm = {"x": x0, "opt": None, "iterations": 0}
 
     def negative_profile(log_sigma):
         sigma = float(np.exp(log_sigma))
@@ -195,6 +196,7 @@ def _profile_sigma(objective, x0, scale, tol, max_iter, callback):
         x[~np.isfinite(x)] = np.log(1e-3 * sigma)  # a fixed boundary is tried afresh
         opt = _maximize(objective, x, sigma, tol, max_iter, None)
         warm["x"] = opt.x
+        warm["iterations"] += opt.iterations
         if warm["opt"] is None or opt.loglik > warm["opt"][1].loglik:
             warm["opt"] = (sigma, opt)
         return -opt.loglik
@@ -206,7 +208,7 @@ def _profile_sigma(objective, x0, scale, tol, max_iter, callback):
     objective.dispersion = sigma**2
     for row in opt.history:
         callback(row)
-    return opt
+    return replace(opt, iterations=warm["iterations"])  # Newton iterations of all the inner fits
 
 
 def _reporter(callback):
