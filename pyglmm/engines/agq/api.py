@@ -60,8 +60,9 @@ def glmm_agq(formula, data, family="binomial", *, nagq=1, weights=None, trials=N
     decrement :math:`g^\top(-H)^{-1}g/2` falls below ``tol``.  Start: a GLM fit
     without random effects and :math:`\Lambda = I` (gaussian:
     :math:`\hat\sigma_{\rm OLS} I`).  A diagonal of :math:`\Lambda` that falls
-    below :math:`10^{-5}` (relative to :math:`\sigma` for gaussian) is put at 0
-    and kept there if that does not lower the log-likelihood; a diagonal below
+    below 0.05 (relative to :math:`\sigma` for gaussian) on its way down is
+    tried at 0 and kept there if that does not lower the log-likelihood (and
+    freed again if :math:`10^{-3}` is better at convergence); a diagonal below
     :math:`10^{-4}` is a singular fit (lme4's ``isSingular``), reported in
     ``result.singular`` with a :class:`~pyglmm.SingularFitWarning`.
 
@@ -179,8 +180,8 @@ def glm_start(arrays):
 def _maximize(objective, x0, scale, tol, max_iter, callback):
     p, q = objective.arrays.p, objective.arrays.q
     bounded = p + np.flatnonzero(objective.param.diagonal)
-    return maximize(objective, x0, bounded=bounded, boundary=np.log(1e-5 * scale), tol=tol,
-                    max_iter=max_iter, callback=callback)
+    return maximize(objective, x0, bounded=bounded, scale=scale, tol=tol, max_iter=max_iter,
+                    callback=callback)
 
 
 def _profile_sigma(objective, x0, scale, tol, max_iter, callback):
