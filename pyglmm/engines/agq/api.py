@@ -243,7 +243,7 @@ def _result(formula, arrays, objective, opt, se, name, threads, start, timings, 
     names = arrays.random_names
     eta = arrays.offset + arrays.X @ beta + np.einsum("nq,nq->n", arrays.Z,
                                                       np.repeat(b, np.diff(arrays.starts), axis=0))
-    mu = fam.linkinv(eta)
+    mu = fam.irls_mean(eta)  # clamped as in the crossed engine (pyglmm.families), finite V(mu)
     deviance = fam.deviance(arrays.y, mu, arrays.weights)
     pearson = float(np.sum(arrays.weights * (arrays.y - mu) ** 2 / fam.variance(mu)))
     re_cov = {arrays.group: pd.DataFrame(lam @ lam.T, names, names)}
