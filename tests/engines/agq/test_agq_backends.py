@@ -4,7 +4,7 @@ name; every backend that has them agrees with the numpy reference."""
 
 import numpy as np
 import pytest
-from test_kernel_numpy import CASES, params, problem
+from test_agq_kernel_numpy import CASES, params, problem
 
 from pyglmm import backends
 from pyglmm.engines.agq import kernels_numpy
