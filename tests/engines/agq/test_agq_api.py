@@ -128,3 +128,20 @@ def test_cli_refuses_crossed_options_for_agq(capsys):
     code = main(["fit", str(DATA / "agq_cbpp.csv"), "--formula", "incidence ~ C(period) + (1|herd)",
                  "--trials", "size", "--nagq", "2", "--naive"])
     assert code == 1 and "--naive" in capsys.readouterr().err
+
+
+def test_singular_random_slope_fit_has_finite_standard_errors():
+    """No slope in the data: Lambda[1, 1] goes to 0 (correlation 1), a singular fit whose
+    beta standard errors still come from the observed information."""
+    rng = np.random.default_rng(1)
+    m, n = 40, 10
+    g = np.repeat(np.arange(m), n)
+    t, x = rng.random(m * n), rng.normal(size=m * n)
+    eta = 0.2 + 0.5 * x + rng.normal(0, 1, m)[g]
+    df = pd.DataFrame({"g": g, "t": t, "x": x, "y": (rng.random(m * n) < 1 / (1 + np.exp(-eta))).astype(int)})
+    with pytest.warns(SingularFitWarning, match="'g'"):
+        res = pyglmm.glmm("y ~ x + (1 + t|g)", df)
+    cov = res.re_cov["g"].to_numpy()
+    assert res.singular == ["g"] and res.converged
+    assert abs(cov[0, 1]) == pytest.approx(np.sqrt(cov[0, 0] * cov[1, 1]), rel=1e-6)  # |corr| = 1
+    assert np.all(np.isfinite(res.bse)) and np.all(res.bse > 0)
