@@ -205,7 +205,7 @@ def _profile_sigma(objective, x0, scale, tol, max_iter, callback):
 
     s0 = np.log(scale)
     minimize_scalar(negative_profile, bracket=(s0 - 0.5, s0), method="brent",
-                    options={"xtol": 1e-9})
+                    options={"xtol": 1e-7})
     sigma, opt = warm["opt"]
     objective.dispersion = sigma**2
     for row in opt.history:
