@@ -145,3 +145,10 @@ def test_singular_random_slope_fit_has_finite_standard_errors():
     assert res.singular == ["g"] and res.converged
     assert abs(cov[0, 1]) == pytest.approx(np.sqrt(cov[0, 0] * cov[1, 1]), rel=1e-6)  # |corr| = 1
     assert np.all(np.isfinite(res.bse)) and np.all(res.bse > 0)
+
+
+def test_an_option_of_the_other_engine_is_named(cbpp):
+    with pytest.raises(TypeError, match="'dispersion' is not an option of the agq engine"):
+        pyglmm.glmm("incidence ~ C(period) + (1|herd)", cbpp, trials="size", nagq=2, dispersion="fixed")
+    with pytest.raises(TypeError, match="'bogus' is not an option of the crossed engine"):
+        pyglmm.glmm("incidence ~ C(period) + (1|herd)", cbpp, trials="size", bogus=1, max_iter=3)
