@@ -1,5 +1,7 @@
 """``pyglmm.glmm``: one entry point that picks the engine for a formula."""
 
+import warnings
+
 from ..data.formula import parse_formula
 
 ENGINE_CHOICES = ("auto", "crossed", "agq")
@@ -57,7 +59,14 @@ def glmm(formula, data, family="binomial", *, engine="auto", nagq=None, **option
     else:
         from .crossed.api import glmm as fit
     _check_options(fit, chosen, options)
-    return fit(formula, data, family, **options)
+    caught = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            return fit(formula, data, family, **options)
+    finally:  # attributed to the caller's line, as the engines' own warnings are
+        for w in caught:
+            warnings.warn(w.message, w.category, stacklevel=2)
 
 
 def _check_options(fit, engine, options):

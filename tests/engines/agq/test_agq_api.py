@@ -69,8 +69,9 @@ def test_engine_errors_name_what_is_wrong(cbpp):
 
 
 def test_singular_fit_is_on_the_boundary_and_reported():
-    with pytest.warns(SingularFitWarning, match="'g'"):
+    with pytest.warns(SingularFitWarning, match="'g'") as record:
         res = pyglmm.glmm("y ~ x + (1|g)", binary(1), nagq=3)
+    assert record[0].filename == __file__  # attributed to the caller's line
     assert res.singular == ["g"] and res.sigma["g"] == 0.0 and res.converged
     assert np.all(res.ranef()["g"].condval == 0) and np.isfinite(res.bse).all()
     with warnings.catch_warnings():
