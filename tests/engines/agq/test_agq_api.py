@@ -153,3 +153,11 @@ def test_an_option_of_the_other_engine_is_named(cbpp):
         pyglmm.glmm("incidence ~ C(period) + (1|herd)", cbpp, trials="size", nagq=2, dispersion="fixed")
     with pytest.raises(TypeError, match="'bogus' is not an option of the crossed engine"):
         pyglmm.glmm("incidence ~ C(period) + (1|herd)", cbpp, trials="size", bogus=1, max_iter=3)
+
+
+def test_iteration_limit_is_reported_and_warned(cbpp):
+    from pyglmm import ConvergenceWarning
+
+    with pytest.warns(ConvergenceWarning, match="did not converge in 1 iterations"):
+        res = pyglmm.glmm("incidence ~ C(period) + (1|herd)", cbpp, trials="size", nagq=1, max_iter=1)
+    assert not res.converged and res.iterations == 1 and "NOT CONVERGED" in str(res)
