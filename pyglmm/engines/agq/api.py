@@ -14,7 +14,7 @@ from ...exceptions import ConvergenceWarning, DataError, SingularFitWarning
 from ...families import get_family
 from ...results.base import RowData, compact, sigma_of
 from .kernels_numpy import lambda_matrix, tri_index
-from .model import ClusterObjective, build_arrays, evaluate_clusters
+from .model import ClusterObjective, build_arrays, evaluate_clusters, gh_rule
 from .optimize import maximize
 from .result import AGQResult
 
@@ -118,6 +118,7 @@ def glmm_agq(formula, data, family="binomial", *, nagq=1, weights=None, trials=N
     """
     start = time.perf_counter()
     fam = get_family(family)
+    gh_rule(nagq)  # a bad nagq fails before the data are read
     arrays = build_arrays(formula, data, fam, weights=weights, trials=trials, offset=offset)
     _check_response(arrays)
     name = _backend.backend(backend, engine="agq")
