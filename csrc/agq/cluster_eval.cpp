@@ -31,17 +31,25 @@ struct RowD {
   double l0 = 0, l1 = 0, l2 = 0, l3 = 0, l4 = 0;
 };
 
+// log(1 + e) for e in [0, 1], to a few ulps: the classic log(u) e / (u - 1),
+// u = 1 + e (glibc's log1p costs three logs' time; this is one log and a division).
+inline double log1p_unit(double e) {
+  const double u = 1.0 + e;
+  return u == 1.0 ? e : std::log(u) * (e / (u - 1.0));
+}
+
 // l_j without its constant (0 unless value) and its derivatives in eta up to
 // order (at least 2 when any): kernels_numpy.row_terms, stable forms.
 inline RowD row(int family, double disp, double y, double a, double eta, bool value, int order) {
   RowD r;
   if (family == BINOMIAL) {
     const double e = std::exp(-std::fabs(eta));
-    if (value) r.l0 = (a * y) * eta - a * (std::max(eta, 0.0) + std::log1p(e));
+    if (value) r.l0 = (a * y) * eta - a * (std::max(eta, 0.0) + log1p_unit(e));
     if (order >= 1) {
-      const double mu = eta >= 0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
+      const double inv = 1.0 / (1.0 + e);
+      const double mu = eta >= 0 ? inv : e * inv;
       r.l1 = a * (y - mu);
-      const double v = e / ((1.0 + e) * (1.0 + e));
+      const double v = e * inv * inv;
       r.l2 = -a * v;
       r.l3 = -a * v * (1.0 - 2.0 * mu);
       r.l4 = -a * v * (1.0 - 6.0 * v);
@@ -190,10 +198,13 @@ struct Work {  // one thread's scratch, sized once
   }
 };
 
+// One cluster's evaluation; Q = q, a constant so that the loops over the
+// random effects unroll.
+template <int Q>
 class Cluster {
  public:
   Cluster(const Setup& su, Work& w, int64_t r0, int64_t n, double* v)
-      : su_(su), pr_(su.pr), w_(w), r0_(r0), n_(n), v_(v), q_(su.q), p_(su.p), d_(su.d) {}
+      : su_(su), pr_(su.pr), w_(w), r0_(r0), n_(n), v_(v), p_(su.p), d_(su.d) {}
 
   // Returns (loglik, converged); the gradient and Hessian go to w.grad, w.hess.
   std::pair<double, bool> eval(double* condvar);
@@ -211,12 +222,13 @@ class Cluster {
   Work& w_;
   int64_t r0_, n_;
   double* v_;
-  int q_;
+  static constexpr int q_ = Q;
   int64_t p_, d_;
 };
 
 // sum_j l_j (without constants) - v'v/2 at v; g = R'l1 - v, H = I - R' diag(l2) R.
-double Cluster::sweep_h(const double* v, double* g, double* H) const {
+template <int Q>
+double Cluster<Q>::sweep_h(const double* v, double* g, double* H) const {
   const int q = q_;
   double f = 0.0;
   std::fill(g, g + q, 0.0);
@@ -242,7 +254,8 @@ double Cluster::sweep_h(const double* v, double* g, double* H) const {
 }
 
 // Newton with step halving (kernels_numpy.find_mode); the mode in v, H(v) in w.H.
-bool Cluster::find_mode(double c0) {
+template <int Q>
+bool Cluster<Q>::find_mode(double c0) {
   const int q = q_;
   double* v = v_;
   Work& w = w_;
@@ -283,7 +296,8 @@ bool Cluster::find_mode(double c0) {
 
 // The row's derivatives of eta at the mode: B = d eta / d psi at fixed v, and
 // if total the total ones s = B + M'R_j.
-void Cluster::row_s(int64_t j, bool total, double* out) const {
+template <int Q>
+void Cluster<Q>::row_s(int64_t j, bool total, double* out) const {
   const int64_t r = r0_ + j, p = p_;
   const double* x = pr_.X + r * p;
   const double* z = pr_.Z + r * q_;
@@ -297,7 +311,8 @@ void Cluster::row_s(int64_t j, bool total, double* out) const {
     }
 }
 
-std::pair<double, bool> Cluster::eval(double* condvar) {
+template <int Q>
+std::pair<double, bool> Cluster<Q>::eval(double* condvar) {
   const Problem& pr = pr_;
   Work& w = w_;
   const int q = q_;
@@ -411,7 +426,8 @@ std::pair<double, bool> Cluster::eval(double* condvar) {
 }
 
 // M = dv/dpsi, Hd = dH/dpsi, Ld (Cholesky factor's), Sd (S's); with deriv 2 mode_second.
-void Cluster::mode_derivatives() {
+template <int Q>
+void Cluster<Q>::mode_derivatives() {
   const Problem& pr = pr_;
   Work& w = w_;
   const int q = q_, t = su_.t;
@@ -522,7 +538,8 @@ void Cluster::mode_derivatives() {
 }
 
 // Second derivatives: of the mode (MM, q x d x d), of L (Ldd) and of S (Sdd).
-void Cluster::mode_second() {
+template <int Q>
+void Cluster<Q>::mode_second() {
   Work& w = w_;
   const int q = q_;
   const int64_t p = p_, d = d_, qq = q * q;
@@ -605,7 +622,8 @@ void Cluster::mode_second() {
 }
 
 // The cluster's Hessian; node sums by moments in z.
-void Cluster::hessian(const double* pik) {
+template <int Q>
+void Cluster<Q>::hessian(const double* pik) {
   const Problem& pr = pr_;
   Work& w = w_;
   const int q = q_, Q1 = q_ + 1;
@@ -783,8 +801,12 @@ int64_t cluster_eval(const Problem& pr, int deriv, const Outputs& out, int nthre
       if (work.empty()) work.emplace_back(su, nmax);
       Work& w = work.front();
       for (int64_t c = bounds[ch]; c < bounds[ch + 1]; ++c) {
-        Cluster cl(su, w, pr.starts[c], pr.starts[c + 1] - pr.starts[c], out.modes + c * q);
-        const auto res = cl.eval(out.condvar + c * q * q);
+        const int64_t r0 = pr.starts[c], n = pr.starts[c + 1] - r0;
+        double* v = out.modes + c * q;
+        double* cv = out.condvar + c * q * q;
+        const auto res = q == 1   ? Cluster<1>(su, w, r0, n, v).eval(cv)
+                         : q == 2 ? Cluster<2>(su, w, r0, n, v).eval(cv)
+                                  : Cluster<3>(su, w, r0, n, v).eval(cv);
         out.loglik[c] = res.first;
         nf += !res.second;
         if (deriv >= 1)
