@@ -4,6 +4,7 @@ Gauss–Hermite quadrature: :func:`glmm_agq`."""
 import logging
 import time
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,7 @@ from ... import backends as _backend
 from ...exceptions import ConvergenceWarning, DataError, SingularFitWarning
 from ...families import get_family
 from ...results.base import RowData, compact, sigma_of
+from .kernels_numpy import lambda_matrix, tri_index
 from .model import ClusterObjective, build_arrays, evaluate_clusters
 from .optimize import maximize
 from .result import AGQResult
@@ -59,8 +61,9 @@ def glmm_agq(formula, data, family="binomial", *, nagq=1, weights=None, trials=N
     decrement :math:`g^\top(-H)^{-1}g/2` falls below ``tol``.  Start: a GLM fit
     without random effects and :math:`\Lambda = I` (gaussian:
     :math:`\hat\sigma_{\rm OLS} I`).  A diagonal of :math:`\Lambda` that falls
-    below :math:`10^{-5}` (relative to :math:`\sigma` for gaussian) is put at 0
-    and kept there if that does not lower the log-likelihood; a diagonal below
+    below 0.05 (relative to :math:`\sigma` for gaussian) on its way down is
+    tried at 0 and kept there if that does not lower the log-likelihood (and
+    freed again if :math:`10^{-3}` is better at convergence); a diagonal below
     :math:`10^{-4}` is a singular fit (lme4's ``isSingular``), reported in
     ``result.singular`` with a :class:`~pyglmm.SingularFitWarning`.
 
@@ -178,15 +181,15 @@ def glm_start(arrays):
 def _maximize(objective, x0, scale, tol, max_iter, callback):
     p, q = objective.arrays.p, objective.arrays.q
     bounded = p + np.flatnonzero(objective.param.diagonal)
-    return maximize(objective, x0, bounded=bounded, boundary=np.log(1e-5 * scale), tol=tol,
-                    max_iter=max_iter, callback=callback)
+    return maximize(objective, x0, bounded=bounded, scale=scale, tol=tol, max_iter=max_iter,
+                    callback=callback)
 
 
 def _profile_sigma(objective, x0, scale, tol, max_iter, callback):
     """Gaussian: maximise the profile log-likelihood over log sigma by Brent's method."""
     from scipy.optimize import minimize_scalar
 
-    warm = {"x": x0, "opt": None}
+    warm = {"x": x0, "opt": None, "iterations": 0}
 
     def negative_profile(log_sigma):
         sigma = float(np.exp(log_sigma))
@@ -195,6 +198,7 @@ def _profile_sigma(objective, x0, scale, tol, max_iter, callback):
         x[~np.isfinite(x)] = np.log(1e-3 * sigma)  # a fixed boundary is tried afresh
         opt = _maximize(objective, x, sigma, tol, max_iter, None)
         warm["x"] = opt.x
+        warm["iterations"] += opt.iterations
         if warm["opt"] is None or opt.loglik > warm["opt"][1].loglik:
             warm["opt"] = (sigma, opt)
         return -opt.loglik
@@ -206,7 +210,7 @@ def _profile_sigma(objective, x0, scale, tol, max_iter, callback):
     objective.dispersion = sigma**2
     for row in opt.history:
         callback(row)
-    return opt
+    return replace(opt, iterations=warm["iterations"])  # Newton iterations of all the inner fits
 
 
 def _reporter(callback):
@@ -230,17 +234,15 @@ def _result(formula, arrays, objective, opt, se, name, threads, start, timings, 
     sigma_res = np.sqrt(objective.dispersion) if fam.name == "gaussian" else 1.0
     diag = theta[objective.param.diagonal]
     singular = [arrays.group] if np.any(np.abs(diag) < SINGULAR * sigma_res) else []
-    cov = _beta_covariance(hess, p, theta, fam.name == "gaussian", arrays.fixed_names) if se else None
+    cov = _beta_covariance(hess, p, theta, q, fam.name == "gaussian", arrays.fixed_names) if se else None
     timings["covariance"] = time.perf_counter() - t0
-    from .kernels_numpy import lambda_matrix
-
     lam = lambda_matrix(theta, q)
     b = objective.modes @ lam.T                                   # (m, q): Lambda v
     b_var = np.einsum("ab,cbd,ad->ca", lam, condvar, lam)         # diag(Lambda H^-1 Lambda')
     names = arrays.random_names
     eta = arrays.offset + arrays.X @ beta + np.einsum("nq,nq->n", arrays.Z,
                                                       np.repeat(b, np.diff(arrays.starts), axis=0))
-    mu = fam.linkinv(eta)
+    mu = fam.irls_mean(eta)  # clamped as in the crossed engine (pyglmm.families), finite V(mu)
     deviance = fam.deviance(arrays.y, mu, arrays.weights)
     pearson = float(np.sum(arrays.weights * (arrays.y - mu) ** 2 / fam.variance(mu)))
     re_cov = {arrays.group: pd.DataFrame(lam @ lam.T, names, names)}
@@ -275,16 +277,18 @@ def _result(formula, arrays, objective, opt, se, name, threads, start, timings, 
     return res
 
 
-def _beta_covariance(hess, p, theta, gaussian, names):
+def _beta_covariance(hess, p, theta, q, gaussian, names):
     r"""cov(beta): the beta block of the inverse of minus the Hessian over beta and the
-    entries of theta off the boundary (gaussian: the inverse of the beta block)."""
+    entries of theta, leaving out the columns of Lambda whose diagonal is on the
+    boundary (0: their entries are not identified there); gaussian: the inverse of
+    the beta block (the information given the variances, as lmer's ``vcov``)."""
     from ...data.validation import checked_inverse
 
-    free = np.r_[np.ones(p, bool), theta != 0] if not gaussian else np.r_[np.ones(p, bool),
-                                                                           np.zeros(len(theta), bool)]
-    info = -hess[np.ix_(free, free)]
+    tri = tri_index(q)
+    zero_columns = {b for (a, b), value in zip(tri, theta) if a == b and value == 0}
+    free = np.r_[np.ones(p, bool), [not gaussian and b not in zero_columns for _, b in tri]]
     labels = list(names) + [f"theta[{i}]" for i in np.flatnonzero(free[p:])]
-    inv = checked_inverse(info, labels, "the observed information")
+    inv = checked_inverse(-hess[np.ix_(free, free)], labels, "the observed information")
     return pd.DataFrame(inv[:p, :p], names, names)
 
 
