@@ -44,7 +44,7 @@ inline RowD row(int family, double disp, double y, double a, double eta, bool va
   RowD r;
   if (family == BINOMIAL) {
     const double e = std::exp(-std::fabs(eta));
-    if (value) r.l0 = (a * y) * eta - a * (std::max(eta, 0.0) + log1p_unit(e));
+    if (value) r.l0 = a * (y * eta - std::max(eta, 0.0) - log1p_unit(e));
     if (order >= 1) {
       const double inv = 1.0 / (1.0 + e);
       const double mu = eta >= 0 ? inv : e * inv;
@@ -211,7 +211,7 @@ class Cluster {
 
  private:
   double sweep_h(const double* v, double* g, double* H) const;
-  bool find_mode(double c0);
+  bool find_mode();
   void row_s(int64_t j, bool total, double* out) const;
   void mode_derivatives();
   void mode_second();
@@ -253,15 +253,16 @@ double Cluster<Q>::sweep_h(const double* v, double* g, double* H) const {
   return f;
 }
 
-// Newton with step halving (kernels_numpy.find_mode); the mode in v, H(v) in w.H.
+// Newton with step halving (kernels_numpy.find_mode, on h~ without the rows'
+// constants); the mode in v, H(v) in w.H.
 template <int Q>
-bool Cluster<Q>::find_mode(double c0) {
+bool Cluster<Q>::find_mode() {
   const int q = q_;
   double* v = v_;
   Work& w = w_;
   for (int c = 0; c < q; ++c)
     if (!std::isfinite(v[c])) v[c] = 0.0;
-  double f = c0 + sweep_h(v, w.g, w.H);
+  double f = sweep_h(v, w.g, w.H);
   for (int it = 0; it < kModeMaxIter; ++it) {
     cholesky(w.H, w.L, q);
     std::copy(w.g, w.g + q, w.step);
@@ -277,7 +278,7 @@ bool Cluster<Q>::find_mode(double c0) {
     double fn = 0.0;
     for (int h = 0; h < 50; ++h) {
       for (int c = 0; c < q; ++c) w.vn[c] = v[c] + w.step[c];
-      fn = c0 + sweep_h(w.vn, w.gn, w.Hn);
+      fn = sweep_h(w.vn, w.gn, w.Hn);
       if (fn >= f - slack || (small && std::isfinite(fn))) {
         accepted = true;
         break;
@@ -332,7 +333,7 @@ std::pair<double, bool> Cluster<Q>::eval(double* condvar) {
     }
     c0 += row_const(pr.family, pr.dispersion, pr.y[r], pr.weights[r]);
   }
-  const bool converged = find_mode(c0);
+  const bool converged = find_mode();
   const double* v = v_;
   cholesky(w.H, w.L, q);
   lower_inverse(w.L, w.Li, q);

@@ -115,7 +115,7 @@ def _eval_cluster(family, dispersion, X, Z, y, a, o, r0, n, beta, lam, ta, tb, z
                 acc += Z[r, e] * lam[e, c]
             R[j, c] = acc
         const += _row_const(family, dispersion, y[r], a[r])
-    converged = _find_mode(family, dispersion, y, a, r0, n, off, R, q, const, v, g, H, L, vn, gn, Hn, step)
+    converged = _find_mode(family, dispersion, y, a, r0, n, off, R, q, v, g, H, L, vn, gn, Hn, step)
     _cholesky(H, L, q)
     _lower_inverse(L, Li, q)
     for i in range(q):

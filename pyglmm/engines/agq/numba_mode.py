@@ -30,7 +30,7 @@ def _row(family, dispersion, y, a, eta, value, order):
     if family == BINOMIAL:
         e = math.exp(-abs(eta))
         if value:
-            l0 = (a * y) * eta - a * (max(eta, 0.0) + _log1p_unit(e))
+            l0 = a * (y * eta - max(eta, 0.0) - _log1p_unit(e))
         if order >= 1:
             inv = 1.0 / (1.0 + e)
             mu = inv if eta >= 0 else e * inv
@@ -158,13 +158,13 @@ def _sweep_h(family, dispersion, y, a, r0, n, off, R, q, v, g, H):
 
 
 @njit(cache=True)
-def _find_mode(family, dispersion, y, a, r0, n, off, R, q, const, v, g, H, L, vn, gn, Hn, step):
-    """Newton with step halving from v (kernels_numpy.find_mode); leaves the mode in v and
-    H (v) in H.  Returns converged."""
+def _find_mode(family, dispersion, y, a, r0, n, off, R, q, v, g, H, L, vn, gn, Hn, step):
+    """Newton with step halving from v (kernels_numpy.find_mode, on h~ without the rows'
+    constants); leaves the mode in v and H(v) in H.  Returns converged."""
     for c in range(q):
         if not math.isfinite(v[c]):
             v[c] = 0.0
-    f = const + _sweep_h(family, dispersion, y, a, r0, n, off, R, q, v, g, H)
+    f = _sweep_h(family, dispersion, y, a, r0, n, off, R, q, v, g, H)
     for _ in range(MODE_MAX_ITER):
         _cholesky(H, L, q)
         for c in range(q):
@@ -181,7 +181,7 @@ def _find_mode(family, dispersion, y, a, r0, n, off, R, q, const, v, g, H, L, vn
         for _ in range(50):
             for c in range(q):
                 vn[c] = v[c] + step[c, 0]
-            fn = const + _sweep_h(family, dispersion, y, a, r0, n, off, R, q, vn, gn, Hn)
+            fn = _sweep_h(family, dispersion, y, a, r0, n, off, R, q, vn, gn, Hn)
             if fn >= f - slack or (small and math.isfinite(fn)):
                 accepted = True
                 break
