@@ -3,6 +3,10 @@
 * ``test_evaluation``: one kernel evaluation (log-likelihood, gradient and
   Hessian: ``deriv=2``) at 10^5 rows in 10^3 clusters, q = 1 and 2, nagq = 1
   and 7.
+* ``test_cluster_eval_1e6``: the kernel alone (``cluster_eval``, deriv 0 and
+  2) at 10^6 binary rows in 10^4 clusters, q = 1, K = 7, p = 5, modes warm
+  from the evaluation before (as in a fit); every backend in one run, the
+  numpy reference one round.
 * ``test_fit_1e6``: a whole fit at 10^6 rows in 10^4 clusters, q = 1, nagq = 7
   (the issue's goal: <= 3 s with the C++ kernel on 2 cores; compiled backends
   only: the numpy reference takes about a minute per evaluation there).
@@ -25,7 +29,7 @@ import pytest
 import pyglmm
 from pyglmm import backends
 from pyglmm.engines.agq.model import build_arrays, evaluate_clusters
-from pyglmm.families import get_family
+from pyglmm.families import BINOMIAL, get_family
 
 GLMER = """
 suppressMessages(library(lme4))
@@ -74,6 +78,39 @@ def test_evaluation(benchmark, agq_backend, q, nagq, request):
                                                       threads=threads)[0], rounds=3)
     benchmark.extra_info.update(rows=n, clusters=m)
     assert np.isfinite(ll).all()
+
+
+@pytest.fixture(scope="module")
+def problem_1e6(request):
+    """Binary rows in equal clusters, eta = X beta + b_c, b_c ~ N(0, 0.8^2), p = 5; the kernel's
+    arguments at parameters near the truth."""
+    n, m = (20_000, 200) if smoke(request.config) else (1_000_000, 10_000)
+    rng = np.random.default_rng(0)
+    X = np.c_[np.ones(n), rng.normal(size=(n, 4))]
+    starts = np.linspace(0, n, m + 1).astype(np.int64)
+    beta = rng.normal(scale=0.3, size=5)
+    eta = X @ beta + np.repeat(rng.normal(scale=0.8, size=m), np.diff(starts))
+    y = (rng.random(n) < 1 / (1 + np.exp(-eta))).astype(float)
+    nodes, w = np.polynomial.hermite_e.hermegauss(7)
+    return dict(X=X, Z=np.ones((n, 1)), y=y, weights=np.ones(n), offset=np.zeros(n), starts=starts,
+                beta=beta + 0.01, theta=np.array([0.8]), nodes=nodes, gh_weights=w / np.sqrt(2 * np.pi))
+
+
+@pytest.mark.parametrize("deriv", [2, 0])
+def test_cluster_eval_1e6(benchmark, agq_backend, problem_1e6, deriv):
+    kern = backends.kernels(agq_backend, engine="agq")
+    m, d = len(problem_1e6["starts"]) - 1, 6
+    out = dict(modes=np.zeros((m, 1)), deriv=deriv, loglik_out=np.empty(m), grad_out=np.empty(d),
+               hess_out=np.empty((d, d)), condvar_out=np.empty((m, 1, 1)),
+               nthreads=pyglmm.get_num_threads())
+
+    def one():
+        return kern.cluster_eval(family=BINOMIAL, dispersion=1.0, **problem_1e6, **out)
+    one()  # warm modes (and numba's compilation)
+    failed = benchmark.pedantic(one, rounds=1 if agq_backend == "numpy" else 5)
+    assert failed == 0 and np.isfinite(out["loglik_out"]).all()
+    if deriv == 2:
+        assert np.isfinite(out["hess_out"]).all() and np.all(np.linalg.eigvalsh(out["hess_out"]) < 0)
 
 
 def test_fit_1e6(benchmark, agq_backend, request):

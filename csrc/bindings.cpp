@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "common/checks.hpp"
+#include "agq/kernels.hpp"
 #include "crossed/kernels.hpp"
 
 namespace py = pybind11;
@@ -218,6 +219,25 @@ int64_t categoricals(pyglmm::Rows& r, const py::object& xcat, int64_t T) {
                        to_string(r.xcat[i]) + ": outside the dummy columns [" + to_string(r.p) +
                        ", " + to_string(T) + ") or -1");
   return T;
+}
+
+void check_finite(const double* v, int64_t n, const char* name) {
+  for (int64_t i = 0; i < n; ++i)
+    if (!std::isfinite(v[i])) fail(name, "entry " + to_string(i) + " is " + num(v[i]) + ", expected finite");
+}
+
+// starts (m + 1,): 0 = starts[0] <= ... <= starts[m] = n (cluster c owns rows [starts[c], starts[c+1])).
+const int64_t* starts_of(const py::array& starts, int64_t n) {
+  const int64_t* s = in<int64_t>(starts, "starts", {-1});
+  const int64_t m = starts.shape(0) - 1;
+  if (m < 0) fail("starts", "must hold at least one entry (0)");
+  if (s[0] != 0) fail("starts", "must start at 0, got " + to_string(s[0]));
+  for (int64_t c = 0; c < m; ++c)
+    if (s[c + 1] < s[c])
+      fail("starts", "decrease at position " + to_string(c + 1) + " (" + to_string(s[c]) + " then " +
+                         to_string(s[c + 1]) + ")");
+  if (s[m] != n) fail("starts", "must end at the number of rows n = " + to_string(n) + ", got " + to_string(s[m]));
+  return s;
 }
 
 pyglmm::Rows codes_only(const py::array& codes) {
@@ -481,4 +501,59 @@ PYBIND11_MODULE(_core, m) {
   }, "Per-level inputs of the clubbed loop from the level table S: s, Wq, tq, "
      "D = Wq + lam and R_j = s_j' D_j^-1 s_j.", py::arg("S"), py::arg("offsets"), py::arg("lam"),
      py::arg("s"), py::arg("Wq"), py::arg("tq"), py::arg("D"), py::arg("R"), py::arg("nthreads"));
+
+  py::module_ agq = m.def_submodule("agq", "Kernels of the adaptive Gauss-Hermite engine.");
+
+  agq.def("cluster_eval", [](int family, double dispersion, py::array X, py::array Z, py::array y,
+                             py::array weights, py::array offset, py::array starts, py::array beta,
+                             py::array theta, py::array nodes, py::array gh_weights, py::array modes,
+                             int deriv, py::array loglik_out, py::array grad_out, py::array hess_out,
+                             py::array condvar_out, int nthreads) {
+    pyglmm::agq::Problem pr;
+    pr.family = family_id(family);
+    threads(nthreads);
+    if (deriv < 0 || deriv > 2) fail("deriv", "must be 0, 1 or 2, got " + to_string(deriv));
+    pr.dispersion = finite(dispersion, "dispersion");
+    if (family == pyglmm::GAUSSIAN && !positive(dispersion))
+      fail("dispersion", "must be positive for the gaussian family, got " + num(dispersion));
+    pr.X = in<double>(X, "X", {-1, -1});
+    pr.n = X.shape(0);
+    pr.p = X.shape(1);
+    pr.Z = in<double>(Z, "Z", {pr.n, -1});
+    pr.q = Z.shape(1);
+    if (pr.q < 1 || pr.q > pyglmm::agq::kMaxQ)
+      fail("Z", to_string(pr.q) + " random effects per cluster (columns); 1 to 3 are supported");
+    const int64_t q = pr.q, t = q * (q + 1) / 2, d = pr.p + t;
+    pr.y = in<double>(y, "y", {pr.n});
+    pr.weights = in<double>(weights, "weights", {pr.n});
+    pr.offset = in<double>(offset, "offset", {pr.n});
+    pr.starts = starts_of(starts, pr.n);
+    pr.m = starts.shape(0) - 1;
+    pr.beta = in<double>(beta, "beta", {pr.p});
+    pr.theta = in<double>(theta, "theta", {t});
+    pr.nodes = in<double>(nodes, "nodes", {-1});
+    pr.K = nodes.shape(0);
+    if (pr.K < 1) fail("nodes", "must hold at least one node (K >= 1)");
+    pr.gh_weights = in<double>(gh_weights, "gh_weights", {pr.K});
+    pyglmm::agq::Outputs o;
+    o.modes = out<double>(modes, "modes", {pr.m, q});
+    o.loglik = out<double>(loglik_out, "loglik_out", {pr.m});
+    o.grad = out<double>(grad_out, "grad_out", {d});
+    o.hess = out<double>(hess_out, "hess_out", {d, d});
+    o.condvar = out<double>(condvar_out, "condvar_out", {pr.m, q, q});
+    check_finite(pr.beta, pr.p, "beta");
+    check_finite(pr.theta, t, "theta");
+    check_finite(pr.nodes, pr.K, "nodes");
+    check_positive(pr.gh_weights, pr.K, "gh_weights");
+    check_positive(pr.weights, pr.n, "weights");
+    py::gil_scoped_release release;
+    return pyglmm::agq::cluster_eval(pr, deriv, o, nthreads);
+  }, "Adaptive Gauss-Hermite log-likelihood per cluster, and the sums of its gradient and "
+     "Hessian in (beta, theta); returns the number of clusters whose mode did not converge "
+     "(contract: pyglmm.engines.agq.kernels_numpy.cluster_eval).",
+     py::arg("family"), py::arg("dispersion"), py::arg("X"), py::arg("Z"), py::arg("y"),
+     py::arg("weights"), py::arg("offset"), py::arg("starts"), py::arg("beta"), py::arg("theta"),
+     py::arg("nodes"), py::arg("gh_weights"), py::arg("modes"), py::arg("deriv"),
+     py::arg("loglik_out"), py::arg("grad_out"), py::arg("hess_out"), py::arg("condvar_out"),
+     py::arg("nthreads"));
 }
