@@ -1,0 +1,137 @@
+"""What a site computes on its own rows: the model's arrays and the AGQ engine's
+per-cluster log-likelihood, summed over the site's clusters.
+
+Every failure here is a :class:`~pyglmm.engines.federated.schema.FederatedError`
+naming the request field or data column at fault (the site turns it into a
+refusal), or a :class:`~pyglmm.DataError` from the shared data layer.
+"""
+
+import numpy as np
+import pandas as pd
+
+from ...data.coding import CodedTerm, FixedCoding, levels_from_json
+from ...data.formula import parse_formula, required_columns
+from ...data.validation import factorize
+from ...exceptions import DataError
+from ...families import get_family
+from . import schema
+
+
+class SiteModel:
+    """A site's rows read for one model: response, grouping factor, clusters.
+
+    Parameters
+    ----------
+    data : pandas.DataFrame
+    formula : str
+        lme4-style, one grouping factor (``y ~ x + (1|g)``, ``(1 + t|g)``).
+    family : str
+
+    Attributes
+    ----------
+    parsed, family, group, labels (the distinct cluster labels), codes (each
+    row's cluster), cluster_sizes, counts (``{"rows", "clusters", "events"}``).
+    """
+
+    def __init__(self, data, formula, family):
+        try:
+            self.parsed = parse_formula(formula)
+        except ValueError as exc:
+            schema.fail(None, "formula", str(exc))
+        try:
+            self.family = get_family(family)
+        except ValueError as exc:
+            schema.fail(None, "family", str(exc))
+        if len(self.parsed.random) != 1:
+            schema.fail(None, "formula", f"a federated fit has one grouping factor, the formula has "
+                                         f"{len(self.parsed.random)}: {', '.join(self.parsed.groups)}")
+        for column in required_columns(self.parsed):
+            if column not in data.columns:
+                schema.fail(None, column, f"column {column!r} that the formula uses is not in the "
+                                          "site's data")
+        self.data = data
+        self.group = self.parsed.groups[0]
+        self.codes, self.labels = factorize(self.group, data[self.group])
+        self.cluster_sizes = np.bincount(self.codes, minlength=len(self.labels))
+        y = self.response()
+        self.counts = {"rows": int(len(data)), "clusters": int(len(self.labels)),
+                       "events": _number(float(y.sum()))}
+
+    def response(self):
+        col = self.data[self.parsed.response]
+        if not pd.api.types.is_numeric_dtype(col):
+            schema.fail(None, self.parsed.response, f"response column {self.parsed.response!r} must "
+                                                    f"be numeric, got dtype {col.dtype}")
+        y = col.to_numpy(dtype=np.float64, na_value=np.nan)
+        try:
+            self.family.check_response(y, None, self.parsed.response, self.data.index)
+        except DataError as exc:
+            schema.fail(None, self.parsed.response, str(exc))
+        return y
+
+    def local_coding(self):
+        """The coding of the fixed part fitted to this site's rows alone."""
+        try:
+            return FixedCoding.from_data(self.parsed.fixed, self.data)
+        except DataError as exc:
+            schema.fail(None, "data", str(exc))
+
+    def arrays(self, coding, nagq):
+        """The site's :class:`ClusterArrays` under the merged ``coding`` (a dict)."""
+        try:
+            coding = FixedCoding.from_dict(coding, where="coding")
+        except ValueError as exc:
+            schema.fail(None, "coding", str(exc))
+        if coding.formula != self.parsed.fixed:
+            schema.fail(None, "coding", f"is for the fixed part {coding.formula!r}, the site was "
+                                        f"described {self.parsed.fixed!r}")
+        order = np.argsort(self.codes, kind="stable")
+        return ClusterArrays(self, coding, order, nagq)
+
+
+def _number(value):
+    return int(value) if float(value).is_integer() and abs(value) < 2**53 else value
+
+
+def merge_codings(codings, sites):
+    """The coding of the pooled data from the sites' own codings (dicts), as a dict.
+
+    Numeric terms must be numeric at every site; a categorical term's levels are
+    the sorted union of the sites' levels (the pooled data's sorted distinct
+    values).  :class:`FederatedError` names the site and field that disagree.
+    """
+    first = codings[0]
+    terms = []
+    for i, term in enumerate(first["terms"]):
+        levels = None
+        for coding, site in zip(codings, sites):
+            other = coding["terms"][i] if i < len(coding["terms"]) else None
+            field = f"coding.terms[{i}]"
+            if other is None or other["name"] != term["name"] or len(coding["terms"]) != len(first["terms"]):
+                schema.fail(site, "coding.terms", f"do not match site {sites[0]!r}'s terms")
+            if (other["levels"] is None) != (term["levels"] is None):
+                schema.fail(site, field, f"{term['name']!r} is "
+                            f"{'numeric' if other['levels'] is None else 'categorical'} here and "
+                            f"{'numeric' if term['levels'] is None else 'categorical'} at site {sites[0]!r}")
+            if other["levels"] is None:
+                continue
+            if other["levels"]["kind"] != term["levels"]["kind"]:
+                schema.fail(site, f"{field}.levels.kind", f"levels of {term['name']!r} are "
+                            f"{other['levels']['kind']} here, {term['levels']['kind']} at {sites[0]!r}")
+            here = levels_from_json(other["levels"], f"{field}.levels")
+            levels = here if levels is None else levels.union(here, sort=False)
+        terms.append(CodedTerm(term["name"], term["column"],
+                               None if levels is None else levels.sort_values(), term["full"]))
+    return FixedCoding(first["formula"], first["intercept"], terms).to_dict()
+
+
+class ClusterArrays:
+    """The kernel's arrays for a site's rows (sorted by cluster) and its evaluation."""
+
+    def __init__(self, spec, coding, order, nagq):
+        self.nagq = nagq
+        self.names = coding.names
+        raise NotImplementedError("waiting for the AGQ engine's kernel")
+
+    def evaluate(self, params, deriv):
+        raise NotImplementedError
