@@ -80,7 +80,7 @@ def fail(site, field, problem):
 
 def pack_array(values):
     """A float64 array (or scalar) as an exact array field."""
-    arr = np.ascontiguousarray(values, dtype="<f8")
+    arr = np.array(values, dtype="<f8", order="C")  # (ascontiguousarray makes a scalar 1-D)
     return {"dtype": "float64", "shape": list(arr.shape),
             "data": base64.b64encode(arr.tobytes()).decode("ascii")}
 
