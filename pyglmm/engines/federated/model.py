@@ -126,12 +126,71 @@ def merge_codings(codings, sites):
 
 
 class ClusterArrays:
-    """The kernel's arrays for a site's rows (sorted by cluster) and its evaluation."""
+    """A site's rows as the AGQ kernel's arrays (sorted by cluster) and the sums over
+    its clusters of the log-likelihood and its derivatives.
+
+    Attributes
+    ----------
+    nparams : int
+        d = p + q(q+1)/2, the length of the optimiser's parameter vector (beta,
+        then the log-Cholesky parameters of the random-effects covariance).
+    """
 
     def __init__(self, spec, coding, order, nagq):
-        self.nagq = nagq
-        self.names = coding.names
-        raise NotImplementedError("waiting for the AGQ engine's kernel")
+        frame = spec.data
+        term = spec.parsed.random[0]
+        self.family, self.nagq = spec.family, nagq
+        self.X = coding.matrix(frame, order)
+        Z = [np.ones(len(frame))] if term.intercept else []
+        for slope in term.slopes:
+            col = frame[slope]
+            if not pd.api.types.is_numeric_dtype(col):
+                schema.fail(None, slope, f"random slope column {slope!r} must be numeric, got "
+                                         f"dtype {col.dtype}")
+            Z.append(col.to_numpy(dtype=np.float64, na_value=np.nan))
+        self.Z = np.ascontiguousarray(np.column_stack(Z)[order])
+        if not np.isfinite(self.Z).all():
+            schema.fail(None, term.slopes[0] if term.slopes else spec.group,
+                        "random slope column has NaN or infinite values")
+        self.y = np.ascontiguousarray(spec.response()[order])
+        self.starts = np.concatenate([[0], np.cumsum(spec.cluster_sizes)]).astype(np.int64)
+        self.q = self.Z.shape[1]
+        self.nparams = self.X.shape[1] + self.q * (self.q + 1) // 2
+        self.modes = np.zeros((len(spec.cluster_sizes), self.q))  # warm starts between rounds
 
     def evaluate(self, params, deriv):
-        raise NotImplementedError
+        """(loglik, grad, hess) summed over the site's clusters at ``params``."""
+        from ..agq.kernels_numpy import BINOMIAL, cluster_eval  # noqa: F401  (seam: see below)
+
+        return site_evaluate(self, params, deriv)
+
+
+def site_evaluate(arrays, params, deriv):
+    """TEMPORARY until the AGQ engine's own (kernel call + chain rule) lands:
+    the kernel at theta = the log-Cholesky parameters mapped back, derivatives
+    mapped to the log-Cholesky scale."""
+    from numpy.polynomial.hermite_e import hermegauss
+
+    from ..agq import kernels_numpy as kn
+
+    X, q = arrays.X, arrays.q
+    p, d = X.shape[1], arrays.nparams
+    diag = np.array([a == b for a, b in kn.tri_index(q)])
+    phi = params[p:]
+    theta = np.where(diag, np.exp(phi), phi)
+    nodes, w = hermegauss(arrays.nagq)
+    w = w / w.sum()
+    m = len(arrays.starts) - 1
+    ll, g, h, cv = np.empty(m), np.zeros(d), np.zeros((d, d)), np.empty((m, q, q))
+    n = len(arrays.y)
+    kn.cluster_eval(arrays.family.code, 1.0, X, arrays.Z, arrays.y, np.ones(n), np.zeros(n),
+                    arrays.starts, params[:p].copy(), theta, nodes, w, arrays.modes, deriv,
+                    ll, g, h, cv, 1)
+    J = np.ones(d)
+    J[p:][diag] = theta[diag]
+    grad = g * J if deriv >= 1 else None
+    hess = None
+    if deriv == 2:
+        hess = h * np.outer(J, J)
+        hess[np.arange(p, d)[diag], np.arange(p, d)[diag]] += g[p:][diag] * theta[diag]
+    return float(ll.sum()), grad, hess
