@@ -16,17 +16,30 @@ Hessian (each site sends its sums of :math:`\ell_c`, :math:`\nabla\ell_c` and
 
 import logging
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
+from ...data.coding import FixedCoding
+from ...data.formula import parse_formula
+from ...data.validation import aliased_columns
+from ...exceptions import DataError, SingularMatrixError
 from ...families import get_family
+from ...results.base import sigma_of
+from ..agq.api import SINGULAR, _beta_covariance, _reporter, _warn
+from ..agq.kernels_numpy import lambda_matrix
+from ..agq.model import LogCholesky, random_term
+from ..agq.optimize import maximize
+from ..agq.result import AGQResult
 from .coordinator import Coordinator
+from .model import FAMILIES
 
 log = logging.getLogger("pyglmm")
 
 
-def fit_federated(connections, formula, family="binomial", nagq=1, timeout=60.0,
-                  transport="custom"):
+def fit_federated(connections, formula, family="binomial", nagq=1, timeout=60.0, *, tol=1e-10,
+                  max_iter=100, transport="custom", callback=None):
     """Fit a GLMM by AGQ across sites that keep their rows.
 
     Parameters
@@ -37,91 +50,170 @@ def fit_federated(connections, formula, family="binomial", nagq=1, timeout=60.0,
         :class:`~pyglmm.engines.federated.transports.LocalProcess`; or Flower's,
         :mod:`~pyglmm.engines.federated.flower`).
     formula : str
-        lme4-style with one grouping factor, e.g. ``"y ~ x + C(ward) + (1|patient)"``;
-        a cluster (level of the grouping factor) must not occur at two sites.
+        lme4-style with one grouping factor, e.g. ``"y ~ x + C(ward) + (1|patient)"``
+        or ``(1 + t|patient)``; a cluster (level of the grouping factor) must not
+        occur at two sites.
     family : {"binomial", "poisson"}
     nagq : int
         K, the quadrature points per random effect (1: Laplace).
     timeout : float
         Seconds to wait for each site's answer in each round.
+    tol, max_iter, callback
+        As :func:`pyglmm.engines.agq.glmm_agq` (Newton decrement, iterations,
+        per-iteration records).
     transport : str
         A label reported in the result.
 
     Returns
     -------
     FederatedResult
-        Estimates, standard errors from the observed information, the
-        log-likelihood, and ``rounds``, ``bytes_per_site`` (bytes each site
-        sent and received) and ``seconds``.
+        As the pooled AGQ fit's result (estimates, standard errors from the
+        observed information, log-likelihood, AIC, BIC) without the per-cluster
+        and per-row outputs, which stay at the sites; plus ``rounds``,
+        ``bytes_per_site`` and ``transport``.
 
     Raises
     ------
     FederatedError
         A site refused, failed, timed out or sent an invalid answer (named).
+    SingularMatrixError
+        The pooled fixed-effects design is rank deficient (columns named).
     """
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {', '.join(FAMILIES)} for a federated fit, "
+                         f"got {family!r}")
     fam = get_family(family)
     start = time.perf_counter()
+    term = random_term(parse_formula(formula))
     coord = Coordinator(connections, timeout)
     try:
         coding = coord.describe(formula, fam.name)
+        _check_events(coord, fam)
         d = coord.setup(coding, int(nagq))
-        opt = _optimise(coord.evaluate, np.zeros(d))
+        p = len(coding["names"])
+        param = LogCholesky(_q_of(d - p))
+        evaluate = _Rounds(coord)
+        x0 = np.r_[np.zeros(p), param.rho(_identity(param.q))]
+        h0 = evaluate(x0, 2)[2]
+        problems = aliased_columns(-h0[:p, :p], coding["names"])
+        if problems:
+            raise SingularMatrixError("fixed-effect columns of the pooled data are aliased (the "
+                                      "information is singular): " + "; ".join(problems))
+        opt = maximize(evaluate, x0, bounded=p + np.flatnonzero(param.diagonal),
+                       boundary=np.log(1e-5), tol=tol, max_iter=max_iter,
+                       callback=_reporter(callback))
+        final = evaluate(opt.x, 2) + (evaluate.sums,)
     finally:
         coord.close()
-    return FederatedResult.build(opt, coding, coord, formula, fam, nagq, transport,
-                                 time.perf_counter() - start)
+    return FederatedResult.build(formula, fam, term, coding, param, opt, final, coord, nagq,
+                                 transport, time.perf_counter() - start)
 
 
-def _optimise(evaluate, x0):
-    """TEMPORARY until the AGQ engine's optimiser lands: scipy's trust-region Newton
-    with the exact Hessian on minus the log-likelihood; one round per new point."""
-    from scipy.optimize import minimize
-
-    cache = {}
-
-    def at(x):
-        key = x.tobytes()
-        if key not in cache:
-            cache.clear()
-            ll, g, h = evaluate(x, 2)
-            cache[key] = (-ll, -g, -h)
-        return cache[key]
-
-    res = minimize(lambda x: at(x)[0], x0, jac=lambda x: at(x)[1], hess=lambda x: at(x)[2],
-                   method="trust-exact", options={"gtol": 1e-9, "maxiter": 200})
-    ll, g, h = evaluate(res.x, 2)
-    return {"x": res.x, "loglik": ll, "grad": g, "hess": h, "converged": bool(res.success),
-            "iterations": int(res.nit)}
+def _q_of(t):
+    q = int(round((np.sqrt(8 * t + 1) - 1) / 2))
+    if q < 1 or q * (q + 1) // 2 != t:
+        raise ValueError(f"the sites' parameter count implies {t} covariance parameters, which "
+                         "is no q(q+1)/2")
+    return q
 
 
-class FederatedResult:
-    """TEMPORARY minimal result until the AGQ engine's result class lands."""
+def _identity(q):
+    return np.array([float(a == b) for a in range(q) for b in range(a + 1)])
+
+
+def _check_events(coord, fam):
+    rows = sum(c["rows"] for c in coord.counts.values())
+    events = sum(c["events"] for c in coord.counts.values())
+    if events == 0 or (fam.name == "binomial" and events == rows):
+        raise DataError(f"the response is {0 if events == 0 else 1} in every row at every site: "
+                        f"the {fam.name} model has no finite estimate")
+
+
+class _Rounds:
+    """``evaluate(x, deriv)`` for the optimiser: one round per new point, always with
+    the gradient and Hessian (the line search's value-only trials then cost no
+    second round when accepted), and the answers' conditional-fit sums."""
+
+    def __init__(self, coord):
+        self.coord, self.key, self.value, self.sums = coord, None, None, None
+
+    def __call__(self, x, deriv):
+        key = np.asarray(x, dtype=np.float64).tobytes()
+        if key != self.key:
+            self.value, self.key = self.coord.evaluate(x, 2), key
+            self.sums = dict(self.coord.sums)
+        return self.value
+
+
+@dataclass(repr=False)
+class FederatedResult(AGQResult):
+    """The federated fit: an :class:`~pyglmm.engines.agq.result.AGQResult` without
+    the random effects' conditional modes and per-row outputs (they stay at the
+    sites), plus the protocol's costs.
+
+    Attributes
+    ----------
+    rounds : int
+        Request rounds (describe, setup and one per evaluated point).
+    bytes_per_site : dict
+        Per site, ``{"sent": bytes, "received": bytes}`` over the whole fit.
+    transport : str
+    """
+
+    rounds: int = 0
+    bytes_per_site: dict = field(default_factory=dict)
+    transport: str = ""
+
+    engine = "federated"
 
     @classmethod
-    def build(cls, opt, coding, coord, formula, family, nagq, transport, seconds):
-        self = cls()
+    def build(cls, formula, fam, term, coding, param, opt, final, coord, nagq, transport, seconds):
         p = len(coding["names"])
-        self.names = list(coding["names"])
-        self.x = opt["x"]
-        self.params = opt["x"][:p]
-        self.cov = np.linalg.inv(-opt["hess"])
-        self.bse = np.sqrt(np.diag(self.cov))[:p]
-        self.theta = np.exp(opt["x"][p:])
-        self.theta_se = np.sqrt(np.diag(self.cov))[p:] * self.theta
-        self.loglik = opt["loglik"]
-        self.converged = opt["converged"]
-        self.rounds = coord.rounds
-        self.bytes_per_site = {s: {"sent": coord.bytes_sent[s], "received": coord.bytes_received[s]}
-                               for s in coord.names}
-        self.counts = dict(coord.counts)
-        self.seconds, self.transport, self.formula, self.nagq = seconds, transport, formula, nagq
-        self.family = family.name
-        return self
+        names = list(coding["names"])
+        theta = param.theta(opt.x[p:])
+        loglik, _, hess, sums = final
+        group = term.group
+        singular = [group] if np.any(np.abs(theta[param.diagonal]) < SINGULAR) else []
+        cov = _beta_covariance(hess, p, theta, False, names)
+        lam = lambda_matrix(theta, param.q)
+        terms = list(term.names)
+        re_cov = {group: pd.DataFrame(lam @ lam.T, terms, terms)}
+        n = sum(c["rows"] for c in coord.counts.values())
+        m = sum(c["clusters"] for c in coord.counts.values())
+        history = pd.DataFrame([{k: v for k, v in row.items() if k != "fixed"}
+                                for row in opt.history])
+        res = cls(
+            formula=formula, family=fam.name, link=fam.link, dispersion_mode="fixed",
+            coef=pd.Series(opt.x[:p], index=names, name="coef"), cov=cov, sigma=sigma_of(re_cov),
+            dispersion=1.0, b={}, b_var={}, re_cov=None if terms == ["(Intercept)"] else re_cov,
+            loglik=float(loglik), n_obs=n, n_levels={group: m}, df_resid=0.0,
+            pearson_chi2=sums["pearson"], deviance=sums["deviance"],
+            iterations=opt.iterations, converged=opt.converged, singular=singular,
+            seconds=seconds, timings={}, backend="sites", threads=1,
+            warnings=_warn(opt, 0, singular, group), coding=FixedCoding.from_dict(coding),
+            nagq=int(nagq), history=history, rounds=coord.rounds,
+            bytes_per_site={s: {"sent": coord.bytes_sent[s], "received": coord.bytes_received[s]}
+                            for s in coord.names},
+            transport=transport)
+        res.df_resid = float(n - res.df_model)
+        return res
 
-    def to_dict(self):
-        return {"engine": "federated", "transport": self.transport, "formula": self.formula,
-                "family": self.family, "nagq": self.nagq, "names": self.names,
-                "params": self.params.tolist(), "bse": self.bse.tolist(),
-                "theta": self.theta.tolist(), "loglik": self.loglik, "converged": self.converged,
-                "rounds": self.rounds, "bytes_per_site": self.bytes_per_site,
-                "seconds": self.seconds, "sites": self.counts}
+    @property
+    def method(self):
+        return f"federated {super().method} over {len(self.bytes_per_site)} sites"
+
+    def iterations_text(self):
+        return f"{self.iterations} Newton iterations, {self.rounds} rounds ({self.transport})"
+
+    def to_dict(self, full=False):
+        """The core's JSON plus ``rounds``, ``bytes_per_site``, ``transport`` (and
+        ``seconds``, as every result); a federated fit is not saved as a model file
+        (its random effects stay at the sites)."""
+        if full:
+            raise NotImplementedError("a federated fit cannot be saved as a model file: the "
+                                      "random effects' modes stay at the sites; use to_dict()")
+        return {**super().to_dict(), "nagq": int(self.nagq), "rounds": int(self.rounds),
+                "bytes_per_site": self.bytes_per_site, "transport": self.transport}
+
+    def save(self, path):
+        self.to_dict(full=True)

@@ -17,6 +17,7 @@ from . import schema
 from .model import merge_codings
 from .schema import FederatedError
 
+FIT_SUMS = ("deviance", "pearson")  # conditional fit at the modes, summed over rows
 SYMMETRY_TOL = 1e-10  # |H - H'| <= tol * max|H|: the kernel's Hessian is symmetric to rounding
 
 
@@ -52,6 +53,7 @@ class Coordinator:
         self.bytes_received = dict.fromkeys(names, 0)
         self.counts = {}
         self.nparams = None
+        self.sums = {}  # the last evaluation's sums of the conditional deviance and Pearson statistic
         self._round = 0
 
     @property
@@ -141,12 +143,13 @@ class Coordinator:
         >= 1 and 2, of its gradient and Hessian (None otherwise), at ``params``."""
         d = self.nparams
         params = np.asarray(params, dtype=np.float64)
-        if params.shape != (d,) or not np.isfinite(params).all():
-            raise ValueError(f"params must be {d} finite numbers, got {params}")
+        if params.shape != (d,) or np.isnan(params).any() or (params == np.inf).any():
+            raise ValueError(f"params must be {d} numbers (finite or -inf), got {params}")
         self._round += 1
         answers = self.broadcast(schema.message("evaluate", round=self._round, deriv=int(deriv),
                                                 params=schema.pack_array(params)), "evaluation")
         loglik, grad, hess = 0.0, np.zeros(d) if deriv >= 1 else None, np.zeros((d, d)) if deriv == 2 else None
+        sums = dict.fromkeys(FIT_SUMS, 0.0)
         for msg in answers:
             site = msg["site"]
             if schema.field(msg, "round", int, site) != self._round:
@@ -160,6 +163,9 @@ class Coordinator:
                 if asym > SYMMETRY_TOL * max(np.abs(h).max(), 1.0):
                     schema.fail(site, "hess", f"is not symmetric (largest |H - H'| = {asym:.3g})")
                 hess += h
+            for key in FIT_SUMS:
+                sums[key] += float(schema.unpack_array(schema.field(msg, key, dict, site), key, (), site))
+        self.sums = sums
         return loglik, grad, hess
 
     def close(self):

@@ -14,12 +14,13 @@ Each SuperNode is a site; its node config names it and its file::
         --node-config 'site-name="north" data-path="/data/north.csv" min-cluster-size=5'
 
 The run config (``flwr run ... --run-config``) gives ``formula``, ``family``,
-``nagq``, ``timeout`` (seconds per round) and ``json-out`` (where the ServerApp
-writes the fit's JSON).  :func:`run_local` starts a SuperLink and one SuperNode
+``nagq``, ``timeout`` (seconds per round), ``sites`` (how many SuperNodes to wait
+for) and ``json-out`` (where the ServerApp writes the fit's JSON).  :func:`run_local` starts a SuperLink and one SuperNode
 per file on this machine and runs the fit (tests, benchmarks, trying it out).
 """
 
 import json
+import time
 
 from .schema import FederatedError
 
@@ -130,12 +131,16 @@ def _exchange(grid, pending, timeout):
             pending["in"][node] = reply.content[CONFIG]["message"]
 
 
-def connect(grid, timeout):
+def connect(grid, timeout, sites=0):
     """One :class:`FlowerConnection` per SuperNode on ``grid``, named by the node's
-    ``site-name`` (asked in a first round)."""
-    nodes = sorted(grid.get_node_ids())
-    if not nodes:
-        raise FederatedError("no Flower SuperNode is connected to the SuperLink")
+    ``site-name`` (asked in a first round), once ``sites`` nodes (0: at least one)
+    are connected; :class:`FederatedError` if they are not within ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while len(nodes := sorted(grid.get_node_ids())) < max(sites, 1):
+        if time.monotonic() > deadline:
+            raise FederatedError(f"{len(nodes)} Flower SuperNode(s) connected to the SuperLink "
+                                 f"within {timeout:g} s, {max(sites, 1)} expected")
+        time.sleep(0.5)
     pending = {"out": dict.fromkeys(nodes, HELLO), "in": {}}
     _exchange(grid, pending, timeout)
     missing = [n for n in nodes if not isinstance(pending["in"].get(n), bytes)]
@@ -157,7 +162,7 @@ def _server_app():
 
         cfg = context.run_config
         timeout = float(cfg.get("timeout", 120.0))
-        res = fit_federated(connect(grid, timeout), str(cfg["formula"]),
+        res = fit_federated(connect(grid, timeout, int(cfg.get("sites", 0))), str(cfg["formula"]),
                             family=str(cfg.get("family", "binomial")), nagq=int(cfg.get("nagq", 1)),
                             timeout=timeout, transport="flower")
         if cfg.get("json-out"):
@@ -167,9 +172,5 @@ def _server_app():
     return app
 
 
-def __getattr__(name):  # Flower loads "pyglmm.engines.federated.flower:server_app" by attribute
-    if name == "client_app":
-        return _client_app()
-    if name == "server_app":
-        return _server_app()
-    raise AttributeError(name)
+client_app = _client_app()
+server_app = _server_app()

@@ -5,8 +5,10 @@ Everything is insecure (no TLS) and bound to 127.0.0.1; the README shows the
 production set-up (TLS certificates, SuperNode authentication).
 """
 
+import contextlib
 import json
 import os
+import signal
 import shutil
 import socket
 import subprocess
@@ -27,7 +29,9 @@ name = "pyglmm-federated"
 version = "1.0.0"
 description = "Exact federated GLMM (pyglmm): sites send log-likelihood, gradient, Hessian sums"
 license = "MIT"
-dependencies = ["pyglmm[flower]"]
+# pyglmm[flower] must be installed where the SuperLink and SuperNodes run: the app
+# installs nothing at run time (--disable-runtime-dependency-installation)
+dependencies = []
 
 [tool.flwr.app]
 publisher = "pyglmm"
@@ -41,6 +45,7 @@ formula = "y ~ x + (1|g)"
 family = "binomial"
 nagq = 1
 timeout = 120.0
+sites = 0
 json-out = ""
 """
 
@@ -80,62 +85,69 @@ def run_local(sites, formula, family="binomial", nagq=1, timeout=120.0, wait=600
     env = dict(os.environ, FLWR_HOME=str(work / "flwr-home"), FLWR_DISABLE_UPDATE_CHECK="1",
                PYTHONPATH=os.pathsep.join(p for p in [str(Path(__file__).parents[3]),
                                                        os.environ.get("PYTHONPATH", "")] if p))
-    fleet, control, http = _free_port(), _free_port(), _free_port()
+    port = _free_port()  # the SuperLink serves its Fleet, Control and Runtime APIs on one HTTP port
     bindir = Path(sys.executable).parent
     out = log if log is not None else subprocess.DEVNULL
     procs = []
     try:
         procs.append(subprocess.Popen(
             [str(bindir / "flower-superlink"), "--insecure", "--isolation", "subprocess",
-             "--fleet-api-address", f"127.0.0.1:{fleet}", "--control-api-address",
-             f"127.0.0.1:{control}", "--host", "127.0.0.1", "--port", str(http),
-             "--database", ":flwr-in-memory:"], env=env, stdout=out, stderr=out))
+             "--disable-runtime-dependency-installation", "--host", "127.0.0.1", "--port", str(port),
+             "--database", ":flwr-in-memory:"],
+            env=env, stdout=out, stderr=out, start_new_session=True))
         for name, path in sites.items():
             procs.append(subprocess.Popen(
                 [str(bindir / "flower-supernode"), "--insecure", "--superlink",
-                 f"127.0.0.1:{fleet}", "--port", str(_free_port()), "--node-config",
+                 f"127.0.0.1:{port}", "--port", str(_free_port()), "--node-config",
                  f"site-name={_toml(name)} data-path={_toml(str(Path(path).resolve()))}"],
-                env=env, stdout=out, stderr=out))
-        (work / "flwr-home").mkdir()
+                env=env, stdout=out, stderr=out, start_new_session=True))
+        _wait_for_health(port, procs[0], deadline=time.monotonic() + 60)
+        (work / "flwr-home").mkdir(exist_ok=True)
         (work / "flwr-home" / "config.toml").write_text(
             f'[superlink]\ndefault = "local"\n\n[superlink.local]\n'
-            f'address = "127.0.0.1:{control}"\ninsecure = true\n')
+            f'address = "127.0.0.1:{port}"\ninsecure = true\n')
         app = write_app(work / "app")
         result = work / "fit.json"
         run_config = (f"formula={_toml(formula)} family={_toml(family)} nagq={int(nagq)} "
-                      f"timeout={float(timeout)!r} json-out={_toml(str(result))}")
-        _wait_for_nodes(env, bindir, len(sites), deadline=time.monotonic() + 60)
-        subprocess.run([str(bindir / "flwr"), "run", str(app), "local", "--run-config", run_config],
-                       env=env, stdout=out, stderr=out, check=True, timeout=60)
-        deadline = time.monotonic() + wait
-        while not result.exists() or not result.stat().st_size:
-            if time.monotonic() > deadline:
-                raise FederatedError(f"the Flower run wrote no result within {wait:g} s (see "
-                                     f"the SuperLink's log)")
-            time.sleep(0.2)
-        time.sleep(0.1)
+                      f"timeout={float(timeout)!r} sites={len(sites)} json-out={_toml(str(result))}")
+        # --stream: wait for the run to end, with the ServerApp's log on ``log``
+        subprocess.run([str(bindir / "flwr"), "run", str(app), "local", "--stream", "--run-config",
+                        run_config], env=env, stdout=out, stderr=out, check=True, timeout=wait)
+        if not result.exists():
+            raise FederatedError("the Flower run ended without a result (see its log)")
         return json.loads(result.read_text())
     finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        _stop(procs)
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _wait_for_nodes(env, bindir, count, deadline):
-    """Wait until ``count`` SuperNodes are registered (``flwr supernode list``)."""
+def _stop(procs):
+    """End the processes this run started with everything they started (each has its
+    own process group: the SuperExec, ServerApp and ClientApp processes)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+        deadline = time.monotonic() + 10
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(max(deadline - time.monotonic(), 0.1))
+        if sig == signal.SIGTERM:
+            time.sleep(1)  # the group's children exit after their parent
+
+
+def _wait_for_health(port, proc, deadline):
+    """Wait until the SuperLink answers on its ``/health`` endpoint."""
+    import urllib.request
+
     while time.monotonic() < deadline:
-        done = subprocess.run([str(bindir / "flwr"), "supernode", "list", "local", "--format", "json"],
-                              env=env, capture_output=True, text=True)
+        if proc.poll() is not None:
+            raise FederatedError(f"the Flower SuperLink exited with code {proc.returncode}")
         try:
-            nodes = json.loads(done.stdout).get("nodes", [])
-            if sum(1 for n in nodes if str(n.get("status", "")).lower() == "online") >= count:
-                return
-        except (ValueError, AttributeError):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
             pass
-        time.sleep(0.5)
-    raise FederatedError(f"fewer than {count} Flower SuperNodes came online within 60 s")
+        time.sleep(0.25)
+    raise FederatedError("the Flower SuperLink did not come up within 60 s")

@@ -9,12 +9,17 @@ refusal), or a :class:`~pyglmm.DataError` from the shared data layer.
 import numpy as np
 import pandas as pd
 
+from ... import backends as _backend
 from ...data.coding import CodedTerm, FixedCoding, levels_from_json
 from ...data.formula import parse_formula, required_columns
 from ...data.validation import factorize
 from ...exceptions import DataError
 from ...families import get_family
+from ..agq.kernels_numpy import lambda_matrix
+from ..agq.model import ClusterObjective, build_arrays, random_term
 from . import schema
+
+FAMILIES = ("binomial", "poisson")  # gaussian's profiled residual variance does not split by site
 
 
 class SiteModel:
@@ -38,18 +43,19 @@ class SiteModel:
             self.parsed = parse_formula(formula)
         except ValueError as exc:
             schema.fail(None, "formula", str(exc))
+        if family not in FAMILIES:
+            schema.fail(None, "family", f"unknown family {family!r} for a federated fit; choose one "
+                                        f"of {', '.join(FAMILIES)}")
+        self.family = get_family(family)
         try:
-            self.family = get_family(family)
-        except ValueError as exc:
-            schema.fail(None, "family", str(exc))
-        if len(self.parsed.random) != 1:
-            schema.fail(None, "formula", f"a federated fit has one grouping factor, the formula has "
-                                         f"{len(self.parsed.random)}: {', '.join(self.parsed.groups)}")
+            random_term(self.parsed)
+        except DataError as exc:
+            schema.fail(None, "formula", str(exc))
         for column in required_columns(self.parsed):
             if column not in data.columns:
                 schema.fail(None, column, f"column {column!r} that the formula uses is not in the "
                                           "site's data")
-        self.data = data
+        self.data, self.formula = data, formula
         self.group = self.parsed.groups[0]
         self.codes, self.labels = factorize(self.group, data[self.group])
         self.cluster_sizes = np.bincount(self.codes, minlength=len(self.labels))
@@ -76,8 +82,10 @@ class SiteModel:
         except DataError as exc:
             schema.fail(None, "data", str(exc))
 
-    def arrays(self, coding, nagq):
-        """The site's :class:`ClusterArrays` under the merged ``coding`` (a dict)."""
+    def objective(self, coding, nagq):
+        """The AGQ engine's objective on this site's clusters, the fixed part coded by
+        the merged ``coding`` (a dict): ``objective(params, deriv) -> (loglik, grad,
+        hess)`` summed over the site's clusters, in the optimiser's parameters."""
         try:
             coding = FixedCoding.from_dict(coding, where="coding")
         except ValueError as exc:
@@ -85,8 +93,23 @@ class SiteModel:
         if coding.formula != self.parsed.fixed:
             schema.fail(None, "coding", f"is for the fixed part {coding.formula!r}, the site was "
                                         f"described {self.parsed.fixed!r}")
-        order = np.argsort(self.codes, kind="stable")
-        return ClusterArrays(self, coding, order, nagq)
+        arrays = build_arrays(self.formula, self.data, self.family, coding=coding,
+                              check_aliased=False)
+        kern = _backend.kernels(_backend.backend(None, engine="agq"), engine="agq")
+        return ClusterObjective(kern, arrays, nagq)
+
+
+    def fit_sums(self, objective, params):
+        """The conditional model's deviance and Pearson statistic at the modes that
+        ``objective`` last found (at ``params``), summed over the site's rows."""
+        arrays, p = objective.arrays, objective.arrays.p
+        lam = lambda_matrix(objective.param.theta(params[p:]), arrays.q)
+        b = np.repeat(objective.modes @ lam.T, np.diff(arrays.starts), axis=0)
+        mu = self.family.linkinv(arrays.offset + arrays.X @ params[:p]
+                                 + np.einsum("nq,nq->n", arrays.Z, b))
+        return {"deviance": float(self.family.deviance(arrays.y, mu, arrays.weights)),
+                "pearson": float(np.sum(arrays.weights * (arrays.y - mu) ** 2
+                                        / self.family.variance(mu)))}
 
 
 def _number(value):
@@ -123,74 +146,3 @@ def merge_codings(codings, sites):
         terms.append(CodedTerm(term["name"], term["column"],
                                None if levels is None else levels.sort_values(), term["full"]))
     return FixedCoding(first["formula"], first["intercept"], terms).to_dict()
-
-
-class ClusterArrays:
-    """A site's rows as the AGQ kernel's arrays (sorted by cluster) and the sums over
-    its clusters of the log-likelihood and its derivatives.
-
-    Attributes
-    ----------
-    nparams : int
-        d = p + q(q+1)/2, the length of the optimiser's parameter vector (beta,
-        then the log-Cholesky parameters of the random-effects covariance).
-    """
-
-    def __init__(self, spec, coding, order, nagq):
-        frame = spec.data
-        term = spec.parsed.random[0]
-        self.family, self.nagq = spec.family, nagq
-        self.X = coding.matrix(frame, order)
-        Z = [np.ones(len(frame))] if term.intercept else []
-        for slope in term.slopes:
-            col = frame[slope]
-            if not pd.api.types.is_numeric_dtype(col):
-                schema.fail(None, slope, f"random slope column {slope!r} must be numeric, got "
-                                         f"dtype {col.dtype}")
-            Z.append(col.to_numpy(dtype=np.float64, na_value=np.nan))
-        self.Z = np.ascontiguousarray(np.column_stack(Z)[order])
-        if not np.isfinite(self.Z).all():
-            schema.fail(None, term.slopes[0] if term.slopes else spec.group,
-                        "random slope column has NaN or infinite values")
-        self.y = np.ascontiguousarray(spec.response()[order])
-        self.starts = np.concatenate([[0], np.cumsum(spec.cluster_sizes)]).astype(np.int64)
-        self.q = self.Z.shape[1]
-        self.nparams = self.X.shape[1] + self.q * (self.q + 1) // 2
-        self.modes = np.zeros((len(spec.cluster_sizes), self.q))  # warm starts between rounds
-
-    def evaluate(self, params, deriv):
-        """(loglik, grad, hess) summed over the site's clusters at ``params``."""
-        from ..agq.kernels_numpy import BINOMIAL, cluster_eval  # noqa: F401  (seam: see below)
-
-        return site_evaluate(self, params, deriv)
-
-
-def site_evaluate(arrays, params, deriv):
-    """TEMPORARY until the AGQ engine's own (kernel call + chain rule) lands:
-    the kernel at theta = the log-Cholesky parameters mapped back, derivatives
-    mapped to the log-Cholesky scale."""
-    from numpy.polynomial.hermite_e import hermegauss
-
-    from ..agq import kernels_numpy as kn
-
-    X, q = arrays.X, arrays.q
-    p, d = X.shape[1], arrays.nparams
-    diag = np.array([a == b for a, b in kn.tri_index(q)])
-    phi = params[p:]
-    theta = np.where(diag, np.exp(phi), phi)
-    nodes, w = hermegauss(arrays.nagq)
-    w = w / w.sum()
-    m = len(arrays.starts) - 1
-    ll, g, h, cv = np.empty(m), np.zeros(d), np.zeros((d, d)), np.empty((m, q, q))
-    n = len(arrays.y)
-    kn.cluster_eval(arrays.family.code, 1.0, X, arrays.Z, arrays.y, np.ones(n), np.zeros(n),
-                    arrays.starts, params[:p].copy(), theta, nodes, w, arrays.modes, deriv,
-                    ll, g, h, cv, 1)
-    J = np.ones(d)
-    J[p:][diag] = theta[diag]
-    grad = g * J if deriv >= 1 else None
-    hess = None
-    if deriv == 2:
-        hess = h * np.outer(J, J)
-        hess[np.arange(p, d)[diag], np.arange(p, d)[diag]] += g[p:][diag] * theta[diag]
-    return float(ll.sum()), grad, hess

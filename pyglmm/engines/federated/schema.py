@@ -17,7 +17,9 @@ Requests (coordinator -> site)
 ``setup``        ``coding`` (the merged :class:`~pyglmm.data.coding.FixedCoding`
                  as ``to_dict``), ``nagq`` (int, 1..MAX_NAGQ).
 ``evaluate``     ``round`` (int >= 1), ``params`` (float64 ``[d]``: beta, then the
-                 log-Cholesky parameters), ``deriv`` (int 0, 1 or 2).
+                 log-Cholesky parameters, the log of a diagonal entry of the
+                 covariance's Cholesky factor ``-inf`` on the boundary), ``deriv``
+                 (int 0, 1 or 2).
 ``close``        no field: the site may exit.
 
 Answers (site -> coordinator); every answer names its ``site`` (str)
@@ -30,7 +32,10 @@ Answers (site -> coordinator); every answer names its ``site`` (str)
 ``evaluation``   ``round`` (echoed), ``loglik`` (float64 ``[]``: the sum over the
                  site's clusters of the marginal log-likelihood, nats), ``grad``
                  (float64 ``[d]``, present if deriv >= 1), ``hess`` (float64
-                 ``[d, d]``, present if deriv == 2), ``counts``.
+                 ``[d, d]``, present if deriv == 2), ``deviance`` and
+                 ``pearson`` (float64 ``[]``: the conditional model's deviance and
+                 Pearson statistic at the modes, summed over the site's rows),
+                 ``counts``.
 ``refusal``      ``field`` (str: the request field or data column at fault),
                  ``reason`` (str): the site declines the request.
 
@@ -85,9 +90,10 @@ def pack_array(values):
             "data": base64.b64encode(arr.tobytes()).decode("ascii")}
 
 
-def unpack_array(field, name, shape, site=None):
+def unpack_array(field, name, shape, site=None, neginf=False):
     """The array of an array field, checked to have ``shape`` (a tuple) and finite
-    values; :class:`FederatedError` naming ``site`` and ``name`` otherwise."""
+    values (or ``-inf``, if ``neginf``: a log-Cholesky parameter on the boundary);
+    :class:`FederatedError` naming ``site`` and ``name`` otherwise."""
     if not isinstance(field, dict) or set(field) != {"dtype", "shape", "data"}:
         fail(site, name, "must be an array field with keys 'dtype', 'shape', 'data'")
     if field["dtype"] != "float64":
@@ -103,7 +109,7 @@ def unpack_array(field, name, shape, site=None):
         fail(site, name, f"'data' holds {len(raw)} bytes, shape {list(shape)} needs "
                          f"{8 * int(np.prod(shape, dtype=np.int64))}")
     arr = np.frombuffer(raw, dtype="<f8").reshape(shape).astype(np.float64)
-    if not np.isfinite(arr).all():
+    if not (np.isfinite(arr) | (neginf & (arr == -np.inf))).all():
         fail(site, name, "has NaN or infinite values")
     return arr
 

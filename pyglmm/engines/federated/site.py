@@ -48,7 +48,7 @@ class Site:
             raise ValueError(f"min_cluster_size must be a positive integer, got {min_cluster_size!r}")
         self.data, self.name = data, name
         self.min_cluster_size, self.hash_key = min_cluster_size, bytes(hash_key)
-        self._spec = self._arrays = None
+        self._spec = self._objective = None
 
     def handle(self, request):
         """The answer (bytes) to one request (bytes); a refusal if it cannot be served."""
@@ -80,7 +80,7 @@ class Site:
                 f"(grouping factor {spec.group!r}) have fewer than {self.min_cluster_size} rows "
                 f"(smallest: {int(spec.cluster_sizes.min())} rows); the site does not take part "
                 "with clusters that small")
-        self._spec, self._arrays = spec, None
+        self._spec, self._objective = spec, None
         hashes = sorted(schema.cluster_hash(label, bytes.fromhex(salt), self.hash_key)
                         for label in spec.labels)
         return schema.message("description", site=self.name, coding=spec.local_coding().to_dict(),
@@ -91,19 +91,24 @@ class Site:
             schema.fail(None, "kind", "'setup' before 'describe'")
         coding = schema.field(msg, "coding", dict)
         nagq = schema.int_field(msg, "nagq", 1, schema.MAX_NAGQ)
-        self._arrays = self._spec.arrays(coding, nagq)
-        return schema.message("ready", site=self.name, nparams=self._arrays.nparams,
+        self._objective = self._spec.objective(coding, nagq)
+        return schema.message("ready", site=self.name, nparams=self._nparams(),
                               counts=self._spec.counts)
 
+    def _nparams(self):
+        arrays = self._objective.arrays
+        return arrays.p + arrays.q * (arrays.q + 1) // 2
+
     def _evaluate(self, msg):
-        if self._arrays is None:
+        if self._objective is None:
             schema.fail(None, "kind", "'evaluate' before 'setup'")
         rnd = schema.int_field(msg, "round", 1, None)
         deriv = schema.int_field(msg, "deriv", 0, 2)
-        params = schema.unpack_array(schema.field(msg, "params", dict), "params",
-                                     (self._arrays.nparams,))
-        loglik, grad, hess = self._arrays.evaluate(params, deriv)
-        out = {"round": rnd, "loglik": schema.pack_array(loglik)}
+        params = schema.unpack_array(schema.field(msg, "params", dict), "params", (self._nparams(),),
+                                     neginf=True)
+        loglik, grad, hess = self._objective(params, deriv)
+        out = {"round": rnd, "loglik": schema.pack_array(loglik),
+               **{k: schema.pack_array(v) for k, v in self._spec.fit_sums(self._objective, params).items()}}
         if deriv >= 1:
             out["grad"] = schema.pack_array(grad)
         if deriv == 2:

@@ -156,7 +156,8 @@ COUNTS = {"rows": 20, "clusters": 2, "events": 7}
 def evaluation(name, d=2, **change):
     msg = schema.message("evaluation", site=name, round=1, counts=COUNTS,
                          loglik=schema.pack_array(-3.5), grad=schema.pack_array(np.ones(d)),
-                         hess=schema.pack_array(-np.eye(d)))
+                         hess=schema.pack_array(-np.eye(d)), deviance=schema.pack_array(10.0),
+                         pearson=schema.pack_array(12.0))
     msg.update(change)
     return msg
 
@@ -165,12 +166,13 @@ def run_round(answer, site="west"):
     coord = Coordinator([Scripted("east", [evaluation("east")]), Scripted(site, [answer])])
     coord.nparams = 2
     coord.counts = {"east": COUNTS, site: COUNTS}
-    return coord.evaluate(np.zeros(2), 2)
+    return coord.evaluate(np.zeros(2), 2), coord.sums
 
 
 def test_coordinator_sums_valid_answers():
-    loglik, grad, hess = run_round(evaluation("west", loglik=schema.pack_array(-1.25)))
+    (loglik, grad, hess), sums = run_round(evaluation("west", loglik=schema.pack_array(-1.25)))
     assert loglik == -4.75 and grad.tolist() == [2, 2] and hess.tolist() == [[-2, 0], [0, -2]]
+    assert sums == {"deviance": 20.0, "pearson": 24.0}
 
 
 @pytest.mark.parametrize("answer, field, words", [
@@ -182,6 +184,7 @@ def test_coordinator_sums_valid_answers():
     (evaluation("west", counts=dict(COUNTS, rows=21)), "counts", "differ from the counts"),
     (evaluation("west", site="elsewhere"), "site", "comes from site 'elsewhere'"),
     (evaluation("west", loglik=None), "loglik", "has type NoneType"),
+    (evaluation("west", deviance=schema.pack_array(np.nan)), "deviance", "NaN"),
     (schema.message("refusal", site="west", field="x", reason="no"), "x", "refused"),
     (b"\x80garbage", "(message)", "not a JSON object"),
 ])
