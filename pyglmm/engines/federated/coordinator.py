@@ -8,7 +8,6 @@ field (never a fit on the remaining sites).
 """
 
 import secrets
-import time
 
 import numpy as np
 
@@ -178,9 +177,3 @@ class Coordinator:
                 pass  # a site that is already gone needs no goodbye
             conn.close()
 
-
-def timed(fn):
-    """``fn()`` and the wall-clock seconds it took."""
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
