@@ -76,6 +76,16 @@ def hospitals(seed=11, family="binomial", slopes=False):
     return pd.concat(rows, ignore_index=True)
 
 
+def hospital_files(folder, df=None):
+    """Each hospital's rows of ``hospitals()`` (or ``df``) as its own CSV file: {name: path}."""
+    df = hospitals() if df is None else df
+    paths = {}
+    for h, g in df.groupby("hospital"):
+        paths[f"hospital{h}"] = folder / f"hospital{h}.csv"
+        g.to_csv(paths[f"hospital{h}"], index=False)
+    return paths
+
+
 @pytest.mark.parametrize("family, slopes, nagq", [("binomial", False, 1), ("binomial", False, 7),
                                                   ("poisson", False, 3), ("binomial", True, 1),
                                                   ("poisson", True, 2)])

@@ -11,15 +11,12 @@ from pyglmm.engines.federated.api import fit_federated  # noqa: E402
 from pyglmm.engines.federated.flower_local import run_local  # noqa: E402
 from pyglmm.engines.federated.transports import in_process  # noqa: E402
 
-from test_fed_exact import hospitals  # noqa: E402,I001
+from test_fed_exact import hospital_files, hospitals  # noqa: E402,I001
 
 
 def test_flower_deployment_gives_the_in_process_fit(tmp_path):
     df = hospitals()
-    paths = {}
-    for h, g in df.groupby("hospital"):
-        paths[f"hospital{h}"] = tmp_path / f"hospital{h}.csv"
-        g.to_csv(paths[f"hospital{h}"], index=False)
+    paths = hospital_files(tmp_path, df)
     formula = "y ~ x + t + C(shift) + (1|ward)"
     with open(tmp_path / "flower.log", "w") as log:
         d = run_local(paths, formula, nagq=2, timeout=300, wait=900, log=log)

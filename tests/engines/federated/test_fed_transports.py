@@ -13,20 +13,15 @@ from pyglmm.engines.federated.coordinator import Coordinator
 from pyglmm.engines.federated.schema import FederatedError
 from pyglmm.engines.federated.transports import LocalProcess, in_process
 
-from test_fed_exact import hospitals  # noqa: I001 (tests/engines/federated is on the path)
+from test_fed_exact import hospital_files, hospitals  # noqa: I001 (tests/engines/federated is on the path)
 
 FORMULA = "y ~ x + t + C(shift) + (1|ward)"
 
 
 @pytest.fixture(scope="module")
 def site_files(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("sites")
     df = hospitals()
-    paths = {}
-    for h, g in df.groupby("hospital"):
-        paths[f"hospital{h}"] = folder / f"hospital{h}.csv"
-        g.drop(columns="hospital").to_csv(paths[f"hospital{h}"], index=False)
-    return df, paths
+    return df, hospital_files(tmp_path_factory.mktemp("sites"), df)
 
 
 def test_local_processes_give_the_in_process_fit(site_files):
