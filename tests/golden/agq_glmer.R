@@ -20,7 +20,8 @@ summ <- function(fit, nagq, control) {
   list(nagq = nagq, control = control, beta = unname(fixef(fit)), names = names(fixef(fit)),
        se = unname(sqrt(diag(as.matrix(vcov(fit))))), theta = unname(getME(fit, "theta")),
        cov = unname(as.matrix(vc)), sigma = sigma(fit), loglik = as.numeric(logLik(fit)),
-       singular = isSingular(fit), messages = as.character(unlist(fit@optinfo$conv$lme4$messages)))
+       singular = isSingular(fit), condval = as.data.frame(ranef(fit, condVar = TRUE))$condval,
+       condsd = as.data.frame(ranef(fit, condVar = TRUE))$condsd, messages = as.character(unlist(fit@optinfo$conv$lme4$messages)))
 }
 fit1 <- function(f, d, family, k, w, ...) {  # do.call: glmer evaluates weights in its caller's frame
   args <- list(formula = f, data = d, family = family, nAGQ = k, ...)

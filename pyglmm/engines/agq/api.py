@@ -4,6 +4,7 @@ Gauss–Hermite quadrature: :func:`glmm_agq`."""
 import logging
 import time
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -59,8 +60,9 @@ def glmm_agq(formula, data, family="binomial", *, nagq=1, weights=None, trials=N
     decrement :math:`g^\top(-H)^{-1}g/2` falls below ``tol``.  Start: a GLM fit
     without random effects and :math:`\Lambda = I` (gaussian:
     :math:`\hat\sigma_{\rm OLS} I`).  A diagonal of :math:`\Lambda` that falls
-    below :math:`10^{-5}` (relative to :math:`\sigma` for gaussian) is put at 0
-    and kept there if that does not lower the log-likelihood; a diagonal below
+    below 0.05 (relative to :math:`\sigma` for gaussian) on its way down is
+    tried at 0 and kept there if that does not lower the log-likelihood (and
+    freed again if :math:`10^{-3}` is better at convergence); a diagonal below
     :math:`10^{-4}` is a singular fit (lme4's ``isSingular``), reported in
     ``result.singular`` with a :class:`~pyglmm.SingularFitWarning`.
 
@@ -178,15 +180,15 @@ def glm_start(arrays):
 def _maximize(objective, x0, scale, tol, max_iter, callback):
     p, q = objective.arrays.p, objective.arrays.q
     bounded = p + np.flatnonzero(objective.param.diagonal)
-    return maximize(objective, x0, bounded=bounded, boundary=np.log(1e-5 * scale), tol=tol,
-                    max_iter=max_iter, callback=callback)
+    return maximize(objective, x0, bounded=bounded, scale=scale, tol=tol, max_iter=max_iter,
+                    callback=callback)
 
 
 def _profile_sigma(objective, x0, scale, tol, max_iter, callback):
     """Gaussian: maximise the profile log-likelihood over log sigma by Brent's method."""
     from scipy.optimize import minimize_scalar
 
-    warm = {"x": x0, "opt": None}
+    warm = {"x": x0, "opt": None, "iterations": 0}
 
     def negative_profile(log_sigma):
         sigma = float(np.exp(log_sigma))
@@ -195,6 +197,7 @@ def _profile_sigma(objective, x0, scale, tol, max_iter, callback):
         x[~np.isfinite(x)] = np.log(1e-3 * sigma)  # a fixed boundary is tried afresh
         opt = _maximize(objective, x, sigma, tol, max_iter, None)
         warm["x"] = opt.x
+        warm["iterations"] += opt.iterations
         if warm["opt"] is None or opt.loglik > warm["opt"][1].loglik:
             warm["opt"] = (sigma, opt)
         return -opt.loglik
@@ -206,7 +209,7 @@ def _profile_sigma(objective, x0, scale, tol, max_iter, callback):
     objective.dispersion = sigma**2
     for row in opt.history:
         callback(row)
-    return opt
+    return replace(opt, iterations=warm["iterations"])  # Newton iterations of all the inner fits
 
 
 def _reporter(callback):

@@ -88,9 +88,10 @@ def gh_grid(nodes, gh_weights, q):
 
 
 def row_terms(family, dispersion, y, a, eta, order):
-    r"""Row log-densities :math:`\ell_j(\eta_j)` and their derivatives in
-    :math:`\eta` up to ``order`` (<= 4): a list ``[l0, l1, ..., l_order]`` of
-    arrays shaped like ``eta`` (``y`` and ``a`` broadcast against it).
+    r"""Row log-densities :math:`\ell_j(\eta_j)` without their constant
+    (:func:`row_constant`) and their derivatives in :math:`\eta` up to
+    ``order`` (<= 4): a list ``[l0, l1, ..., l_order]`` of arrays shaped like
+    ``eta`` (``y`` and ``a`` broadcast against it).
 
     Stable forms: :math:`\log(1+e^\eta) = \max(\eta, 0) + \log(1+e^{-|\eta|})`,
     :math:`\mu(1-\mu) = e^{-|\eta|}/(1+e^{-|\eta|})^2`.
@@ -98,19 +99,17 @@ def row_terms(family, dispersion, y, a, eta, order):
     if family == BINOMIAL:
         e = np.exp(-np.abs(eta))
         mu = np.where(eta >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-        k = a * y
-        const = gammaln(a + 1) - gammaln(k + 1) - gammaln(a - k + 1)
-        out = [const + k * eta - a * (np.maximum(eta, 0) + np.log1p(e))]
+        out = [a * (y * eta - np.maximum(eta, 0) - np.log1p(e))]
         v = e / (1.0 + e) ** 2
         derivs = [a * (y - mu), -a * v, -a * v * (1 - 2 * mu), -a * v * (1 - 6 * v)]
     elif family == POISSON:
         with np.errstate(over="ignore"):
             mu = np.exp(eta)
-        out = [a * (y * eta - mu - gammaln(y + 1))]
+        out = [a * (y * eta - mu)]
         derivs = [a * (y - mu), -a * mu, -a * mu, -a * mu]
     elif family == GAUSSIAN:
         r = y - eta
-        out = [-0.5 * (a * r * r / dispersion + np.log(2 * np.pi * dispersion / a))]
+        out = [-0.5 * a * r * r / dispersion]
         zero = np.zeros_like(r)
         derivs = [a * r / dispersion, -a / dispersion + zero, zero, zero]
     else:
@@ -118,8 +117,20 @@ def row_terms(family, dispersion, y, a, eta, order):
     return out + derivs[:order]
 
 
+def row_constant(family, dispersion, y, a):
+    r"""The constants of the rows' log-densities (what :func:`row_terms` leaves out):
+    binomial :math:`\log\binom{a}{ay}`, poisson :math:`-a\log y!`, gaussian
+    :math:`-\tfrac12\log(2\pi\sigma^2/a)`."""
+    if family == BINOMIAL:
+        k = a * y
+        return gammaln(a + 1) - gammaln(k + 1) - gammaln(a - k + 1)
+    if family == POISSON:
+        return -a * gammaln(y + 1)
+    return -0.5 * np.log(2 * np.pi * dispersion / a)
+
+
 def _h(family, dispersion, y, a, off, R, v):
-    """h~(v) = sum_j l_j - v'v/2 at one point v."""
+    """h~(v) = sum_j l_j - v'v/2 at one point v, without the rows' constants."""
     return row_terms(family, dispersion, y, a, off + R @ v, 0)[0].sum() - 0.5 * v @ v
 
 
@@ -186,7 +197,8 @@ def eval_cluster(family, dispersion, X, Z, y, a, o, beta, lam, dLam, z, logw, v0
     amax = ak.max()
     pik = np.exp(ak - amax)
     total = pik.sum()
-    loglik = -np.sum(np.log(np.diag(L))) + amax + np.log(total)
+    loglik = (row_constant(family, dispersion, y, a).sum() - np.sum(np.log(np.diag(L)))
+              + amax + np.log(total))
     if deriv == 0:
         return loglik, None, None, v, condvar, converged
     pik /= total

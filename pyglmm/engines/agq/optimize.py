@@ -46,8 +46,7 @@ def newton_direction(g, h):
     return vec @ ((vec.T @ g) / np.maximum(np.abs(lam), floor))
 
 
-def maximize(evaluate, x0, *, bounded=(), boundary=np.log(1e-5), tol=1e-10, max_iter=100,
-             callback=None):
+def maximize(evaluate, x0, *, bounded=(), scale=1.0, tol=1e-10, max_iter=100, callback=None):
     r"""Maximise ``evaluate`` by Newton's method with a backtracking line search.
 
     Iteration: the direction :math:`\delta` = :func:`newton_direction` on the free
@@ -58,11 +57,15 @@ def maximize(evaluate, x0, *, bounded=(), boundary=np.log(1e-5), tol=1e-10, max_
     gain of a full Newton step, in log-likelihood units) at a point where
     :math:`-H` is positive definite.
 
-    Boundary: a coordinate in ``bounded`` (the log of a variance-like
-    parameter) that falls below ``boundary`` is tried at ``-inf`` (the parameter
-    at exactly 0); if that does not lower the log-likelihood (beyond
-    :math:`10^{-10}`) it stays there and is no longer optimised (a singular
-    fit).
+    Boundary: the coordinates in ``bounded`` are logs of scale parameters
+    (the diagonal of a Cholesky factor); ``-inf`` puts one at exactly 0.  Near 0
+    the log-likelihood is flat in such a coordinate and Newton would approach 0
+    by a constant step per iteration, so: a bounded coordinate that a step
+    moves down below :math:`\log(0.05\,s)` (``scale`` :math:`s`) is tried at
+    ``-inf``, and kept there (no longer optimised) if that does not lower the
+    log-likelihood; at convergence each coordinate so fixed is tried at
+    :math:`\log(10^{-3} s)`, and freed again (once) if that raises the
+    log-likelihood.
 
     Parameters
     ----------
@@ -73,7 +76,7 @@ def maximize(evaluate, x0, *, bounded=(), boundary=np.log(1e-5), tol=1e-10, max_
     x0 : array
         Start.
     bounded : sequence of int
-    boundary, tol : float
+    scale, tol : float
     max_iter : int
     callback : callable, optional
         Called with each iteration's history dict.
@@ -84,7 +87,8 @@ def maximize(evaluate, x0, *, bounded=(), boundary=np.log(1e-5), tol=1e-10, max_
     """
     x = np.array(x0, dtype=np.float64)
     bounded = np.asarray(bounded, dtype=np.int64)
-    history = []
+    try_below, release_at = np.log(0.05 * scale), np.log(1e-3 * scale)
+    history, released = [], set()
     f, g, h = evaluate(x, 2)
     if not np.isfinite(f):
         raise FloatingPointError(f"the log-likelihood at the start is {f}")
@@ -95,10 +99,13 @@ def maximize(evaluate, x0, *, bounded=(), boundary=np.log(1e-5), tol=1e-10, max_
         step = np.zeros_like(x)
         step[free] = newton_direction(gf, hf)
         dec = float(gf @ step[free]) / 2
-        definite = np.linalg.eigvalsh(-hf).min(initial=np.inf) > 0
-        if dec < tol and definite:
-            converged = True
-            break
+        if dec < tol and np.linalg.eigvalsh(-hf).min(initial=np.inf) > 0:
+            x, f, freed = _release(evaluate, x, f, bounded, release_at, released)
+            if not freed:
+                converged = True
+                break
+            f, g, h = evaluate(x, 2)
+            continue
         t, f_new = 1.0, -np.inf
         while t >= 2.0 ** -30:
             trial = np.where(free, x + t * step, x)
@@ -109,14 +116,13 @@ def maximize(evaluate, x0, *, bounded=(), boundary=np.log(1e-5), tol=1e-10, max_
         else:
             if not np.isfinite(f_new) or f_new < f:
                 break  # no ascent along the direction: stop (reported as not converged)
-        x = trial
-        fixed = []
+        x, fixed = trial, []
         for k in bounded:
-            if np.isfinite(x[k]) and x[k] < boundary:
+            if np.isfinite(x[k]) and step[k] < 0 and x[k] < try_below and k not in released:
                 at_zero = x.copy()
                 at_zero[k] = -np.inf
                 f_zero = evaluate(at_zero, 0)[0]
-                if f_zero >= f_new - 1e-10:
+                if f_zero >= f_new:
                     x, f_new = at_zero, f_zero
                     fixed.append(int(k))
         f, g, h = evaluate(x, 2)
@@ -126,3 +132,17 @@ def maximize(evaluate, x0, *, bounded=(), boundary=np.log(1e-5), tol=1e-10, max_
             callback(row)
     free = np.isfinite(x)
     return Optimum(x, f, g, h, free, len(history), converged, dec, history)
+
+
+def _release(evaluate, x, f, bounded, release_at, released):
+    """Free (once each) the coordinates at the boundary where ``release_at`` is better."""
+    freed = False
+    for k in bounded:
+        if not np.isfinite(x[k]) and k not in released:
+            trial = x.copy()
+            trial[k] = release_at
+            f_trial = evaluate(trial, 0)[0]
+            if f_trial > f:
+                x, f, freed = trial, f_trial, True
+                released.add(int(k))
+    return x, f, freed
