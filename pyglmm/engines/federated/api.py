@@ -101,9 +101,8 @@ def fit_federated(connections, formula, family="binomial", nagq=1, timeout=60.0,
         if problems:
             raise SingularMatrixError("fixed-effect columns of the pooled data are aliased (the "
                                       "information is singular): " + "; ".join(problems))
-        opt = maximize(evaluate, x0, bounded=p + np.flatnonzero(param.diagonal),
-                       boundary=np.log(1e-5), tol=tol, max_iter=max_iter,
-                       callback=_reporter(callback))
+        opt = maximize(evaluate, x0, bounded=p + np.flatnonzero(param.diagonal), tol=tol,
+                       max_iter=max_iter, callback=_reporter(callback))
         final = evaluate(opt.x, 2) + (evaluate.sums,)
     finally:
         coord.close()

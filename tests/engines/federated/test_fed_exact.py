@@ -29,11 +29,10 @@ SITES_FORMULA = "y ~ b1 + b2 + b3 + b4 + c1 + c2 + c3 + c4 + c5 + c6 + (1|site)"
 
 
 def assert_same_fit(fed, pooled, tol=1e-6):
-    rel = lambda a, b: np.max(np.abs(np.asarray(a) - np.asarray(b)) / np.abs(np.asarray(b)))  # noqa: E731
     assert list(fed.coef.index) == list(pooled.coef.index)
-    assert rel(fed.coef, pooled.coef) < tol
-    assert rel(fed.sigma, pooled.sigma) < tol
-    assert rel(fed.se, pooled.se) < tol
+    for what in ("coef", "sigma", "se"):  # relative error, elementwise (0 = 0 passes)
+        a, b = np.asarray(getattr(fed, what)), np.asarray(getattr(pooled, what))
+        assert np.all(np.abs(a - b) <= tol * np.abs(b)), (what, a, b)
     assert abs(fed.loglik - pooled.loglik) < 1e-10 * abs(pooled.loglik)
     assert fed.n_obs == pooled.n_obs and fed.n_levels == pooled.n_levels
     assert fed.converged and pooled.converged
@@ -144,3 +143,17 @@ def test_all_zero_response_is_refused():
     df["y"] = 0
     with pytest.raises(pyglmm.DataError, match="0 in every row at every site"):
         fit_federated(in_process({str(h): g for h, g in df.groupby("hospital")}), "y ~ x + (1|ward)")
+
+
+def test_a_singular_fit_is_reported_and_warned_as_pooled():
+    rng = np.random.default_rng(0)  # no ward effect: glmm_agq puts sigma at 0 on these data
+    df = pd.DataFrame({"x": rng.standard_normal(600), "ward": np.repeat(np.arange(60), 10),
+                       "hospital": np.repeat(np.arange(3), 200)})
+    df["y"] = rng.binomial(1, 1 / (1 + np.exp(-0.3 * df.x)))
+    with pytest.warns(pyglmm.SingularFitWarning):
+        pooled = glmm_agq("y ~ x + (1|ward)", df, tol=1e-14)
+    with pytest.warns(pyglmm.SingularFitWarning, match="ward"):
+        fed = fit_federated(in_process({str(h): g for h, g in df.groupby("hospital")}),
+                            "y ~ x + (1|ward)")
+    assert fed.singular == pooled.singular == ["ward"] and fed.sigma["ward"] == 0.0
+    assert_same_fit(fed, pooled)
