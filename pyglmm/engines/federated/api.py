@@ -81,33 +81,62 @@ def fit_federated(connections, formula, family="binomial", nagq=1, timeout=60.0,
     SingularMatrixError
         The pooled fixed-effects design is rank deficient (columns named).
     """
-    if family not in FAMILIES:
-        raise ValueError(f"family must be one of {', '.join(FAMILIES)} for a federated fit, "
-                         f"got {family!r}")
-    fam = get_family(family)
     start = time.perf_counter()
-    term = random_term(parse_formula(formula))
-    coord = Coordinator(connections, timeout)
-    try:
-        coding = coord.describe(formula, fam.name)
-        _check_events(coord, fam)
-        d = coord.setup(coding, int(nagq))
-        p = len(coding["names"])
-        param = LogCholesky(_q_of(d - p))
-        evaluate = _Rounds(coord)
-        x0 = np.r_[np.zeros(p), param.rho(_identity(param.q))]
-        h0 = evaluate(x0, 2)[2]
-        problems = aliased_columns(-h0[:p, :p], coding["names"])
-        if problems:
-            raise SingularMatrixError("fixed-effect columns of the pooled data are aliased (the "
-                                      "information is singular): " + "; ".join(problems))
-        opt = maximize(evaluate, x0, bounded=p + np.flatnonzero(param.diagonal), tol=tol,
+    with Session(connections, formula, family, nagq, timeout) as session:
+        opt = maximize(session.evaluate, session.x0, bounded=session.bounded, tol=tol,
                        max_iter=max_iter, callback=_reporter(callback))
-        final = evaluate(opt.x, 2) + (evaluate.sums,)
-    finally:
-        coord.close()
-    return FederatedResult.build(formula, fam, term, coding, param, opt, final, coord, nagq,
-                                 transport, time.perf_counter() - start)
+        final = session.evaluate(opt.x, 2) + (session.evaluate.sums,)
+    return FederatedResult.build(session, opt, final, transport, time.perf_counter() - start)
+
+
+class Session:
+    """A federated fit's set-up, as a context manager that tells the sites when it is
+    over: the ``describe`` and ``setup`` rounds, the pooled checks (a response with
+    a finite estimate, a full-rank fixed-effects design), the start (beta = 0,
+    Lambda = I) and ``evaluate(x, deriv)`` for the AGQ engine's optimiser.
+
+    Attributes
+    ----------
+    coord, coding (the merged coding, a dict), names, term (the random-effect
+    term), family, nagq, param (:class:`~pyglmm.engines.agq.model.LogCholesky`),
+    p, x0, bounded (the log-diagonal coordinates), evaluate.
+    """
+
+    def __init__(self, connections, formula, family, nagq, timeout):
+        if family not in FAMILIES:
+            raise ValueError(f"family must be one of {', '.join(FAMILIES)} for a federated fit, "
+                             f"got {family!r}")
+        self.formula, self.family, self.nagq = formula, get_family(family), int(nagq)
+        self.term = random_term(parse_formula(formula))
+        self.coord = Coordinator(connections, timeout)
+        try:
+            self.coding = self.coord.describe(formula, self.family.name)
+            _check_events(self.coord, self.family)
+            d = self.coord.setup(self.coding, self.nagq)
+        except BaseException:
+            self.coord.close()
+            raise
+        self.names = list(self.coding["names"])
+        self.p = len(self.names)
+        self.param = LogCholesky(_q_of(d - self.p))
+        self.bounded = self.p + np.flatnonzero(self.param.diagonal)
+        self.x0 = np.r_[np.zeros(self.p), self.param.rho(_identity(self.param.q))]
+        self.evaluate = _Rounds(self.coord)
+
+    def __enter__(self):
+        try:
+            h0 = self.evaluate(self.x0, 2)[2]
+            problems = aliased_columns(-h0[:self.p, :self.p], self.names)
+            if problems:
+                raise SingularMatrixError("fixed-effect columns of the pooled data are aliased "
+                                          "(the information is singular): " + "; ".join(problems))
+        except BaseException:
+            self.coord.close()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.coord.close()
 
 
 def _q_of(t):
@@ -168,9 +197,12 @@ class FederatedResult(AGQResult):
     engine = "federated"
 
     @classmethod
-    def build(cls, formula, fam, term, coding, param, opt, final, coord, nagq, transport, seconds):
-        p = len(coding["names"])
-        names = list(coding["names"])
+    def build(cls, session, opt, final, transport, seconds):
+        """The result at the optimum ``opt`` (:class:`~pyglmm.engines.agq.optimize.Optimum`)
+        of a :class:`Session`; ``final`` = (loglik, grad, hess, sums) there (``hess``
+        the one whose inverse is the covariance)."""
+        fam, term, coord, param = session.family, session.term, session.coord, session.param
+        p, names = session.p, session.names
         theta = param.theta(opt.x[p:])
         loglik, _, hess, sums = final
         group = term.group
@@ -184,15 +216,15 @@ class FederatedResult(AGQResult):
         history = pd.DataFrame([{k: v for k, v in row.items() if k != "fixed"}
                                 for row in opt.history])
         res = cls(
-            formula=formula, family=fam.name, link=fam.link, dispersion_mode="fixed",
+            formula=session.formula, family=fam.name, link=fam.link, dispersion_mode="fixed",
             coef=pd.Series(opt.x[:p], index=names, name="coef"), cov=cov, sigma=sigma_of(re_cov),
             dispersion=1.0, b={}, b_var={}, re_cov=None if terms == ["(Intercept)"] else re_cov,
             loglik=float(loglik), n_obs=n, n_levels={group: m}, df_resid=0.0,
             pearson_chi2=sums["pearson"], deviance=sums["deviance"],
             iterations=opt.iterations, converged=opt.converged, singular=singular,
             seconds=seconds, timings={}, backend="sites", threads=1,
-            warnings=_warn(opt, 0, singular, group), coding=FixedCoding.from_dict(coding),
-            nagq=int(nagq), history=history, rounds=coord.rounds,
+            warnings=_warn(opt, 0, singular, group), coding=FixedCoding.from_dict(session.coding),
+            nagq=session.nagq, history=history, rounds=coord.rounds,
             bytes_per_site={s: {"sent": coord.bytes_sent[s], "received": coord.bytes_received[s]}
                             for s in coord.names},
             transport=transport)
