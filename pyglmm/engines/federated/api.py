@@ -243,10 +243,11 @@ class FederatedResult(AGQResult):
         ``seconds``, as every result); a federated fit is not saved as a model file
         (its random effects stay at the sites)."""
         if full:
-            raise NotImplementedError("a federated fit cannot be saved as a model file: the "
-                                      "random effects' modes stay at the sites; use to_dict()")
+            self.save(None)
         return {**super().to_dict(), "nagq": int(self.nagq), "rounds": int(self.rounds),
                 "bytes_per_site": self.bytes_per_site, "transport": self.transport}
 
     def save(self, path):
-        self.to_dict(full=True)
+        """Not available: a model file holds the random effects' modes, which stay at the sites."""
+        raise NotImplementedError("a federated fit cannot be saved as a model file: the random "
+                                  "effects' modes stay at the sites; use to_dict() or to_json()")

@@ -6,8 +6,9 @@ keyed hashes of its cluster labels and the categorical levels present, and
 gradient and Hessian (:mod:`pyglmm.engines.federated.schema`).  It refuses, in
 a ``refusal`` answer naming the field or column, any request it cannot or will
 not serve: another schema version, a malformed field, a formula column it does
-not have, K outside [1, MAX_NAGQ], parameters that are not finite, and data
-with a cluster smaller than ``min_cluster_size`` rows.
+not have, K outside [1, MAX_NAGQ], parameters that are NaN or infinite (but
+``-inf`` for a log-Cholesky parameter on the boundary), and data with a cluster
+smaller than ``min_cluster_size`` rows.
 """
 
 import logging
