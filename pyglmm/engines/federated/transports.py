@@ -9,7 +9,7 @@ messages (:mod:`pyglmm.engines.federated.schema`); nothing is pickled.
 import multiprocessing
 
 from .schema import FederatedError
-from .site import DEFAULT_MIN_CLUSTER_SIZE, Site, serve
+from .site import DEFAULT_MIN_CLUSTER_SIZE, Site, is_close, serve
 
 
 class InProcess:
@@ -20,6 +20,8 @@ class InProcess:
         self._answer = None
 
     def send(self, data):
+        if is_close(data):
+            return
         try:
             self._answer = self.site.handle(data)
         except Exception as exc:  # noqa: BLE001 - any failure of the site ends the fit, named
