@@ -15,6 +15,9 @@ def add_parser(sub):
                         "the file, or NAME=DATA names it")
     p.add_argument("--formula", required=True, help="e.g. 'y ~ x + C(ward) + (1|patient)'")
     p.add_argument("--family", default="binomial", choices=["binomial", "poisson"])
+    p.add_argument("--weights", metavar="COL", help="column of prior weights (at every site)")
+    p.add_argument("--trials", metavar="COL", help="column of binomial trials (response = successes)")
+    p.add_argument("--offset", metavar="COL", help="column of offsets (e.g. log exposure)")
     p.add_argument("--nagq", type=positive_int, default=1,
                    help="quadrature points per random effect (1: Laplace; default 1)")
     p.add_argument("--min-cluster-size", type=positive_int, default=5,
@@ -50,7 +53,8 @@ def run(args):
             connections.append(LocalProcess(path, name, args.min_cluster_size))
         with progress_to_stderr(args.verbose):
             res = fit_federated(connections, args.formula, family=args.family, nagq=args.nagq,
-                                timeout=args.timeout, transport="local processes")
+                                timeout=args.timeout, weights=args.weights, trials=args.trials,
+                                offset=args.offset, transport="local processes")
     finally:
         for conn in connections:
             conn.close()

@@ -38,8 +38,9 @@ from .model import FAMILIES
 log = logging.getLogger("pyglmm")
 
 
-def fit_federated(connections, formula, family="binomial", nagq=1, timeout=60.0, *, tol=1e-12,
-                  max_iter=100, transport="custom", callback=None):
+def fit_federated(connections, formula, family="binomial", nagq=1, timeout=60.0, *, weights=None,
+                  trials=None, offset=None, tol=1e-12, max_iter=100, transport="custom",
+                  callback=None):
     """Fit a GLMM by AGQ across sites that keep their rows.
 
     Parameters
@@ -58,6 +59,10 @@ def fit_federated(connections, formula, family="binomial", nagq=1, timeout=60.0,
         K, the quadrature points per random effect (1: Laplace).
     timeout : float
         Seconds to wait for each site's answer in each round.
+    weights, trials, offset : str, optional
+        Columns (at every site) of prior weights, binomial trials (the response
+        is then the number of successes) and offsets, as in
+        :func:`pyglmm.engines.agq.glmm_agq`.
     tol, max_iter, callback
         As :func:`pyglmm.engines.agq.glmm_agq` (Newton decrement, iterations,
         per-iteration records).  ``tol`` is 1e-12 here (1e-10 there): at most one
@@ -82,7 +87,8 @@ def fit_federated(connections, formula, family="binomial", nagq=1, timeout=60.0,
         The pooled fixed-effects design is rank deficient (columns named).
     """
     start = time.perf_counter()
-    with Session(connections, formula, family, nagq, timeout) as session:
+    columns = {"weights": weights, "trials": trials, "offset": offset}
+    with Session(connections, formula, family, nagq, timeout, columns) as session:
         opt = maximize(session.evaluate, session.x0, bounded=session.bounded, tol=tol,
                        max_iter=max_iter, callback=_reporter(callback))
         final = session.evaluate(opt.x, 2) + (session.evaluate.sums,)
@@ -102,7 +108,7 @@ class Session:
     p, x0, bounded (the log-diagonal coordinates), evaluate.
     """
 
-    def __init__(self, connections, formula, family, nagq, timeout):
+    def __init__(self, connections, formula, family, nagq, timeout, columns=None):
         if family not in FAMILIES:
             raise ValueError(f"family must be one of {', '.join(FAMILIES)} for a federated fit, "
                              f"got {family!r}")
@@ -110,8 +116,9 @@ class Session:
         self.term = random_term(parse_formula(formula))
         self.coord = Coordinator(connections, timeout)
         try:
-            self.coding = self.coord.describe(formula, self.family.name)
-            _check_events(self.coord, self.family)
+            self.columns = columns = columns or {}
+            self.coding = self.coord.describe(formula, self.family.name, **columns)
+            _check_events(self.coord, self.family, columns.get("trials") is not None)
             d = self.coord.setup(self.coding, self.nagq)
         except BaseException:
             self.coord.close()
@@ -151,10 +158,10 @@ def _identity(q):
     return np.array([float(a == b) for a in range(q) for b in range(a + 1)])
 
 
-def _check_events(coord, fam):
+def _check_events(coord, fam, trials):
     rows = sum(c["rows"] for c in coord.counts.values())
     events = sum(c["events"] for c in coord.counts.values())
-    if events == 0 or (fam.name == "binomial" and events == rows):
+    if events == 0 or (fam.name == "binomial" and not trials and events == rows):
         raise DataError(f"the response is {0 if events == 0 else 1} in every row at every site: "
                         f"the {fam.name} model has no finite estimate")
 
@@ -218,7 +225,8 @@ class FederatedResult(AGQResult):
         res = cls(
             formula=session.formula, family=fam.name, link=fam.link, dispersion_mode="fixed",
             coef=pd.Series(opt.x[:p], index=names, name="coef"), cov=cov, sigma=sigma_of(re_cov),
-            dispersion=1.0, b={}, b_var={}, re_cov=None if terms == ["(Intercept)"] else re_cov,
+            dispersion=1.0, b={}, b_var={}, offset_name=session.columns.get("offset"),
+            has_offset=session.columns.get("offset") is not None, re_cov=None if terms == ["(Intercept)"] else re_cov,
             loglik=float(loglik), n_obs=n, n_levels={group: m}, df_resid=0.0,
             pearson_chi2=sums["pearson"], deviance=sums["deviance"],
             iterations=opt.iterations, converged=opt.converged, singular=singular,

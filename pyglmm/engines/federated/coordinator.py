@@ -94,13 +94,15 @@ class Coordinator:
 
     # --- the protocol's steps ---------------------------------------------------------
 
-    def describe(self, formula, family):
+    def describe(self, formula, family, weights=None, trials=None, offset=None):
         """Round 1: every site's description; the merged fixed-effects coding (dict).
+        ``weights``, ``trials``, ``offset``: column names (or None) every site uses.
 
         Refuses (naming the sites) a cluster label that occurs at two sites,
         compared through keyed hashes of the labels with a fresh salt."""
         salt = secrets.token_bytes(32).hex()
         answers = self.broadcast(schema.message("describe", formula=formula, family=family,
+                                                weights=weights, trials=trials, offset=offset,
                                                 salt=salt), "description")
         owner, codings = {}, []
         for msg in answers:

@@ -20,6 +20,7 @@ from ..agq.model import ClusterObjective, build_arrays, random_term
 from . import schema
 
 FAMILIES = ("binomial", "poisson")  # gaussian's profiled residual variance does not split by site
+ROLES = ("weights", "trials", "offset")  # optional columns, as glmm_agq's arguments
 
 
 class SiteModel:
@@ -31,6 +32,8 @@ class SiteModel:
     formula : str
         lme4-style, one grouping factor (``y ~ x + (1|g)``, ``(1 + t|g)``).
     family : str
+    weights, trials, offset : str or None
+        Column names, as :func:`pyglmm.engines.agq.glmm_agq` takes them.
 
     Attributes
     ----------
@@ -38,7 +41,7 @@ class SiteModel:
     row's cluster), cluster_sizes, counts (``{"rows", "clusters", "events"}``).
     """
 
-    def __init__(self, data, formula, family):
+    def __init__(self, data, formula, family, weights=None, trials=None, offset=None):
         try:
             self.parsed = parse_formula(formula)
         except ValueError as exc:
@@ -51,9 +54,10 @@ class SiteModel:
             random_term(self.parsed)
         except DataError as exc:
             schema.fail(None, "formula", str(exc))
-        for column in required_columns(self.parsed):
+        self.columns = {"weights": weights, "trials": trials, "offset": offset}
+        for column in required_columns(self.parsed, [weights, trials, offset]):
             if column not in data.columns:
-                schema.fail(None, column, f"column {column!r} that the formula uses is not in the "
+                schema.fail(None, column, f"column {column!r} that the model uses is not in the "
                                           "site's data")
         self.data, self.formula = data, formula
         self.group = self.parsed.groups[0]
@@ -69,8 +73,10 @@ class SiteModel:
             schema.fail(None, self.parsed.response, f"response column {self.parsed.response!r} must "
                                                     f"be numeric, got dtype {col.dtype}")
         y = col.to_numpy(dtype=np.float64, na_value=np.nan)
+        trials = self.columns["trials"]
         try:
-            self.family.check_response(y, None, self.parsed.response, self.data.index)
+            self.family.check_response(y, None if trials is None else self.data[trials].to_numpy(
+                dtype=np.float64, na_value=np.nan), self.parsed.response, self.data.index)
         except DataError as exc:
             schema.fail(None, self.parsed.response, str(exc))
         return y
@@ -94,7 +100,7 @@ class SiteModel:
             schema.fail(None, "coding", f"is for the fixed part {coding.formula!r}, the site was "
                                         f"described {self.parsed.fixed!r}")
         arrays = build_arrays(self.formula, self.data, self.family, coding=coding,
-                              check_aliased=False)
+                              check_aliased=False, **self.columns)
         kern = _backend.kernels(_backend.backend(None, engine="agq"), engine="agq")
         return ClusterObjective(kern, arrays, nagq)
 

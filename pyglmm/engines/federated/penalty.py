@@ -32,13 +32,15 @@ CRITERIA = ("aic", "bic")
 
 
 def penalty_path(connections, formula, lambdas, family="binomial", nagq=1, timeout=60.0, *,
-                 criterion="bic", tol=1e-12, max_iter=100, transport="custom", callback=None):
+                 weights=None, trials=None, offset=None, criterion="bic", tol=1e-12, max_iter=100,
+                 transport="custom", callback=None):
     """Fit along a grid of L2 penalties and choose one by AIC or BIC.
 
     Parameters
     ----------
-    connections, formula, family, nagq, timeout, tol, max_iter, transport, callback
-        As :func:`~pyglmm.engines.federated.api.fit_federated`.
+    connections, formula, family, nagq, timeout, weights, trials, offset
+        As :func:`~pyglmm.engines.federated.api.fit_federated`, and so are
+        ``tol``, ``max_iter``, ``transport`` and ``callback``.
     lambdas : sequence of float
         Penalties :math:`\\lambda \\ge 0` (fitted in increasing order; include 0
         for the unpenalised fit).
@@ -63,7 +65,8 @@ def penalty_path(connections, formula, lambdas, family="binomial", nagq=1, timeo
         raise ValueError(f"criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}")
     start = time.perf_counter()
     rows, fits = [], []
-    with Session(connections, formula, family, nagq, timeout) as session:
+    columns = {"weights": weights, "trials": trials, "offset": offset}
+    with Session(connections, formula, family, nagq, timeout, columns) as session:
         pen = np.zeros(len(session.x0))
         pen[[j for j, name in enumerate(session.names) if name != "Intercept"]] = 1.0
         n = sum(c["rows"] for c in session.coord.counts.values())

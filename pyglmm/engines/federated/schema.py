@@ -12,8 +12,9 @@ message decodes to the bit-identical array.  A scalar has shape ``[]``.
 
 Requests (coordinator -> site)
 
-``describe``     ``formula`` (str), ``family`` (str), ``salt`` (str, 64 hex
-                 digits, fresh per fit).
+``describe``     ``formula`` (str), ``family`` (str), ``weights``, ``trials``,
+                 ``offset`` (str: a column name, or null), ``salt`` (str, 64
+                 hex digits, fresh per fit).
 ``setup``        ``coding`` (the merged :class:`~pyglmm.data.coding.FixedCoding`
                  as ``to_dict``), ``nagq`` (int, 1..MAX_NAGQ).
 ``evaluate``     ``round`` (int >= 1), ``params`` (float64 ``[d]``: beta, then the
@@ -40,8 +41,8 @@ Answers (site -> coordinator); every answer names its ``site`` (str)
                  ``reason`` (str): the site declines the request.
 
 ``counts`` is ``{"rows": int, "clusters": int, "events": int-or-float}``:
-the site's rows and clusters in the fit and the sum of its response (events
-for binomial, total count for poisson).
+the site's rows and clusters in the fit and the sum of its response (events,
+i.e. successes, for binomial; total count for poisson).
 """
 
 import base64

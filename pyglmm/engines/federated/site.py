@@ -73,7 +73,8 @@ class Site:
         salt = schema.field(msg, "salt", str)
         if len(salt) != 64 or any(c not in "0123456789abcdef" for c in salt):
             schema.fail(None, "salt", "must be 64 lower-case hex digits")
-        spec = model.SiteModel(self.data, formula, family)
+        columns = {role: schema.field(msg, role, (str, type(None))) for role in model.ROLES}
+        spec = model.SiteModel(self.data, formula, family, **columns)
         small = spec.cluster_sizes < self.min_cluster_size
         if small.any():
             schema.fail(

@@ -157,3 +157,23 @@ def test_a_singular_fit_is_reported_and_warned_as_pooled():
                             "y ~ x + (1|ward)")
     assert fed.singular == pooled.singular == ["ward"] and fed.sigma["ward"] == 0.0
     assert_same_fit(fed, pooled)
+
+
+@pytest.mark.parametrize("family", ["binomial", "poisson"])
+def test_weights_trials_and_offsets_as_pooled(family):
+    rng = np.random.default_rng(3)
+    df = hospitals(family=family)
+    df["w"] = rng.integers(1, 4, len(df)).astype(float)
+    columns = {"weights": "w"}
+    if family == "binomial":  # aggregated rows: successes out of trials
+        df["n"] = rng.integers(1, 6, len(df))
+        df["y"] = rng.binomial(df["n"], 1 / (1 + np.exp(-(0.5 * df.x))))
+        columns["trials"] = "n"
+    else:  # counts with exposure
+        df["logexp"] = np.log(rng.uniform(0.5, 3, len(df)))
+        df["y"] = rng.poisson(np.exp(df.logexp + 0.3 * df.x))
+        columns["offset"] = "logexp"
+    formula = "y ~ x + t + (1|ward)"
+    fed = fit_federated(in_process({str(h): g for h, g in df.groupby("hospital")}), formula,
+                        family=family, nagq=3, **columns)
+    assert_same_fit(fed, glmm_agq(formula, df, family=family, nagq=3, tol=1e-14, **columns))

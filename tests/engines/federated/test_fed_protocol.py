@@ -81,7 +81,8 @@ def test_cluster_hash_depends_on_salt_and_key():
 
 
 def describe(site, formula=FORMULA, **change):
-    request = schema.message("describe", formula=formula, family="binomial", salt="ab" * 32)
+    request = schema.message("describe", formula=formula, family="binomial", salt="ab" * 32,
+                             weights=None, trials=None, offset=None)
     request.update(change)
     return schema.decode(site.handle(schema.encode(request)), schema.ANSWERS)
 
@@ -95,7 +96,9 @@ def test_site_describes_itself_without_rows():
 
 
 @pytest.mark.parametrize("data, request_change, field, words", [
-    (frame(0, [1, 2]).drop(columns="x"), {}, "x", "column 'x' that the formula uses"),
+    (frame(0, [1, 2]).drop(columns="x"), {}, "x", "column 'x' that the model uses"),
+    (frame(0, [1, 2]), {"offset": "exposure"}, "exposure", "column 'exposure' that the model uses"),
+    (frame(0, [1, 2]), {"weights": 3}, "weights", "has type int"),
     (frame(0, [1, 2], rows=3), {}, "patient", "2 of the site's 2 clusters"),
     (frame(0, [1, 2]), {"version": 0}, "version", "version 0 is not supported"),
     (frame(0, [1, 2]), {"salt": "xyz"}, "salt", "64 lower-case hex"),
