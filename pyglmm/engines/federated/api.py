@@ -255,6 +255,14 @@ class FederatedResult(AGQResult):
         return {**super().to_dict(), "nagq": int(self.nagq), "rounds": int(self.rounds),
                 "bytes_per_site": self.bytes_per_site, "transport": self.transport}
 
+    def _rows(self, name):
+        raise AttributeError(f"{name} is not available: the rows stay at the sites")
+
+    def predict(self, newdata=None, **options):
+        """Not available: predictions need the clusters' modes, which stay at the sites."""
+        raise NotImplementedError("a federated fit cannot predict: the random effects' modes stay "
+                                  "at the sites (population-level scores are X @ fixef())")
+
     def save(self, path):
         """Not available: a model file holds the random effects' modes, which stay at the sites."""
         raise NotImplementedError("a federated fit cannot be saved as a model file: the random "

@@ -120,6 +120,11 @@ def test_result_is_printable_and_json_has_the_protocol_costs():
     assert d["loglik"] == fed.loglik and d["nagq"] == 2
     with pytest.raises(NotImplementedError, match="stay at the sites"):
         fed.save("unused.json")
+    with pytest.raises(NotImplementedError, match="cannot predict"):
+        fed.predict(pd.DataFrame({"x": [0.0], "ward": ["h0w0"]}))
+    with pytest.raises(AttributeError, match="fittedvalues is not available: the rows stay"):
+        fed.fittedvalues  # noqa: B018
+    assert fed.ranef() == {} and list(fed.VarCorr()["grp"]) == ["ward"]
 
 
 def test_aliased_pooled_columns_are_named():
