@@ -30,6 +30,10 @@ class BackendUnavailableError(RuntimeError):
     """A backend that was asked for by name cannot be loaded."""
 
 
+class _NoEngineKernels(ImportError):
+    """The backend loads but has no kernels for the engine (a C++ build without them)."""
+
+
 def _load(name, engine="crossed"):
     """The kernel module of backend ``name`` for ``engine``, or the ImportError."""
     if name not in _MODULES:
@@ -38,11 +42,14 @@ def _load(name, engine="crossed"):
         raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     key = (name, engine)
     if key not in _loaded:
+        path = _MODULES[name].format(engine=engine)
         try:
-            mod = importlib.import_module(_MODULES[name].format(engine=engine))
+            mod = importlib.import_module(path)
             if name == "cpp" and not hasattr(mod, engine):  # built before the engine had C++ kernels
-                raise ImportError(f"pyglmm._core has no submodule {engine!r}")
+                raise _NoEngineKernels(f"pyglmm._core has no submodule {engine!r}")
             _loaded[key] = getattr(mod, engine) if name == "cpp" else mod
+        except ModuleNotFoundError as exc:  # the engine has no such kernel module (yet)
+            _loaded[key] = _NoEngineKernels(str(exc)) if exc.name == path else exc
         except ImportError as exc:
             _loaded[key] = exc
     return _loaded[key]
@@ -62,6 +69,8 @@ def _resolve(name=None, engine="crossed"):
         hint = {"cpp": "the C++ extension was not built (reinstall with a C++17 compiler; "
                        "PYGLMM_REQUIRE_CPP=1 makes a failed build an error)",
                 "numba": "install numba (pip install 'pyglmm[numba]')"}.get(name, "")
+        if isinstance(mod, _NoEngineKernels):
+            hint = f"it has no kernels for the {engine} engine yet"
         raise BackendUnavailableError(f"backend {name!r} is not available: {hint} ({mod})")
     return name
 

@@ -1,5 +1,7 @@
 """``pyglmm.glmm``: one entry point that picks the engine for a formula."""
 
+import warnings
+
 from ..data.formula import parse_formula
 
 ENGINE_CHOICES = ("auto", "crossed", "agq")
@@ -43,15 +45,36 @@ def glmm(formula, data, family="binomial", *, engine="auto", nagq=None, **option
     ------
     ValueError
         ``nagq`` with ``engine="crossed"``, or an unknown engine.
+    TypeError
+        An option the chosen engine does not have, naming it.
     DataError
         From the engine, e.g. ``engine="agq"`` with two or more grouping
         factors (naming them).
     """
     chosen = choose_engine(formula, engine, nagq)
     if chosen == "agq":
-        from .agq.api import glmm_agq
+        from .agq.api import glmm_agq as fit
 
-        return glmm_agq(formula, data, family, nagq=1 if nagq is None else nagq, **options)
-    from .crossed.api import glmm as glmm_crossed
+        options["nagq"] = 1 if nagq is None else nagq
+    else:
+        from .crossed.api import glmm as fit
+    _check_options(fit, chosen, options)
+    caught = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            return fit(formula, data, family, **options)
+    finally:  # attributed to the caller's line, as the engines' own warnings are
+        for w in caught:
+            warnings.warn(w.message, w.category, stacklevel=2)
 
-    return glmm_crossed(formula, data, family, **options)
+
+def _check_options(fit, engine, options):
+    import inspect
+
+    known = inspect.signature(fit).parameters
+    unknown = [k for k in options if k not in known or k in ("formula", "data", "family")]
+    if unknown:
+        verb = "is not an option" if len(unknown) == 1 else "are not options"
+        raise TypeError(f"{', '.join(map(repr, unknown))} {verb} of the {engine} engine "
+                        "(see pyglmm.glmm's engines)")

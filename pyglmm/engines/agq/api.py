@@ -13,7 +13,8 @@ from ... import backends as _backend
 from ...exceptions import ConvergenceWarning, DataError, SingularFitWarning
 from ...families import get_family
 from ...results.base import RowData, compact, sigma_of
-from .model import ClusterObjective, build_arrays, evaluate_clusters
+from .kernels_numpy import lambda_matrix, tri_index
+from .model import ClusterObjective, build_arrays, evaluate_clusters, gh_rule
 from .optimize import maximize
 from .result import AGQResult
 
@@ -117,6 +118,7 @@ def glmm_agq(formula, data, family="binomial", *, nagq=1, weights=None, trials=N
     """
     start = time.perf_counter()
     fam = get_family(family)
+    gh_rule(nagq)  # a bad nagq fails before the data are read
     arrays = build_arrays(formula, data, fam, weights=weights, trials=trials, offset=offset)
     _check_response(arrays)
     name = _backend.backend(backend, engine="agq")
@@ -204,7 +206,7 @@ def _profile_sigma(objective, x0, scale, tol, max_iter, callback):
 
     s0 = np.log(scale)
     minimize_scalar(negative_profile, bracket=(s0 - 0.5, s0), method="brent",
-                    options={"xtol": 1e-9})
+                    options={"xtol": 1e-7})
     sigma, opt = warm["opt"]
     objective.dispersion = sigma**2
     for row in opt.history:
@@ -233,17 +235,15 @@ def _result(formula, arrays, objective, opt, se, name, threads, start, timings, 
     sigma_res = np.sqrt(objective.dispersion) if fam.name == "gaussian" else 1.0
     diag = theta[objective.param.diagonal]
     singular = [arrays.group] if np.any(np.abs(diag) < SINGULAR * sigma_res) else []
-    cov = _beta_covariance(hess, p, theta, fam.name == "gaussian", arrays.fixed_names) if se else None
+    cov = _beta_covariance(hess, p, theta, q, fam.name == "gaussian", arrays.fixed_names) if se else None
     timings["covariance"] = time.perf_counter() - t0
-    from .kernels_numpy import lambda_matrix
-
     lam = lambda_matrix(theta, q)
     b = objective.modes @ lam.T                                   # (m, q): Lambda v
     b_var = np.einsum("ab,cbd,ad->ca", lam, condvar, lam)         # diag(Lambda H^-1 Lambda')
     names = arrays.random_names
     eta = arrays.offset + arrays.X @ beta + np.einsum("nq,nq->n", arrays.Z,
                                                       np.repeat(b, np.diff(arrays.starts), axis=0))
-    mu = fam.linkinv(eta)
+    mu = fam.irls_mean(eta)  # clamped as in the crossed engine (pyglmm.families), finite V(mu)
     deviance = fam.deviance(arrays.y, mu, arrays.weights)
     pearson = float(np.sum(arrays.weights * (arrays.y - mu) ** 2 / fam.variance(mu)))
     re_cov = {arrays.group: pd.DataFrame(lam @ lam.T, names, names)}
@@ -278,16 +278,18 @@ def _result(formula, arrays, objective, opt, se, name, threads, start, timings, 
     return res
 
 
-def _beta_covariance(hess, p, theta, gaussian, names):
+def _beta_covariance(hess, p, theta, q, gaussian, names):
     r"""cov(beta): the beta block of the inverse of minus the Hessian over beta and the
-    entries of theta off the boundary (gaussian: the inverse of the beta block)."""
+    entries of theta, leaving out the columns of Lambda whose diagonal is on the
+    boundary (0: their entries are not identified there); gaussian: the inverse of
+    the beta block (the information given the variances, as lmer's ``vcov``)."""
     from ...data.validation import checked_inverse
 
-    free = np.r_[np.ones(p, bool), theta != 0] if not gaussian else np.r_[np.ones(p, bool),
-                                                                           np.zeros(len(theta), bool)]
-    info = -hess[np.ix_(free, free)]
+    tri = tri_index(q)
+    zero_columns = {b for (a, b), value in zip(tri, theta) if a == b and value == 0}
+    free = np.r_[np.ones(p, bool), [not gaussian and b not in zero_columns for _, b in tri]]
     labels = list(names) + [f"theta[{i}]" for i in np.flatnonzero(free[p:])]
-    inv = checked_inverse(info, labels, "the observed information")
+    inv = checked_inverse(-hess[np.ix_(free, free)], labels, "the observed information")
     return pd.DataFrame(inv[:p, :p], names, names)
 
 

@@ -129,9 +129,10 @@ def row_constant(family, dispersion, y, a):
     return -0.5 * np.log(2 * np.pi * dispersion / a)
 
 
-def _h(family, dispersion, y, a, off, R, v):
-    """h~(v) = sum_j l_j - v'v/2 at one point v, without the rows' constants."""
-    return row_terms(family, dispersion, y, a, off + R @ v, 0)[0].sum() - 0.5 * v @ v
+def _h_terms(family, dispersion, y, a, off, R, v):
+    """h~(v) = sum_j l_j - v'v/2 (without the rows' constants) and the rows' l', l''."""
+    l0, l1, l2 = row_terms(family, dispersion, y, a, off + R @ v, 2)
+    return l0.sum() - 0.5 * v @ v, l1, l2
 
 
 def find_mode(family, dispersion, y, a, off, R, v):
@@ -142,12 +143,12 @@ def find_mode(family, dispersion, y, a, off, R, v):
     :math:`\tilde h` does not decrease by more than rounding
     (:math:`10^{-12}\max(1, |\tilde h|)`); iteration stops once a step with
     max |step| < ``MODE_TOL`` (1 + max |v|) has been taken.  A non-finite start is replaced by 0.
+    One pass over the rows per trial point gives its value and the next step's derivatives.
     """
     q = R.shape[1]
     v = np.where(np.isfinite(v), v, 0.0)
-    f = _h(family, dispersion, y, a, off, R, v)
+    f, l1, l2 = _h_terms(family, dispersion, y, a, off, R, v)
     for _ in range(MODE_MAX_ITER):
-        _, l1, l2 = row_terms(family, dispersion, y, a, off + R @ v, 2)
         g = R.T @ l1 - v
         H = np.eye(q) - (R.T * l2) @ R
         step = np.linalg.solve(H, g)
@@ -155,13 +156,13 @@ def find_mode(family, dispersion, y, a, off, R, v):
         slack = 1e-12 * max(1.0, abs(f))  # rounding of h~ near the mode is no decrease
         for _ in range(50):
             vn = v + step
-            fn = _h(family, dispersion, y, a, off, R, vn)
+            fn, n1, n2 = _h_terms(family, dispersion, y, a, off, R, vn)
             if fn >= f - slack or (small and np.isfinite(fn)):
                 break
             step = step / 2
         else:
             return v, small
-        v, f = vn, fn
+        v, f, l1, l2 = vn, fn, n1, n2
         if small:
             return v, True
     return v, False

@@ -6,8 +6,12 @@ exact gradient and Hessian in them (:func:`evaluate_clusters`,
 
 These are the seams the distributed engines use: a site builds its own arrays
 from its rows with :func:`build_arrays` (clusters must not be split across
-sites) and answers :func:`evaluate_clusters` for its clusters; a coordinator
-sums the answers and runs :func:`pyglmm.engines.agq.optimize.maximize`.
+sites; pass the coordinator's ``coding`` so that every site codes the fixed
+effects alike), wraps them in a :class:`ClusterObjective` (which keeps its
+clusters' modes between calls) and answers ``objective(params, deriv)`` -- the
+log-likelihood, gradient and Hessian of its clusters in the optimiser's
+parameters; a coordinator sums the answers in its own ``evaluate(params,
+deriv)`` and runs :func:`pyglmm.engines.agq.optimize.maximize`.
 """
 
 from dataclasses import dataclass, field

@@ -64,8 +64,8 @@ def maximize(evaluate, x0, *, bounded=(), scale=1.0, tol=1e-10, max_iter=100, ca
     moves down below :math:`\log(0.05\,s)` (``scale`` :math:`s`) is tried at
     ``-inf``, and kept there (no longer optimised) if that does not lower the
     log-likelihood; at convergence each coordinate so fixed is tried at
-    :math:`\log(10^{-3} s)`, and freed again (once) if that raises the
-    log-likelihood.
+    :math:`\log(c\,s)`, :math:`c \in \{10^{-3}, 0.01, 0.03, 0.1\}`, and freed
+    again (once) at the best of them if that raises the log-likelihood.
 
     Parameters
     ----------
@@ -87,7 +87,7 @@ def maximize(evaluate, x0, *, bounded=(), scale=1.0, tol=1e-10, max_iter=100, ca
     """
     x = np.array(x0, dtype=np.float64)
     bounded = np.asarray(bounded, dtype=np.int64)
-    try_below, release_at = np.log(0.05 * scale), np.log(1e-3 * scale)
+    try_below, release_at = np.log(0.05 * scale), np.log(np.array([1e-3, 1e-2, 0.03, 0.1]) * scale)
     history, released = [], set()
     f, g, h = evaluate(x, 2)
     if not np.isfinite(f):
@@ -135,14 +135,17 @@ def maximize(evaluate, x0, *, bounded=(), scale=1.0, tol=1e-10, max_iter=100, ca
 
 
 def _release(evaluate, x, f, bounded, release_at, released):
-    """Free (once each) the coordinates at the boundary where ``release_at`` is better."""
+    """Free (once each) the coordinates at the boundary where one of ``release_at``
+    (logs of small scales) is better, at the best of them (Newton crawls in log
+    scale from a point far below the optimum)."""
     freed = False
     for k in bounded:
         if not np.isfinite(x[k]) and k not in released:
-            trial = x.copy()
-            trial[k] = release_at
-            f_trial = evaluate(trial, 0)[0]
-            if f_trial > f:
-                x, f, freed = trial, f_trial, True
-                released.add(int(k))
+            for value in release_at:
+                trial = x.copy()
+                trial[k] = value
+                f_trial = evaluate(trial, 0)[0]
+                if f_trial > f:
+                    x, f, freed = trial, f_trial, True
+            released.add(int(k))
     return x, f, freed

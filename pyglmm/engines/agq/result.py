@@ -42,6 +42,8 @@ class AGQResult(GLMMResult):
 
     @property
     def method(self):
+        if self.family == "gaussian":
+            return "maximum likelihood (exact integral: gaussian; residual variance profiled)"
         if self.nagq == 1:
             return "maximum likelihood (Laplace approximation)"
         return f"maximum likelihood (adaptive Gauss-Hermite quadrature, nAGQ = {self.nagq})"

@@ -69,8 +69,9 @@ def test_engine_errors_name_what_is_wrong(cbpp):
 
 
 def test_singular_fit_is_on_the_boundary_and_reported():
-    with pytest.warns(SingularFitWarning, match="'g'"):
+    with pytest.warns(SingularFitWarning, match="'g'") as record:
         res = pyglmm.glmm("y ~ x + (1|g)", binary(1), nagq=3)
+    assert record[0].filename == __file__  # attributed to the caller's line
     assert res.singular == ["g"] and res.sigma["g"] == 0.0 and res.converged
     assert np.all(res.ranef()["g"].condval == 0) and np.isfinite(res.bse).all()
     with warnings.catch_warnings():
@@ -128,3 +129,35 @@ def test_cli_refuses_crossed_options_for_agq(capsys):
     code = main(["fit", str(DATA / "agq_cbpp.csv"), "--formula", "incidence ~ C(period) + (1|herd)",
                  "--trials", "size", "--nagq", "2", "--naive"])
     assert code == 1 and "--naive" in capsys.readouterr().err
+
+
+def test_singular_random_slope_fit_has_finite_standard_errors():
+    """No slope in the data: Lambda[1, 1] goes to 0 (correlation 1), a singular fit whose
+    beta standard errors still come from the observed information."""
+    rng = np.random.default_rng(1)
+    m, n = 40, 10
+    g = np.repeat(np.arange(m), n)
+    t, x = rng.random(m * n), rng.normal(size=m * n)
+    eta = 0.2 + 0.5 * x + rng.normal(0, 1, m)[g]
+    df = pd.DataFrame({"g": g, "t": t, "x": x, "y": (rng.random(m * n) < 1 / (1 + np.exp(-eta))).astype(int)})
+    with pytest.warns(SingularFitWarning, match="'g'"):
+        res = pyglmm.glmm("y ~ x + (1 + t|g)", df)
+    cov = res.re_cov["g"].to_numpy()
+    assert res.singular == ["g"] and res.converged
+    assert abs(cov[0, 1]) == pytest.approx(np.sqrt(cov[0, 0] * cov[1, 1]), rel=1e-6)  # |corr| = 1
+    assert np.all(np.isfinite(res.bse)) and np.all(res.bse > 0)
+
+
+def test_an_option_of_the_other_engine_is_named(cbpp):
+    with pytest.raises(TypeError, match="'dispersion' is not an option of the agq engine"):
+        pyglmm.glmm("incidence ~ C(period) + (1|herd)", cbpp, trials="size", nagq=2, dispersion="fixed")
+    with pytest.raises(TypeError, match="'bogus' is not an option of the crossed engine"):
+        pyglmm.glmm("incidence ~ C(period) + (1|herd)", cbpp, trials="size", bogus=1, max_iter=3)
+
+
+def test_iteration_limit_is_reported_and_warned(cbpp):
+    from pyglmm import ConvergenceWarning
+
+    with pytest.warns(ConvergenceWarning, match="did not converge in 1 iterations"):
+        res = pyglmm.glmm("incidence ~ C(period) + (1|herd)", cbpp, trials="size", nagq=1, max_iter=1)
+    assert not res.converged and res.iterations == 1 and "NOT CONVERGED" in str(res)
