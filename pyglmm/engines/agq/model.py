@@ -116,13 +116,15 @@ def random_term(parsed):
     return term
 
 
-def build_arrays(formula, data, family, *, weights=None, trials=None, offset=None, coding=None):
+def build_arrays(formula, data, family, *, weights=None, trials=None, offset=None, coding=None,
+                 check_aliased=True):
     """The kernel's arrays (:class:`AGQArrays`) of ``formula`` on the frame ``data``.
 
     ``weights``, ``trials`` and ``offset`` are column names or per-row arrays;
     ``coding`` (a :class:`~pyglmm.data.coding.FixedCoding`) codes the fixed part
     as an earlier fit did (default: fitted to ``data``).  Errors name the column,
-    row or factor at fault.
+    row or factor at fault.  ``check_aliased=False`` skips the check that X has
+    full rank (a federated site's rows alone may not have it; the pooled X must).
     """
     parsed = parse_formula(formula)
     term = random_term(parsed)
@@ -157,7 +159,7 @@ def build_arrays(formula, data, family, *, weights=None, trials=None, offset=Non
         col = check_numeric(name, data[name].to_numpy(), role="random slope")
         check_finite(name, col, index, role="random slope")
         Z[:, j] = col
-    problems = aliased_columns(X.T @ X, list(coding.names))
+    problems = aliased_columns(X.T @ X, list(coding.names)) if check_aliased else []
     if problems:
         raise SingularMatrixError("fixed-effect columns are aliased (X'X is singular): "
                                   + "; ".join(problems))
