@@ -14,6 +14,8 @@ field              type / shape           meaning
 ``cluster``        str                    the cluster column (random intercept)
 ``order``          int                    K, 1 to 4
 ``min_size``       int                    the disclosure guard's minimum cluster size
+``coding``         object                 the fixed-effects coding (terms, levels with
+                                          their dtype), as ``FixedCoding.to_dict``
 ``columns``        list of p str          covariates (coded; no intercept)
 ``binary``         list of p bool         the column holds only 0 and 1 at this site
 ``categorical``    list of lists of int   column indices of each categorical term's dummies
@@ -43,6 +45,7 @@ import os
 
 import numpy as np
 
+from ...data.coding import FixedCoding
 from .site import MAX_ORDER, moment_index
 
 FORMAT = "pyglmm-summaries"
@@ -62,7 +65,7 @@ def build(stats, site, cluster, order, min_size):
     return {"format": FORMAT, "schema_version": SCHEMA_VERSION, "pyglmm": __version__,
             "site": str(site), "formula": f"{stats['response']} ~ {stats['fixed']}",
             "response": stats["response"], "cluster": cluster, "order": order,
-            "min_size": int(min_size), "columns": list(stats["columns"]),
+            "min_size": int(min_size), "coding": stats["coding"], "columns": list(stats["columns"]),
             "binary": list(stats["binary"]), "categorical": stats["categorical"],
             "moment_index": [list(a) for a in moment_index(p, order)], "clusters": clusters}
 
@@ -137,6 +140,12 @@ def check(d, source):
     if not all(isinstance(c, str) for c in columns):
         fail("columns", "must be a list of strings")
     p = len(columns)
+    try:
+        coding = FixedCoding.from_dict(get(d, "coding", (dict,)), "coding")
+    except ValueError as exc:
+        fail("coding", f"is malformed ({str(exc).removeprefix('model file: ')})")
+    if coding.names != ["Intercept"] + columns:
+        fail("coding", "does not give the names in 'columns' (after the intercept)")
     binary = get(d, "binary", (list,))
     if len(binary) != p or not all(isinstance(b, bool) for b in binary):
         fail("binary", f"must be a list of {p} booleans (one per column)")
@@ -151,7 +160,7 @@ def check(d, source):
     clusters = get(d, "clusters", (list,))
     if not clusters:
         fail("clusters", "is empty")
-    out.update(columns=columns, binary=binary, categorical=categorical)
+    out.update(columns=columns, binary=binary, categorical=categorical, coding=coding)
     rows = [_cluster(c, i, p, index, binary, categorical, get, fail) for i, c in enumerate(clusters)]
     ids = [r[0] for r in rows]
     if len(set(ids)) != len(ids):

@@ -140,7 +140,9 @@ def summarise(data, formula, cluster, order=3, min_size=5):
         ``response``, ``fixed`` (the fixed part of the formula), ``columns``
         (covariate names), ``binary`` (bool per column), ``categorical`` (lists of
         column indices, one per categorical term), ``labels`` (cluster labels as
-        str) and the arrays of :func:`cluster_statistics`.
+        str), ``coding`` (the fixed-effects coding as a dict,
+        :meth:`~pyglmm.data.coding.FixedCoding.to_dict`) and the arrays of
+        :func:`cluster_statistics`.
     """
     from ...data.coding import FixedCoding
     from ...data.validation import check_column_roles
@@ -168,7 +170,7 @@ def summarise(data, formula, cluster, order=3, min_size=5):
         j += width
     binary = [bool(np.isin(X[:, v], (0.0, 1.0)).all()) for v in range(X.shape[1])]
     return {"response": response, "fixed": fixed, "columns": columns, "binary": binary,
-            "categorical": categorical, "labels": labels, **stats}
+            "categorical": categorical, "labels": labels, "coding": coding.to_dict(), **stats}
 
 
 def _binary_response(col, name):
