@@ -85,7 +85,7 @@ class Problem:
         H, p = mean.shape
         self.p = p
         self.tensors = {}
-        for k in range(2, order + 1):
+        for k in range(2, order + 1 if p else 2):  # no covariates: every M_k (k > 0) is 0
             T = np.zeros((H,) + (p,) * k)
             for col, alpha in enumerate(index):
                 if len(alpha) == k:
@@ -99,7 +99,7 @@ class Problem:
         H, p = self.mean.shape
         M, dM, d2M = np.zeros((H, order + 1)), np.zeros((H, order + 1, p)), np.zeros((H, order + 1, p, p))
         M[:, 0] = self.n
-        for k in range(2, order + 1):
+        for k in range(2, order + 1 if self.tensors else 2):
             v = self.tensors[k]
             for _ in range(k - 2):
                 v = v @ beta
@@ -145,7 +145,29 @@ def _terms(problem, theta, b, order, want):
     hess[..., :p + 1, :p + 1] -= cross + np.swapaxes(cross, -1, -2)
     hess[..., 1:p + 1, 1:p + 1] -= np.einsum("khq,hkrs->hqrs", c0, d2M)
     hess[..., p + 1, p + 1] = -2 * b * b * inv_var
-    return h, grad, hess
+    return h, grad, hess, problem.events[:, None] - S1 - b * inv_var
+
+
+def _mode_terms(problem, theta, bhat, order):
+    """At the modes ``bhat`` (H,): h_bb, h_bbb (H,) and the theta-gradients of h_b and
+    h_bb (H, d), for the implicit derivatives of the modes and the scales."""
+    p = problem.p
+    beta0, beta, tau = theta[0], theta[1:1 + p], theta[1 + p]
+    inv_var = math.exp(-2 * tau)
+    M, dM, _ = problem.polynomials(beta, order)
+    D = softplus_derivatives(beta0 + problem.mean @ beta + bhat, order + 3)  # (K+4, H)
+    fact = np.array([math.factorial(k) for k in range(order + 1)])
+    c1, c2, c3 = (D[j:j + order + 1] / fact[:, None] for j in (1, 2, 3))
+    S2, S3 = np.einsum("kh,hk->h", c2, M), np.einsum("kh,hk->h", c3, M)
+    u = np.concatenate([np.ones((len(bhat), 1)), problem.mean], axis=1)
+    h_btheta, h_bbtheta = np.zeros((len(bhat), p + 2)), np.zeros((len(bhat), p + 2))
+    h_btheta[:, :p + 1] = -S2[:, None] * u
+    h_btheta[:, 1:p + 1] -= np.einsum("kh,hkp->hp", c1, dM)
+    h_btheta[:, p + 1] = 2 * bhat * inv_var
+    h_bbtheta[:, :p + 1] = -S3[:, None] * u
+    h_bbtheta[:, 1:p + 1] -= np.einsum("kh,hkp->hp", c2, dM)
+    h_bbtheta[:, p + 1] = 2 * inv_var
+    return -S2 - inv_var, -S3, h_btheta, h_bbtheta
 
 
 def modes(problem, theta, order, start=None, iterations=100):
@@ -170,8 +192,9 @@ def modes(problem, theta, order, start=None, iterations=100):
 
 
 class Objective:
-    """Minus the quadrature log-likelihood on fixed nodes, its gradient and Hessian
-    (cached per theta); :meth:`recentre` moves the nodes to the modes at theta."""
+    """Minus the adaptive-quadrature log-likelihood and its gradient (exact: the
+    nodes move with theta), and an approximate Hessian (the nodes held fixed), cached
+    per theta."""
 
     def __init__(self, problem, order, nagq):
         self.problem, self.order = problem, order
@@ -179,17 +202,15 @@ class Objective:
         self.z, self.logw = z, np.log(w) + z * z + 0.5 * math.log(2)
         self.theta, self.b = None, None
 
-    def recentre(self, theta):
-        """Adaptive nodes b_hat + sqrt(2) omega z at ``theta``."""
-        self.b, self.omega = modes(self.problem, theta, self.order, self.b)
-        self.nodes = self.b[:, None] + math.sqrt(2) * self.omega[:, None] * self.z
-        self.theta = None
-
     def evaluate(self, theta):
         theta = np.asarray(theta, dtype=np.float64)
         if self.theta is not None and np.array_equal(theta, self.theta):
             return
-        h, grad, hess = _terms(self.problem, theta, self.nodes, self.order, "theta")
+        problem, order = self.problem, self.order
+        self.b, self.omega = modes(problem, theta, order, self.b)
+        root2 = math.sqrt(2)
+        nodes = self.b[:, None] + root2 * self.omega[:, None] * self.z
+        h, grad, hess, h_b = _terms(problem, theta, nodes, order, "theta")
         logterms = h + self.logw + np.log(self.omega)[:, None]
         top = logterms.max(axis=1, keepdims=True)
         weights = np.exp(logterms - top)
@@ -197,9 +218,15 @@ class Objective:
         self.cluster_loglik = (top + np.log(total))[:, 0]
         pq = weights / total
         g = np.einsum("hq,hqd->hd", pq, grad)
-        self.grad = g.sum(axis=0)
         self.hessian = (np.einsum("hq,hqde->de", pq, hess) + np.einsum("hq,hqd,hqe->de", pq, grad, grad)
-                     - g.T @ g)
+                        - g.T @ g)
+        # the nodes b_hat + sqrt(2) omega z move with theta: implicit derivatives at the mode
+        h_bb, h_bbb, h_btheta, h_bbtheta = _mode_terms(problem, theta, self.b, order)
+        d_mode = -h_btheta / h_bb[:, None]
+        d_logomega = -0.5 * (h_bbtheta + h_bbb[:, None] * d_mode) / h_bb[:, None]
+        d_nodes = d_mode[:, None, :] + (root2 * self.omega[:, None] * self.z)[..., None] * d_logomega[:, None, :]
+        g = g + np.einsum("hq,hq,hqd->hd", pq, h_b, d_nodes) + d_logomega
+        self.grad = g.sum(axis=0)
         self.theta = theta
         self.loglik = float(self.cluster_loglik.sum())
 
@@ -215,13 +242,25 @@ class Objective:
         self.evaluate(theta)
         return -self.hessian
 
+    def information(self, theta, step=1e-5):
+        """The observed information: central differences of the exact gradient."""
+        d = len(theta)
+        out = np.zeros((d, d))
+        for i in range(d):
+            e = np.zeros(d)
+            e[i] = step
+            self.evaluate(theta + e)
+            up = self.grad.copy()
+            self.evaluate(theta - e)
+            out[i] = -(up - self.grad) / (2 * step)
+        self.evaluate(theta)
+        return (out + out.T) / 2
 
-def fit(problem, nagq, order, start, gtol=1e-6, maxiter=200, rounds=30):
-    """Maximise the order-``order`` approximate likelihood from ``start`` (theta).
 
-    Each round maximises the quadrature on fixed nodes (scipy ``trust-exact`` with
-    the analytic gradient and Hessian) and then re-centres the nodes; the fit has
-    converged when, after re-centring, the gradient's largest entry is below ``gtol``.
+def fit(problem, nagq, order, start, gtol=1e-6, maxiter=500):
+    """Maximise the order-``order`` approximate likelihood from ``start`` (theta) with
+    scipy's ``trust-exact`` (exact gradient, Hessian with the nodes held fixed); at
+    order K > 2 the order-2 maximum is the start.
 
     Returns
     -------
@@ -238,30 +277,24 @@ def fit(problem, nagq, order, start, gtol=1e-6, maxiter=200, rounds=30):
     total_iter, theta = 0, np.asarray(start, dtype=np.float64)
     for k in sorted({2, order}):
         obj = Objective(problem, k, nagq)
-        converged, message = False, f"not converged in {rounds} re-centring rounds"
-        for _ in range(rounds):
-            obj.recentre(theta)
-            obj.evaluate(theta)
-            if np.max(np.abs(obj.grad)) < gtol:
-                converged, message = True, "converged"
-                break
-            try:
-                res = minimize(obj.fun, theta, jac=obj.jac, hess=obj.hess, method="trust-exact",
-                               options={"gtol": gtol / 10, "maxiter": maxiter,
-                                        "max_trust_radius": 2.0})
-            except ValueError as exc:  # non-finite values: the approximation ran away
-                message = f"the approximate likelihood has no maximum near the start ({exc})"
-                break
-            if not np.all(np.isfinite(res.x)):
-                message = "the approximate likelihood has no maximum near the start"
-                break
-            theta, total_iter = res.x, total_iter + res.nit
-    info = -obj.hessian
+        try:
+            res = minimize(obj.fun, theta, jac=obj.jac, hess=obj.hess, method="trust-exact",
+                           options={"gtol": gtol, "maxiter": maxiter, "max_trust_radius": 2.0})
+        except ValueError as exc:  # non-finite values: the approximation ran away
+            converged, message = False, f"the approximate likelihood has no maximum near the start ({exc})"
+            break
+        theta, total_iter = res.x, total_iter + res.nit
+        obj.evaluate(theta)
+        converged = bool(np.max(np.abs(obj.grad)) < gtol * 10) and np.all(np.isfinite(theta))
+        message = "converged" if converged else f"not converged: {res.message}"
     cov = None
-    if np.all(np.isfinite(info)) and np.linalg.eigvalsh(info)[0] > 0:
-        cov = np.linalg.inv(info)
-    else:
-        converged, message = False, "the observed information is not positive definite at the estimate"
+    if converged:
+        info = obj.information(theta)
+        if np.all(np.isfinite(info)) and np.linalg.eigvalsh(info)[0] > 0:
+            cov = np.linalg.inv(info)
+        else:
+            converged, message = False, "the observed information is not positive definite at the estimate"
+    obj.evaluate(theta)
     return {"theta": theta, "cov": cov, "loglik": obj.loglik, "modes": obj.b,
             "cond_sd": obj.omega, "iterations": total_iter, "converged": converged,
             "message": message, "gradient": obj.grad}
