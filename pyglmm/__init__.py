@@ -1,7 +1,9 @@
 """pyglmm: generalized linear mixed models at scale.
 
 Crossed random-effects GLMMs at millions of rows by Schall's PQL with clubbed
-backfitting (Ghosh, Hastie & Owen 2022), on C++, numba or numpy kernels.
+backfitting (Ghosh, Hastie & Owen 2022), and maximum-likelihood GLMMs with one
+grouping factor and random slopes by adaptive Gauss-Hermite quadrature, on C++,
+numba or numpy kernels.
 
 >>> import pyglmm
 >>> res = pyglmm.glmm("y ~ x1 + x2 + (1|user) + (1|item)", df)      # doctest: +SKIP
@@ -27,7 +29,7 @@ except PackageNotFoundError:  # running from a source tree
 
 # Public names imported on first access (PEP 562): name -> module.
 _LAZY = {
-    "glmm": ".engines.crossed", "glmm_from_arrays": ".engines.crossed",
+    "glmm": ".engines.dispatch", "glmm_from_arrays": ".engines.crossed",
     "GLMMResult": ".results", "load": ".results",
     "simulate_crossed": ".simulate", "simulate_stitchfix": ".simulate",
 }

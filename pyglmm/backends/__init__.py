@@ -18,7 +18,7 @@ import importlib
 import os
 
 BACKENDS = ("cpp", "numba", "numpy")
-ENGINES = ("crossed",)
+ENGINES = ("crossed", "agq")
 _MODULES = {"cpp": "pyglmm._core", "numba": "pyglmm.engines.{engine}.kernels_numba",
             "numpy": "pyglmm.engines.{engine}.kernels_numpy"}
 
@@ -40,22 +40,24 @@ def _load(name, engine="crossed"):
     if key not in _loaded:
         try:
             mod = importlib.import_module(_MODULES[name].format(engine=engine))
+            if name == "cpp" and not hasattr(mod, engine):  # built before the engine had C++ kernels
+                raise ImportError(f"pyglmm._core has no submodule {engine!r}")
             _loaded[key] = getattr(mod, engine) if name == "cpp" else mod
         except ImportError as exc:
             _loaded[key] = exc
     return _loaded[key]
 
 
-def available_backends():
-    """Names of the backends that load on this machine, fastest first."""
-    return [name for name in BACKENDS if not isinstance(_load(name), ImportError)]
+def available_backends(engine="crossed"):
+    """Names of the backends that load on this machine for ``engine``, fastest first."""
+    return [name for name in BACKENDS if not isinstance(_load(name, engine), ImportError)]
 
 
-def _resolve(name=None):
+def _resolve(name=None, engine="crossed"):
     name = name or os.environ.get("PYGLMM_BACKEND") or None
     if name is None:  # the first that loads (numpy always does); later ones are not imported
-        return next(b for b in BACKENDS if not isinstance(_load(b), ImportError))
-    mod = _load(name)
+        return next(b for b in BACKENDS if not isinstance(_load(b, engine), ImportError))
+    mod = _load(name, engine)
     if isinstance(mod, ImportError):
         hint = {"cpp": "the C++ extension was not built (reinstall with a C++17 compiler; "
                        "PYGLMM_REQUIRE_CPP=1 makes a failed build an error)",
@@ -64,20 +66,21 @@ def _resolve(name=None):
     return name
 
 
-def backend(name=None):
-    """Name of the backend that fits use: ``name`` if given, else the active one.
+def backend(name=None, engine="crossed"):
+    """Name of the backend that fits of ``engine`` use: ``name`` if given, else the
+    active one (the first of cpp > numba > numpy that has kernels for ``engine``).
 
     Raises
     ------
     BackendUnavailableError
         If the backend asked for (by ``name`` or ``PYGLMM_BACKEND``) cannot be loaded.
     """
-    return _resolve(name)
+    return _resolve(name, engine)
 
 
 def kernels(name=None, engine="crossed"):
     """The kernel module of :func:`backend` for ``engine``."""
-    return _load(_resolve(name), engine)
+    return _load(_resolve(name, engine), engine)
 
 
 def get_num_threads():

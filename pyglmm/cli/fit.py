@@ -1,8 +1,10 @@
-"""``pyglmm fit DATA --formula F``: fit the crossed engine to a CSV or Parquet file."""
+"""``pyglmm fit DATA --formula F [--nagq K]``: fit a model to a CSV or Parquet file
+(the engine as :func:`pyglmm.glmm` chooses it, or ``--engine``)."""
 
 from ..data.readers import column_names, read_table
 from ..families import FAMILIES
-from .common import add_common, progress_to_stderr, write_json
+from ..engines.dispatch import ENGINE_CHOICES
+from .common import add_common, positive_int, progress_to_stderr, write_json
 
 
 def add_parser(sub):
@@ -18,6 +20,12 @@ def add_parser(sub):
     fit.add_argument("--trials", metavar="COL", help="column of binomial trials (response = successes)")
     fit.add_argument("--offset", metavar="COL", help="column of offsets (e.g. log exposure)")
     fit.add_argument("--naive", action="store_true", help="compare with naive regression (Sec. 6)")
+    fit.add_argument("--nagq", type=positive_int, metavar="K",
+                     help="adaptive Gauss-Hermite points per random effect (1: Laplace); implies "
+                          "the agq engine (maximum likelihood, one grouping factor)")
+    fit.add_argument("--engine", choices=ENGINE_CHOICES, default="auto",
+                     help="auto (default): agq when --nagq is given or the formula has random "
+                          "slopes, else crossed")
     fit.add_argument("--save", metavar="PATH", help="save the whole result (pyglmm.load reads it)")
     add_common(fit)
     fit.set_defaults(func=run)
@@ -25,7 +33,7 @@ def add_parser(sub):
 
 def run(args):
     from ..data.formula import parse_formula, required_columns
-    from ..engines.crossed.api import glmm
+    from ..engines.dispatch import choose_engine, glmm
 
     # only the columns the model uses; if the file lacks one, glmm names it by its role
     # from the file's (empty) columns
@@ -37,10 +45,18 @@ def run(args):
         import pandas as pd
 
         data = pd.DataFrame(columns=present)
+    engine = choose_engine(args.formula, args.engine, args.nagq)
+    if engine == "agq":
+        for flag, value in (("--dispersion", args.dispersion), ("--naive", args.naive)):
+            if value:
+                raise ValueError(f"{flag} is an option of the crossed engine, not of agq")
+        options = {"nagq": args.nagq}
+    else:
+        options = {"dispersion": args.dispersion, "compare_naive": args.naive}
     with progress_to_stderr(args.verbose):
-        res = glmm(args.formula, data, family=args.family, dispersion=args.dispersion,
-                   weights=args.weights, trials=args.trials, offset=args.offset,
-                   compare_naive=args.naive, backend=args.backend, threads=args.threads)
+        res = glmm(args.formula, data, family=args.family, engine=engine, weights=args.weights,
+                   trials=args.trials, offset=args.offset, backend=args.backend,
+                   threads=args.threads, **options)
     print(res)
     if args.json:
         write_json(res, args.json)

@@ -1,0 +1,308 @@
+r"""Maximum-likelihood fit of a GLMM with one grouping factor by adaptive
+Gauss–Hermite quadrature: :func:`glmm_agq`."""
+
+import logging
+import time
+import warnings
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+
+from ... import backends as _backend
+from ...exceptions import ConvergenceWarning, DataError, SingularFitWarning
+from ...families import get_family
+from ...results.base import RowData, compact, sigma_of
+from .model import ClusterObjective, build_arrays, evaluate_clusters
+from .optimize import maximize
+from .result import AGQResult
+
+logger = logging.getLogger("pyglmm")
+SINGULAR = 1e-4  # lme4's isSingular: a diagonal of Lambda (relative to sigma for gaussian) below this
+START_ITER = 25  # IRLS steps of the start's GLM fit
+
+
+def glmm_agq(formula, data, family="binomial", *, nagq=1, weights=None, trials=None, offset=None,
+             tol=1e-10, max_iter=100, se=True, backend=None, threads=None, callback=None):
+    r"""Fit a GLMM with one grouping factor by maximum likelihood with ``nagq``-point
+    adaptive Gauss–Hermite quadrature (glmer's ``nAGQ``).
+
+    The model, for clusters :math:`c` (the levels of the grouping factor) and
+    their rows :math:`j`:
+
+    .. math::
+
+        g(\mu_{cj}) = \eta_{cj} = o_{cj} + x_{cj}^\top\beta + z_{cj}^\top b_c, \qquad
+        b_c = \Lambda v_c,\; v_c \overset{iid}{\sim} N(0, I_q),
+
+    :math:`z_{cj}` the random intercept and slopes (``(1 + t | g)``,
+    :math:`q \le 3`), :math:`\Sigma = \Lambda\Lambda^\top` unstructured
+    through its Cholesky factor; binomial-logit (with trials), poisson-log or
+    gaussian-identity with prior weights.  It maximises
+
+    .. math::
+
+        \ell(\beta, \Lambda) = \sum_c \log \int \prod_j p(y_{cj} \mid \eta_{cj})\,
+        \phi(v)\, dv
+
+    with each integral by ``nagq`` Gauss–Hermite points per dimension placed on
+    the mode of the integrand and scaled by its curvature (tensor grid for
+    :math:`q > 1`; ``nagq = 1`` is the Laplace approximation).  For
+    :math:`q = 1` this is glmer's ``nAGQ = nagq`` objective; for :math:`q > 1`,
+    ``nagq = 1`` is glmer's Laplace fit and ``nagq > 1`` goes beyond lme4.
+    The densities include their constants, so :attr:`~AGQResult.loglik` is on
+    lme4's scale.
+
+    Optimiser: Newton on :math:`(\beta, \rho)`, :math:`\rho` the log-Cholesky
+    parameters (log of :math:`\Lambda`'s diagonal, its other entries as they
+    are), with exact gradient and Hessian and a backtracking line search
+    (:func:`pyglmm.engines.agq.optimize.maximize`); it stops when the Newton
+    decrement :math:`g^\top(-H)^{-1}g/2` falls below ``tol``.  Start: a GLM fit
+    without random effects and :math:`\Lambda = I` (gaussian:
+    :math:`\hat\sigma_{\rm OLS} I`).  A diagonal of :math:`\Lambda` that falls
+    below 0.05 (relative to :math:`\sigma` for gaussian) on its way down is
+    tried at 0 and kept there if that does not lower the log-likelihood (and
+    freed again if :math:`10^{-3}` is better at convergence); a diagonal below
+    :math:`10^{-4}` is a singular fit (lme4's ``isSingular``), reported in
+    ``result.singular`` with a :class:`~pyglmm.SingularFitWarning`.
+
+    Gaussian: the residual variance :math:`\sigma^2` is profiled out: Brent's
+    method on :math:`\log\sigma` maximises the profile log-likelihood, each
+    value a Newton fit of :math:`(\beta, \Lambda)` (warm-started); the fit is
+    lmer's ``REML = FALSE`` fit, and the standard errors come from the
+    :math:`\beta` block of the observed information given the variances (as
+    lmer's ``vcov``).
+
+    Parameters
+    ----------
+    formula : str
+        ``y ~ x1 + C(cat) + (1 + t | g)``: the fixed part as :func:`pyglmm.glmm`
+        codes it, one random-effect term ``(1|g)``, ``(1 + t|g)``, ``(t|g)`` or
+        ``(0 + t|g)`` with numeric slope columns.
+    data : pandas.DataFrame
+    family : {"binomial", "poisson", "gaussian"}
+    nagq : int
+        Quadrature points per random effect, 1 (Laplace, default) to 50; the
+        cost per cluster grows as ``nagq ** q``.
+    weights, trials, offset : str or array-like, optional
+        Prior weights, binomial trials (the response is then the number of
+        successes) and offset: column names or per-row arrays.
+    tol : float
+        Newton decrement that stops the optimiser (log-likelihood units).
+    max_iter : int
+        Newton iterations at most (reaching it is reported and warned about).
+    se : bool
+        Compute the covariance of :math:`\hat\beta` (default True).
+    backend : {"cpp", "numba", "numpy"}, optional
+        Kernel backend (default: the fastest with AGQ kernels).
+    threads : int, optional
+    callback : callable, optional
+        Called with each Newton iteration's record (a dict: ``iteration``,
+        ``loglik``, ``decrement``, ``step``, ``fixed``).
+
+    Returns
+    -------
+    AGQResult
+
+    Raises
+    ------
+    DataError
+        Input that cannot be fitted, naming the column, row or factor (also a
+        formula with no or several grouping factors, or more than 3 random
+        effects per level).
+
+    Warns
+    -----
+    ConvergenceWarning, SingularFitWarning
+    """
+    start = time.perf_counter()
+    fam = get_family(family)
+    arrays = build_arrays(formula, data, fam, weights=weights, trials=trials, offset=offset)
+    _check_response(arrays)
+    name = _backend.backend(backend, engine="agq")
+    kern = _backend.kernels(name, engine="agq")
+    if threads is not None and not (isinstance(threads, (int, np.integer)) and threads >= 1):
+        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+    threads = 1 if name == "numpy" else int(threads or _backend.get_num_threads())
+    timings = {"design": time.perf_counter() - start}
+    t0 = time.perf_counter()
+    beta0, scale = glm_start(arrays)
+    objective = ClusterObjective(kern, arrays, nagq, scale**2 if fam.name == "gaussian" else 1.0,
+                                 threads)
+    x0 = np.r_[beta0, objective.param.rho(_identity_theta(arrays.q) * scale)]
+    callback = _reporter(callback)
+    with _backend.blas_single_thread(name):
+        if fam.name == "gaussian":
+            opt = _profile_sigma(objective, x0, scale, tol, max_iter, callback)
+        else:
+            opt = _maximize(objective, x0, 1.0, tol, max_iter, callback)
+        timings["optimise"] = time.perf_counter() - t0
+        return _result(formula, arrays, objective, opt, se, name, threads, start, timings,
+                       weights, trials, offset, data)
+
+
+def _check_response(arrays):
+    fam, y = arrays.family, arrays.y
+    if fam.name == "binomial" and (np.all(y == 0) or np.all(y == 1)):
+        raise DataError(f"response {arrays.response!r} is {int(y[0])} in every row: the binomial "
+                        "model has no finite estimate")
+    if fam.name == "poisson" and np.all(y == 0):
+        raise DataError(f"response {arrays.response!r} is 0 in every row: the poisson model has "
+                        "no finite estimate")
+
+
+def _identity_theta(q):
+    return np.array([float(a == b) for a in range(q) for b in range(a + 1)])
+
+
+def glm_start(arrays):
+    r"""Start values: the GLM fit without random effects by IRLS (``START_ITER``
+    steps at most), and a scale: :math:`\hat\sigma` of that fit for gaussian, else 1."""
+    fam, X, y, a, o = arrays.family, arrays.X, arrays.y, arrays.weights, arrays.offset
+    smoothed = {"binomial": (a * y + 0.5) / (a + 1), "poisson": y + 0.1}.get(fam.name, y)
+    eta, beta = fam.linkfun(smoothed), np.zeros(arrays.p)
+    for _ in range(START_ITER):
+        mu = fam.irls_mean(eta)
+        var = fam.variance(mu)
+        sw = np.sqrt(a * var)
+        new = np.linalg.lstsq(X * sw[:, None], (eta - o + (y - mu) / var) * sw, rcond=None)[0]
+        done = np.max(np.abs(new - beta)) < 1e-8 * (1 + np.max(np.abs(new)))
+        beta, eta = new, o + X @ new
+        if done:
+            break
+    scale = 1.0
+    if fam.name == "gaussian":
+        r = y - o - X @ beta
+        scale = float(np.sqrt(max(np.sum(a * r * r) / max(len(y) - arrays.p, 1), 1e-12)))
+    return beta, scale
+
+
+def _maximize(objective, x0, scale, tol, max_iter, callback):
+    p, q = objective.arrays.p, objective.arrays.q
+    bounded = p + np.flatnonzero(objective.param.diagonal)
+    return maximize(objective, x0, bounded=bounded, scale=scale, tol=tol, max_iter=max_iter,
+                    callback=callback)
+
+
+def _profile_sigma(objective, x0, scale, tol, max_iter, callback):
+    """Gaussian: maximise the profile log-likelihood over log sigma by Brent's method."""
+    from scipy.optimize import minimize_scalar
+
+    warm = {"x": x0, "opt": None, "iterations": 0}
+
+    def negative_profile(log_sigma):
+        sigma = float(np.exp(log_sigma))
+        objective.dispersion = sigma**2
+        x = warm["x"].copy()
+        x[~np.isfinite(x)] = np.log(1e-3 * sigma)  # a fixed boundary is tried afresh
+        opt = _maximize(objective, x, sigma, tol, max_iter, None)
+        warm["x"] = opt.x
+        warm["iterations"] += opt.iterations
+        if warm["opt"] is None or opt.loglik > warm["opt"][1].loglik:
+            warm["opt"] = (sigma, opt)
+        return -opt.loglik
+
+    s0 = np.log(scale)
+    minimize_scalar(negative_profile, bracket=(s0 - 0.5, s0), method="brent",
+                    options={"xtol": 1e-9})
+    sigma, opt = warm["opt"]
+    objective.dispersion = sigma**2
+    for row in opt.history:
+        callback(row)
+    return replace(opt, iterations=warm["iterations"])  # Newton iterations of all the inner fits
+
+
+def _reporter(callback):
+    """Each Newton iteration's record to the "pyglmm" logger (INFO) and ``callback``."""
+    def report(row):
+        logger.info("Newton iteration %3d: loglik %.10g, decrement %.3g, step %g",
+                    row["iteration"], row["loglik"], row["decrement"], row["step"])
+        if callback is not None:
+            callback(row)
+    return report
+
+
+def _result(formula, arrays, objective, opt, se, name, threads, start, timings, weights, trials,
+            offset, data):
+    fam, p, q = arrays.family, arrays.p, arrays.q
+    beta, theta = opt.x[:p], objective.param.theta(opt.x[p:])
+    t0 = time.perf_counter()
+    loglik, _, hess, condvar, failed = evaluate_clusters(
+        objective.kern, arrays, beta, theta, objective.nagq, objective.modes, 2 if se else 0,
+        objective.dispersion, objective.threads)
+    sigma_res = np.sqrt(objective.dispersion) if fam.name == "gaussian" else 1.0
+    diag = theta[objective.param.diagonal]
+    singular = [arrays.group] if np.any(np.abs(diag) < SINGULAR * sigma_res) else []
+    cov = _beta_covariance(hess, p, theta, fam.name == "gaussian", arrays.fixed_names) if se else None
+    timings["covariance"] = time.perf_counter() - t0
+    from .kernels_numpy import lambda_matrix
+
+    lam = lambda_matrix(theta, q)
+    b = objective.modes @ lam.T                                   # (m, q): Lambda v
+    b_var = np.einsum("ab,cbd,ad->ca", lam, condvar, lam)         # diag(Lambda H^-1 Lambda')
+    names = arrays.random_names
+    eta = arrays.offset + arrays.X @ beta + np.einsum("nq,nq->n", arrays.Z,
+                                                      np.repeat(b, np.diff(arrays.starts), axis=0))
+    mu = fam.irls_mean(eta)  # clamped as in the crossed engine (pyglmm.families), finite V(mu)
+    deviance = fam.deviance(arrays.y, mu, arrays.weights)
+    pearson = float(np.sum(arrays.weights * (arrays.y - mu) ** 2 / fam.variance(mu)))
+    re_cov = {arrays.group: pd.DataFrame(lam @ lam.T, names, names)}
+    if names == ["(Intercept)"]:
+        b_frame = pd.Series(b[:, 0], index=arrays.levels, name=arrays.group)
+        var_frame = pd.Series(b_var[:, 0], index=arrays.levels, name=arrays.group)
+    else:
+        b_frame = pd.DataFrame(b, index=arrays.levels, columns=names)
+        var_frame = pd.DataFrame(b_var, index=arrays.levels, columns=names)
+    notes = _warn(opt, failed, singular, arrays.group)
+    y_given, index = data[arrays.response].to_numpy(), data.index
+    given = {k: (data[v].to_numpy() if isinstance(v, str) else v)
+             for k, v in (("trials", trials), ("weights", weights))}
+    rows = RowData(arrays.to_caller_order(mu), compact(y_given), compact(given["trials"]),
+                   compact(given["weights"]), index)
+    history = pd.DataFrame([{k: v for k, v in row.items() if k != "fixed"} for row in opt.history])
+    res = AGQResult(
+        formula=formula, family=fam.name, link=fam.link,
+        dispersion_mode="estimate" if fam.name == "gaussian" else "fixed",
+        coef=pd.Series(beta, index=arrays.fixed_names, name="coef"), cov=cov,
+        sigma=sigma_of(re_cov), dispersion=float(objective.dispersion),
+        b={arrays.group: b_frame}, b_var={arrays.group: var_frame},
+        re_cov=None if names == ["(Intercept)"] else re_cov, loglik=float(loglik.sum()),
+        n_obs=arrays.n, n_levels={arrays.group: arrays.m}, df_resid=0.0, pearson_chi2=pearson,
+        deviance=float(deviance), iterations=opt.iterations, converged=opt.converged and not failed,
+        singular=singular, seconds=0.0, timings=timings, backend=name, threads=threads,
+        warnings=notes, intercept=False, offset_name=offset if isinstance(offset, str) else None,
+        has_offset=offset is not None, coding=arrays.coding, rows=rows, nagq=objective.nagq,
+        history=history)
+    res.df_resid = float(arrays.n - res.df_model)
+    res.seconds = time.perf_counter() - start
+    return res
+
+
+def _beta_covariance(hess, p, theta, gaussian, names):
+    r"""cov(beta): the beta block of the inverse of minus the Hessian over beta and the
+    entries of theta off the boundary (gaussian: the inverse of the beta block)."""
+    from ...data.validation import checked_inverse
+
+    free = np.r_[np.ones(p, bool), theta != 0] if not gaussian else np.r_[np.ones(p, bool),
+                                                                           np.zeros(len(theta), bool)]
+    info = -hess[np.ix_(free, free)]
+    labels = list(names) + [f"theta[{i}]" for i in np.flatnonzero(free[p:])]
+    inv = checked_inverse(info, labels, "the observed information")
+    return pd.DataFrame(inv[:p, :p], names, names)
+
+
+def _warn(opt, failed, singular, group):
+    notes = []
+    if not opt.converged:
+        notes.append(f"Newton's method did not converge in {opt.iterations} iterations (Newton "
+                     f"decrement {opt.decrement:.3g})")
+    if failed:
+        notes.append(f"the mode search did not converge in {failed} cluster(s)")
+    for note in notes:
+        warnings.warn(note, ConvergenceWarning, stacklevel=4)
+    if singular:
+        note = (f"boundary (singular) fit: the covariance of the random effects of {group!r} is "
+                "singular (a diagonal of its Cholesky factor is ~0); consider simplifying the term")
+        warnings.warn(note, SingularFitWarning, stacklevel=4)
+        notes.append(note)
+    return notes
