@@ -190,19 +190,14 @@ def _pseudo(stats, nagq, seed):
 
     frame, residual = pseudo_frame(stats, seed)
     formula = "y ~ " + " + ".join(["1"] + list(frame.columns[2:])) + " + (1|cluster)"
-    try:
-        res = pyglmm.glmm(formula, frame, family="binomial", nagq=nagq)
-    except TypeError as exc:
-        if "nagq" not in str(exc):
-            raise
-        raise NotImplementedError("method='pseudo' needs the AGQ engine (pyglmm.glmm(..., nagq=K)), "
-                                  "which this pyglmm does not have yet; use method='direct'") from None
+    res = pyglmm.glmm(formula, frame, family="binomial", nagq=nagq, engine="agq")
     b = res.b["cluster"].reindex(stats["labels"])
     return {"coef": res.coef.to_numpy(), "cov": None if res.cov is None else res.cov.to_numpy(),
             "sigma": float(res.sigma.iloc[0]), "modes": b.to_numpy(),
             "cond_var": res.b_var["cluster"].reindex(stats["labels"]).to_numpy(),
             "loglik": res.loglik, "iterations": res.iterations, "converged": res.converged,
-            "optimizer": "; ".join(res.warnings), "match_residual": residual}
+            "optimizer": "; ".join(res.warnings) or "converged", "match_residual": residual,
+            "backend": res.backend, "threads": res.threads}
 
 
 def _result(stats, fit, method, nagq, seed, seconds):
@@ -237,7 +232,8 @@ def _result(stats, fit, method, nagq, seed, seconds):
         n_obs=n_obs, n_levels={cluster: len(levels)}, df_resid=float(n_obs - len(names) - 1),
         pearson_chi2=float("nan"), deviance=float("nan"), iterations=int(fit["iterations"]),
         converged=bool(fit["converged"]), singular=singular, seconds=seconds, timings={},
-        backend="numpy", threads=1, warnings=notes, intercept=True,
+        backend=fit.get("backend", "numpy"), threads=fit.get("threads", 1), warnings=notes,
+        intercept=True,
         coding=stats["coding"],
         loglik=float(fit["loglik"]), fit_method=method, order=int(stats["order"]), nagq=nagq,
         seed=seed, sites=list(stats["sites"]), match_residual=residual, optimizer=fit["optimizer"])

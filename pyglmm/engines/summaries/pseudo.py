@@ -151,10 +151,9 @@ def pseudo_cluster(rng, n, events, mean, y_cross, moments, index, groups):
             Wd = W[:, sub]
             _swap_descent(codes, y, Wd, cols, level_w, A, targets)
             W[:, sub] = Wd
-    discrete = set(done)
-    cont = [v for v in range(p) if v not in discrete and sd[v] > 0]
+    cont = [v for v in range(p) if v not in set(done) and sd[v] > 0]
     if not cont:
-        return y, mean + W * scale
+        return y, _unstandardise(W, mean, scale, done)
     keep = [r for r, alpha in enumerate(index) if any(v in cont for v in alpha)]
     sub = [index[r] for r in keep]
     targets = np.array([moments[r] / np.prod(scale[list(index[r])]) for r in keep])
@@ -178,7 +177,14 @@ def pseudo_cluster(rng, n, events, mean, y_cross, moments, index, groups):
                         method="lm" if equations >= unknowns else "trf",
                         ftol=1e-15, xtol=1e-15, gtol=1e-15, max_nfev=200,
                         **({} if equations >= unknowns else {"tr_solver": "lsmr"}))
-    return y, mean + fill(fit.x) * scale
+    return y, _unstandardise(fill(fit.x), mean, scale, done)
+
+
+def _unstandardise(W, mean, scale, discrete):
+    """Covariates from their standardised values; discrete columns exactly 0 or 1."""
+    X = mean + W * scale
+    X[:, discrete] = np.rint(X[:, discrete])
+    return X
 
 
 def generate(stats, index, groups, seed):
