@@ -197,13 +197,18 @@ def generate(stats, index, groups, seed):
         Response (N,), covariates (N, p), cluster code per row (N,), and each
         cluster's match residual (H,).
     """
+    from threadpoolctl import threadpool_limits
+
     rng = np.random.default_rng(seed)
     ys, Xs = [], []
-    for h in range(len(stats["n"])):
-        y, X = pseudo_cluster(rng, int(stats["n"][h]), int(stats["events"][h]), stats["mean"][h],
-                              stats["y_cross"][h], stats["moments"][h], index, groups)
-        ys.append(y)
-        Xs.append(X)
+    # the least-squares steps are small matrix-vector products: BLAS threads only spin
+    with threadpool_limits(limits=1, user_api="blas"):
+        for h in range(len(stats["n"])):
+            y, X = pseudo_cluster(rng, int(stats["n"][h]), int(stats["events"][h]),
+                                  stats["mean"][h], stats["y_cross"][h], stats["moments"][h],
+                                  index, groups)
+            ys.append(y)
+            Xs.append(X)
     codes = np.repeat(np.arange(len(ys)), stats["n"])
     y, X = np.concatenate(ys), np.concatenate(Xs)
     order = max((len(a) for a in index), default=1)
