@@ -24,3 +24,26 @@ def simulate(m=30, n_h=100, seed=0):
            + rng.normal(0, SIGMA, m)[g])
     y = (rng.random(N) < 1 / (1 + np.exp(-eta))).astype(np.int64)
     return pd.DataFrame({"cluster": g, "y": y, "x1": x1, "x2": x2, "x3": x3})
+
+
+#: The CHOP demo of the paper's repository (57 clinics, 6,330 rows): its actual-data glmer
+#: estimates (federated.md section 1b) as the truth, in the order of CHOP_FORMULA's columns.
+CHOP_BETA = np.array([-4.173, -0.163, 1.214, 0.535, 0.328, -0.253, 0.338])
+CHOP_SIGMA = 1.076
+CHOP_FORMULA = "y ~ male + C(patient_class) + drive_thru + day + age"
+
+
+def simulate_chop(seed=0, m=57, n=6330):
+    """A data set shaped like the CHOP demo: m clinics, n rows, binary gender and
+    drive-thru, a 3-level patient class, standardised pandemic day and age."""
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(m), np.diff(np.linspace(0, n, m + 1).round().astype(int)))
+    male, drive = rng.random(n) < 0.5, rng.random(n) < 0.2
+    cls = rng.choice(np.array(["inpatient", "emergency", "outpatient"]), n, p=[0.6, 0.3, 0.1])
+    day, age = rng.normal(size=n), rng.normal(size=n)
+    X = np.column_stack([male, cls == "emergency", cls == "outpatient", drive, day, age])
+    eta = CHOP_BETA[0] + X @ CHOP_BETA[1:] + rng.normal(0, CHOP_SIGMA, m)[g]
+    y = (rng.random(n) < 1 / (1 + np.exp(-eta))).astype(np.int64)
+    return pd.DataFrame({"clinic": g, "y": y, "male": male.astype(int),
+                         "patient_class": pd.Categorical(cls, ["inpatient", "emergency", "outpatient"]),
+                         "drive_thru": drive.astype(int), "day": day, "age": age})
