@@ -32,6 +32,7 @@ OLDEST_VERSION = 2  # version 1 stored the coding as a pickle: never read
 RESULT_CLASSES = {
     "crossed": ("pyglmm.engines.crossed.result", "CrossedResult"),
     "agq": ("pyglmm.engines.agq.result", "AGQResult"),
+    "summaries": ("pyglmm.engines.summaries.result", "SummariesResult"),
 }
 
 

@@ -28,10 +28,11 @@ def format_summary(res):
         *([f"  Separation: the estimates of {', '.join(map(repr, res.separation))} diverge "
            "(no finite estimate; see the warning below)"] if res.separation else []),
         "",
-        table(["", "deviance", "Pearson chi2", "Pearson chi2/df", "dispersion"],
-              [["", f"{res.deviance:.4f}", f"{res.pearson_chi2:.4f}",
-                f"{res.pearson_chi2 / res.df_resid:.4f}", f"{res.dispersion:.4f}"]], 0),
     ]
+    if res.deviance == res.deviance:  # NaN for a fit without rows (from summaries)
+        lines.append(table(["", "deviance", "Pearson chi2", "Pearson chi2/df", "dispersion"],
+                           [["", f"{res.deviance:.4f}", f"{res.pearson_chi2:.4f}",
+                             f"{res.pearson_chi2 / res.df_resid:.4f}", f"{res.dispersion:.4f}"]], 0))
     if res.loglik is not None:
         lines.append(table(["", "logLik", "AIC", "BIC"],
                            [["", f"{res.llf:.4f}", f"{res.aic:.4f}", f"{res.bic:.4f}"]], 0))

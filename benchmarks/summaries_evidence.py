@@ -1,0 +1,104 @@
+"""Evidence for the one-shot federation (issue 10): the direct and pseudo-data fits
+against the actual-data AGQ fit, by moment order K, and the coverage of 95% Wald
+intervals over replicates of the paper's design.
+
+    python benchmarks/summaries_evidence.py table [REFERENCE_DIR]   # sites_* cases if given
+    python benchmarks/summaries_evidence.py coverage REPLICATES
+
+Prints markdown tables.  The actual-data fit is pyglmm's AGQ engine (nagq = 7),
+which matches glmer nAGQ = 7 (tests/engines/agq).
+"""
+
+import pathlib
+import sys
+import warnings
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests" / "engines" / "summaries"))
+
+import pyglmm  # noqa: E402
+from paper import BETA, FORMULA, SIGMA, simulate  # noqa: E402
+from pyglmm.engines.summaries import fit_summaries, site_summary  # noqa: E402
+
+NAGQ = 7
+
+
+def _fit(df, formula, cluster, order, method, seed=0):
+    try:
+        msg = site_summary(df, formula, cluster, order)
+    except pyglmm.DataError:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return fit_summaries([msg], method=method, nagq=NAGQ, seed=seed)
+        except ValueError:
+            return None
+
+
+def _actual(df, formula, cluster):
+    return pyglmm.glmm(f"{formula} + (1|{cluster})", df, nagq=NAGQ)
+
+
+def table(reference=None):
+    cases = [(f"paper ({m}, {n})", simulate(m, n, seed=1), FORMULA, "cluster")
+             for m, n in ((30, 100), (50, 60), (100, 30))]
+    if reference:
+        for name in ("sites_m10_n500_S", "sites_m10_n500_L", "sites_m10_n30_S", "sites_m10_n30_L"):
+            df = pd.read_csv(pathlib.Path(reference) / f"{name}.csv")
+            cases.append((name, df, "y ~ " + " + ".join(df.columns[2:]), "site"))
+    print("| case | K | direct: max abs dbeta | direct: dsigma | pseudo: max abs dbeta | pseudo: dsigma "
+          "| pseudo: match residual |")
+    print("|---|---|---|---|---|---|---|")
+    for name, df, formula, cluster in cases:
+        ref = _actual(df, formula, cluster)
+        for order in (1, 2, 3, 4):
+            cells = []
+            for method in ("direct", "pseudo"):
+                res = _fit(df, formula, cluster, order, method)
+                if res is None or not res.converged:
+                    cells += ["refused" if res is None else "no maximum", ""]
+                    continue
+                cells += [f"{np.abs(res.params - ref.params).max():.4f}",
+                          f"{res.sigma.iloc[0] - ref.sigma.iloc[0]:+.4f}"]
+                if method == "pseudo":
+                    cells.append(f"{res.match_residual.max():.1e}")
+            cells += [""] * (5 - len(cells))
+            print(f"| {name} | {order} | " + " | ".join(cells) + " |", flush=True)
+
+
+def coverage(replicates, m=30, n=100):
+    fits = {"actual": None, "direct K=3": ("direct", 3), "direct K=4": ("direct", 4),
+            "pseudo K=3": ("pseudo", 3), "pseudo K=4": ("pseudo", 4)}
+    hits = {k: np.zeros(len(BETA)) for k in fits}
+    sigma = {k: [] for k in fits}
+    done = dict.fromkeys(fits, 0)
+    for r in range(replicates):
+        df = simulate(m, n, seed=1000 + r)
+        for key, how in fits.items():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                res = _actual(df, FORMULA, "cluster") if how is None else _fit(df, FORMULA, "cluster", how[1], how[0], seed=r)
+            if res is None or not res.converged or res.cov is None:
+                continue
+            ci = res.conf_int()
+            hits[key] += (ci[0].to_numpy() <= BETA) & (BETA <= ci[1].to_numpy())
+            sigma[key].append(res.sigma.iloc[0])
+            done[key] += 1
+    names = ["Intercept", "x1", "x2", "x3 b", "x3 c"]
+    print(f"Coverage of 95% Wald intervals, {replicates} replicates of (m, n_h) = ({m}, {n}):\n")
+    print("| fit | converged | " + " | ".join(names) + f" | mean sigma (true {SIGMA}) |")
+    print("|---|---|" + "---|" * len(names) + "---|")
+    for key in fits:
+        cov = hits[key] / max(done[key], 1)
+        print(f"| {key} | {done[key]} | " + " | ".join(f"{c:.2f}" for c in cov)
+              + f" | {np.mean(sigma[key]):.3f} |", flush=True)
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "table":
+        table(sys.argv[2] if len(sys.argv) > 2 else None)
+    else:
+        coverage(int(sys.argv[2]))
