@@ -31,6 +31,7 @@ OLDEST_VERSION = 2  # version 1 stored the coding as a pickle: never read
 #: Result classes by engine name (module, class): load() rebuilds the class that was saved.
 RESULT_CLASSES = {
     "crossed": ("pyglmm.engines.crossed.result", "CrossedResult"),
+    "ridge": ("pyglmm.engines.ridge.result", "RidgeResult"),
 }
 
 

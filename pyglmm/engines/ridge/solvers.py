@@ -117,17 +117,7 @@ class EStep:
     loglik: float
     edf: float = np.nan
     beta_cov: np.ndarray = None
-
-
-def cholesky_factors(Sigmas, terms):
-    """Lower Cholesky factors of the Sigmas, or SingularMatrixError naming the term."""
-    out = []
-    for S, t in zip(Sigmas, terms):
-        try:
-            out.append(np.linalg.cholesky(S))
-        except np.linalg.LinAlgError:
-            raise SingularMatrixError(f"Sigma of {t.group!r} is not positive definite") from None
-    return out
+    cond_var: list = None  # final E-step: Var(gamma_{k,g} | y) per term, m_k x q_k
 
 
 def _factor(M, names, what):
@@ -213,9 +203,9 @@ class Primal:
         tr_beta = float(np.trace(Sinv[np.ix_(pos[self.pen], pos[self.pen])])) if len(self.pen) else 0.0
         return covs, tr_beta
 
-    def estep(self, Sigmas, s2, lam, final=False):
+    def estep(self, Ls, s2, lam, final=False):
+        """The E-step at Sigma_k = Ls[k] Ls[k]' (lower Cholesky factors), sigma^2, lambda."""
         lay, kb = self.layout, self.kb
-        Ls = cholesky_factors(Sigmas, lay.terms)
         Lb, Tw = Ls[kb], self._whitening(Ls)
         m, q = len(self.ZtZ), lay.terms[kb].q
         nd = self.DtD.shape[0]
@@ -239,7 +229,8 @@ class Primal:
         ub = u - U @ delta
         rest = self.rest
         cr = cho_factor(S[np.ix_(rest, rest)], lower=True)
-        covs, tr_beta = self._cov_sums(rest, cho_solve(cr, np.eye(len(rest))), U, Minv)
+        Srinv = cho_solve(cr, np.eye(len(rest)))
+        covs, tr_beta = self._cov_sums(rest, Srinv, U, Minv)
         us = [None] * len(lay.terms)
         us[kb] = ub
         for k, s in zip(self.others, self.starts):
@@ -268,6 +259,23 @@ class Primal:
             out.edf = float(lay.X.shape[1] + lay.n_random - tr_full)
             p = lay.X.shape[1]
             out.beta_cov = Sinv[:p, :p]
+            out.cond_var = self._cond_var(Ls, Srinv, U, Minv)
+        return out
+
+    def _cond_var(self, Ls, Srinv, U, Minv):
+        """Var(gamma_{k,g} | y, beta_u) per level: diag of L (Cov u_g) L'."""
+        lay, rest = self.layout, self.rest
+        Ur = U[:, :, rest]
+        pos = np.full(len(self.unpen), -1)
+        pos[rest] = np.arange(len(rest))
+        out = [None] * len(lay.terms)
+        cov_b = Minv + np.einsum("iqa,ab,irb->iqr", Ur, Srinv, Ur, optimize=True)
+        out[self.kb] = np.einsum("ja,iab,jb->ij", Ls[self.kb], cov_b, Ls[self.kb])
+        for k, s in zip(self.others, self.starts):
+            t = lay.terms[k]
+            j = pos[s: s + t.m * t.q]
+            blocks = np.einsum("iaib->iab", Srinv[np.ix_(j, j)].reshape(t.m, t.q, t.m, t.q))
+            out[k] = np.einsum("ja,iab,jb->ij", Ls[k], blocks, Ls[k])
         return out
 
 
@@ -284,9 +292,9 @@ class Dual:
         self.unames = [n for n, pen in zip(lay.names, lay.penalized) if not pen]
         self.masks = [t.codes[:, None] == t.codes[None, :] for t in lay.terms]
 
-    def estep(self, Sigmas, s2, lam, final=False):
+    def estep(self, Ls, s2, lam, final=False):
+        """The E-step at Sigma_k = Ls[k] Ls[k]' (lower Cholesky factors), sigma^2, lambda."""
         lay, n, pp = self.layout, self.layout.n, self.layout.p_pen
-        Ls = cholesky_factors(Sigmas, lay.terms)
         C = s2 * np.eye(n)
         if pp:
             C += (s2 / lam) * self.K
@@ -327,6 +335,15 @@ class Dual:
             Ainv = cho_solve(cA, np.eye(len(A)))
             out.edf = float(n - s2 * (tr_cinv - np.sum(Ainv * (CiXu.T @ CiXu))))
             out.beta_cov = self._beta_cov(Cinv, CiXu, Ainv, s2, lam)
+            out.cond_var = []
+            for L, t in zip(Ls, lay.terms):
+                Sig = L @ L.T
+                cv = np.empty((t.m, t.q))
+                for g in range(t.m):
+                    rows = np.flatnonzero(t.codes == g)
+                    ZS = t.Z[rows] @ Sig
+                    cv[g] = np.diag(Sig) - np.einsum("ra,rs,sa->a", ZS, Cinv[np.ix_(rows, rows)], ZS)
+                out.cond_var.append(cv)
         return out
 
     def _beta_cov(self, Cinv, CiXu, Ainv, s2, lam):
