@@ -104,7 +104,7 @@ class Layout:
 
 @dataclass
 class EStep:
-    """What one E-step returns (see the module docstring).  ``T[k]`` is
+    r"""What one E-step returns (see the module docstring).  ``T[k]`` is
     :math:`L_k^{-1} S_k L_k^{-\top}` for :math:`\Sigma_k = L_kL_k^\top`: the
     second moments of the whitened effects :math:`u = L^{-1}\gamma`, computed
     without :math:`\Sigma^{-1}` (accurate when :math:`\Sigma` is nearly singular)."""
