@@ -6,9 +6,9 @@ import warnings
 
 from .. import backends as _backend
 from ..exceptions import DataError
-from . import demo, fit, predict
+from . import demo, fit, fit_ridge, predict
 
-SUBCOMMANDS = (fit, predict, demo)
+SUBCOMMANDS = (fit, predict, demo, fit_ridge)
 
 
 def build_parser():

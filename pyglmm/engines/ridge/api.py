@@ -129,8 +129,9 @@ def _check_columns(parsed, data):
     for rt in parsed.random:
         for c in (rt.group, *rt.slopes):
             if c not in data.columns:
-                raise DataError(f"column {c!r} of the random-effect term "
-                                f"({' + '.join(rt.names)} | {rt.group}) is not in the data")
+                effects = " + ".join(("1" if rt.intercept else "0",) + rt.slopes)
+                raise DataError(f"column {c!r} of the random-effect term ({effects} | {rt.group}) "
+                                "is not in the data")
     check_column_roles(data, parsed.response, parsed.groups,
                        [c for c in required_columns(parsed) if c not in (parsed.response, *parsed.groups)])
 

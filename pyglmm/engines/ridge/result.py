@@ -12,6 +12,9 @@ from ...results.base import GLMMResult
 from ...results.io import float_matrix
 
 
+BRIEF = ("lambda", "b", "residual_sd", "edf", "solver")
+
+
 @dataclass(repr=False)
 class RidgeResult(GLMMResult):
     r"""A linear mixed model with a ridge prior on the fixed effects and an
@@ -83,11 +86,22 @@ class RidgeResult(GLMMResult):
             lines.append(f"  target A of {f!r}: diag " + ", ".join(f"{v:.4g}" for v in np.diag(A)))
         return super().summary() + "\n\n" + "\n".join(lines)
 
+    def to_dict(self, full=False):
+        """:meth:`GLMMResult.to_dict`; the brief form adds ``lambda``, ``b``, ``Sigma``
+        (the random-effect covariance as nested lists, effects in the term's order; with
+        several random terms a list of them in formula order), ``residual_sd``, ``edf``
+        and ``solver`` (``loglik`` is lme4's ML scale)."""
+        out = super().to_dict(full)
+        if full:
+            return out
+        mats = [c.to_numpy(np.float64).tolist() for c in self.re_cov.values()]
+        return {**out, **{k: v for k, v in self.extra_to_dict().items() if k in BRIEF},
+                "Sigma": mats[0] if len(mats) == 1 else mats}
+
     def extra_to_dict(self):
         return {
             "lambda": None if self.lam is None else float(self.lam), "b": float(self.b_weight),
             "A": {f: a.to_numpy(np.float64).tolist() for f, a in self.A.items()},
-            "Sigma": {f: c.to_numpy(np.float64).tolist() for f, c in self.re_cov.items()},
             "residual_sd": self.residual_sd, "penalized": list(self.penalized),
             "edf": float(self.edf), "solver": self.solver, "lam_auto": bool(self.lam_auto),
             "b_auto": bool(self.b_auto),
