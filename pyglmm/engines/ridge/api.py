@@ -109,7 +109,7 @@ def ridge_lmm(formula, data, *, lam="auto", b="auto", A=None, unpenalized=(), so
     targets = _targets(A, terms, y)
     b_value = _b(b)
     sname = choose_solver(layout, solver)
-    sol = make_solver(layout, sname, kern)
+    sol = make_solver(layout, sname, kern, _backend.get_num_threads())
     start = _start(layout, targets, lam_fixed)
     b_search = pd.DataFrame(columns=["b", "log_evidence"])
     # small dense algebra throughout: BLAS threads only spin against each other (100x slower

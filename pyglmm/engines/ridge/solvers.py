@@ -136,8 +136,9 @@ def choose_solver(layout, solver="auto"):
     return solver
 
 
-def make_solver(layout, name, kernels):
-    return (Primal if name == "primal" else Dual)(layout, kernels)
+def make_solver(layout, name, kernels, threads=1):
+    """The E-step solver ``name`` on ``layout`` with a backend's kernel module."""
+    return (Primal if name == "primal" else Dual)(layout, kernels, threads)
 
 
 class Primal:
@@ -147,8 +148,9 @@ class Primal:
 
     name = "primal"
 
-    def __init__(self, layout, kernels):
-        self.layout, self.kernels = lay, kern = layout, kernels
+    def __init__(self, layout, kernels, threads=1):
+        self.layout, self.kernels, self.threads = layout, kernels, threads
+        lay, kern = layout, kernels
         self.kb = int(np.argmax([t.m * t.q for t in lay.terms]))
         block = lay.terms[self.kb]
         order = np.argsort(block.codes, kind="stable")
@@ -171,7 +173,7 @@ class Primal:
                                          for g in range(lay.terms[k].m) for n in lay.terms[k].names]
         Ds, ys = np.ascontiguousarray(D[order]), lay.y[order]
         Zs = np.ascontiguousarray(block.Z[order])
-        self.ZtZ, self.ZtD, self.Zty = kern.group_reductions(offsets, Zs, Ds, ys)
+        self.ZtZ, self.ZtD, self.Zty = kern.group_reductions(offsets, Zs, Ds, ys, threads)
         self.DtD, self.Dty, self.yty = D.T @ D, D.T @ lay.y, float(lay.y @ lay.y)
         self.unpen = np.zeros(start, dtype=bool)
         self.unpen[:p] = ~lay.penalized
@@ -213,7 +215,8 @@ class Primal:
         Zty = self.Zty @ Lb / s2
         M = np.einsum("ji,mjk,kl->mil", Lb, self.ZtZ, Lb, optimize=True) / s2 + np.eye(q)
         rhs = np.concatenate([ZtD, Zty[:, :, None], np.broadcast_to(np.eye(q), (m, q, q))], axis=2)
-        sol, logdet_M = self.kernels.batched_spd_solve(M, np.ascontiguousarray(rhs))
+        sol, logdet_M = self.kernels.batched_spd_solve(np.ascontiguousarray(M), np.ascontiguousarray(rhs),
+                                                        self.threads)
         if not np.all(np.isfinite(logdet_M)):
             bad = int(np.flatnonzero(~np.isfinite(logdet_M))[0])
             raise SingularMatrixError(f"the conditional precision of level {bad} of "
@@ -284,7 +287,7 @@ class Dual:
 
     name = "dual"
 
-    def __init__(self, layout, kernels):
+    def __init__(self, layout, kernels, threads=1):
         self.layout = lay = layout
         Xp = lay.X[:, lay.penalized]
         self.K = Xp @ Xp.T
