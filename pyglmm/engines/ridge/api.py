@@ -20,6 +20,7 @@ from .laplace import choose_b
 from .result import RidgeResult
 from .solvers import Layout, Term, choose_solver, make_solver
 
+LAM_BOUNDARY = 1e-6  # an empirical-Bayes lambda below this sits on its boundary 0
 SINGULAR_TOL = 1e-4  # a diagonal entry of chol(Sigma)/sigma below this: singular fit (lme4's rule)
 
 
@@ -247,6 +248,11 @@ def _result(parsed, coding, layout, fit, targets, centre, scale, y, index, b_val
     warn = []
     if not fit.converged:
         warn.append(f"the fit did not converge (largest gradient per row {fit.history[-1]:.2g})")
+        warnings.warn(warn[-1], ConvergenceWarning, stacklevel=3)
+    if layout.p_pen and lam_auto and st.lam < LAM_BOUNDARY:
+        warn.append(f"lambda went to its boundary 0 ({st.lam:.2g}): the marginal likelihood does not "
+                    "separate the residual variance from the penalised fixed effects (typical when "
+                    "p >= N and X'X is nearly spherical); give lam a value")
         warnings.warn(warn[-1], ConvergenceWarning, stacklevel=3)
     if singular:
         warn.append(f"singular fit: the random-effect covariance of {', '.join(map(repr, singular))} "

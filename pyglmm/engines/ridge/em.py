@@ -191,11 +191,16 @@ class EM:
         parts.append([-d_tau] if self.free_lam else [])
         return np.concatenate(parts)
 
-    def em_steps(self, state, n_steps):
-        """``n_steps`` plain EM steps from ``state`` (each increases J)."""
-        for _ in range(n_steps):
-            state = self.mstep(state, self.evaluate(state)[0])
-        return state
+    def em_steps(self, state, n_steps, rtol=1e-9):
+        """Up to ``n_steps`` plain EM steps from ``state`` (each increases J), fewer
+        once J changes by less than ``rtol`` (relative); returns (state, steps)."""
+        last = -np.inf
+        for k in range(n_steps):
+            e, obj = self.evaluate(state)
+            if abs(obj - last) < rtol * abs(obj):
+                return state, k
+            state, last = self.mstep(state, e), obj
+        return state, n_steps
 
     def _jacobian_vector(self):
         """d log|J|/dphi (constant): (q - j + 2) on the log-diagonal of each L_k
@@ -226,15 +231,15 @@ class EM:
         phi = pack(state, self.qs, self.free_lam)
         return _fd_hessian(lambda x: self.value_grad(x)[1], phi, h)
 
-    def run(self, state, tol=1e-10, max_iter=200, warmup=10):
-        """``warmup`` EM steps, then Newton trust-region steps (scipy's
+    def run(self, state, tol=1e-10, max_iter=200, warmup=30):
+        """Up to ``warmup`` EM steps (cheap: one E-step each), then Newton trust-region steps (scipy's
         ``trust-exact``) on -J/N with the exact gradient and its central-difference
         Jacobian as Hessian, until the gradient is below ``tol`` (per row).
         Converged: scipy's test passed, or the gradient per row is below 1e-6."""
         from scipy.optimize import minimize
 
-        state = self.em_steps(state, warmup)
-        n, memo, evals = self.layout.n, {}, [0]
+        state, steps = self.em_steps(state, warmup)
+        n, memo, evals = self.layout.n, {}, [steps]
 
         def fg(phi):
             key = phi.tobytes()
@@ -246,8 +251,17 @@ class EM:
                     memo.pop(next(iter(memo)))
             return memo[key]
 
-        opt = minimize(lambda x: fg(x)[0], pack(state, self.qs, self.free_lam),
-                       jac=lambda x: fg(x)[1], hess=lambda x: _fd_hessian(lambda z: fg(z)[1], x),
+        stalled = []
+
+        def stop_when_stalled(intermediate_result):
+            # J flat to rounding for 3 iterations (a drift along a flat ridge, such as
+            # lambda -> 0 when p >= N): stop there
+            stalled.append(intermediate_result.fun)
+            if len(stalled) > 3 and stalled[-4] - stalled[-1] < 1e-13 * (1 + abs(stalled[-1])):
+                raise StopIteration
+
+        opt = minimize(lambda x: fg(x)[0], pack(state, self.qs, self.free_lam), callback=stop_when_stalled,
+                       jac=lambda x: fg(x)[1], hess=lambda x: _fd_hessian(lambda z: fg(z)[1], x, central=False),
                        method="trust-exact", options={"gtol": tol, "maxiter": max_iter})
         state = unpack(opt.x, self.qs, self.lam_fixed)
         e, obj = self.evaluate(state, final=True)
@@ -256,14 +270,17 @@ class EM:
             jv = self._jacobian_vector()
             obj, grad = obj + jv @ opt.x, grad + jv
         gmax = float(np.max(np.abs(grad)) / n)
-        return EMResult(state, e, obj, warmup + evals[0], bool(opt.success) or gmax < 1e-6,
+        return EMResult(state, e, obj, evals[0], bool(opt.success) or gmax < 1e-6,
                         [opt.message, gmax])
 
 
-def _fd_hessian(grad, phi, h=1e-5):
+def _fd_hessian(grad, phi, h=1e-5, central=True):
+    """Finite-difference Jacobian of ``grad`` at phi, symmetrised: central (2d
+    gradients, for the Laplace evidence) or forward (d more, enough for Newton steps)."""
     H = np.empty((len(phi), len(phi)))
+    g0 = None if central else grad(phi)
     for j in range(len(phi)):
         d = np.zeros(len(phi))
         d[j] = h
-        H[:, j] = (grad(phi + d) - grad(phi - d)) / (2 * h)
+        H[:, j] = (grad(phi + d) - grad(phi - d)) / (2 * h) if central else (grad(phi + d) - g0) / h
     return 0.5 * (H + H.T)
