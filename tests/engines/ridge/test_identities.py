@@ -67,10 +67,11 @@ def test_gradient_matches_central_differences(solver, lam):
     np.testing.assert_allclose(grad, fd, atol=2e-6)  # measured 6e-8
 
 
-def test_fit_is_the_em_fixed_point_and_the_direct_maximum():
+@pytest.mark.parametrize("lam", [None, 3.0])
+def test_fit_is_the_em_fixed_point_and_the_direct_maximum(lam):
     lay = problem(seed=3, two_terms=False)
     priors = [Prior(0.25, np.diag([0.5, 0.2]))]
-    em = EM(make_solver(lay, "primal", kernels_numpy), priors, None)
+    em = EM(make_solver(lay, "primal", kernels_numpy), priors, lam)
     fit = em.run(State([np.eye(2)], 1.0, 1.0))
     assert fit.converged
     # one more EM step moves nothing
@@ -80,13 +81,13 @@ def test_fit_is_the_em_fixed_point_and_the_direct_maximum():
 
     # direct maximisation of the dense log-likelihood + IW log kernel over (L, log s2, log lam)
     def negative(phi):
-        st = unpack(phi, [2], None)
+        st = unpack(phi, [2], lam)
         return -(dense_loglik(lay, st.Sigmas, st.s2, st.lam)[0] + priors[0].log_kernel(st.Sigmas[0], 9))
 
-    opt = minimize(negative, pack(State([np.eye(2)], 1.0, 1.0), [2], True), method="Nelder-Mead",
+    opt = minimize(negative, pack(State([np.eye(2)], 1.0, lam or 1.0), [2], lam is None), method="Nelder-Mead",
                    options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 20000, "maxfev": 20000})
     assert -opt.fun == pytest.approx(fit.objective, abs=1e-7)  # measured 2e-11
-    direct = unpack(opt.x, [2], None)
+    direct = unpack(opt.x, [2], lam)
     np.testing.assert_allclose(direct.Sigmas[0], fit.state.Sigmas[0], rtol=1e-4)  # measured 1e-6
     assert direct.lam == pytest.approx(fit.state.lam, rel=1e-4)
 
