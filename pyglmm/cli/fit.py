@@ -2,7 +2,7 @@
 
 from ..data.readers import column_names, read_table
 from ..families import FAMILIES
-from .common import add_common, progress_to_stderr, write_json
+from .common import add_common, emit, progress_to_stderr
 
 
 def add_parser(sub):
@@ -41,9 +41,5 @@ def run(args):
         res = glmm(args.formula, data, family=args.family, dispersion=args.dispersion,
                    weights=args.weights, trials=args.trials, offset=args.offset,
                    compare_naive=args.naive, backend=args.backend, threads=args.threads)
-    print(res)
-    if args.json:
-        write_json(res, args.json)
-    if args.save:
-        res.save(args.save)
+    emit(res, args)
     return 0

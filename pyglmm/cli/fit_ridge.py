@@ -4,7 +4,7 @@ priors, :func:`pyglmm.ridge_lmm`) on a CSV or Parquet file."""
 import argparse
 
 from ..data.readers import column_names, read_table
-from .common import add_common, write_json
+from .common import add_common, emit
 
 
 def auto_or_number(text):
@@ -52,9 +52,5 @@ def run(args):
         _backend.set_num_threads(args.threads)
     res = ridge_lmm(args.formula, data, lam=args.lam, b=args.b, A=args.target,
                     unpenalized=args.unpenalized, solver=args.solver, backend=args.backend)
-    print(res)
-    if args.json:
-        write_json(res, args.json)
-    if args.save:
-        res.save(args.save)
+    emit(res, args)
     return 0
