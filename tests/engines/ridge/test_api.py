@@ -103,3 +103,19 @@ def test_bad_data(single25, change, error, names):
 def test_bad_options(single25, options, names):
     with pytest.raises(ValueError, match=names):
         pyglmm.ridge_lmm(FORMULA, single25, **{"b": 0.2, **options})
+
+
+def test_two_random_terms_primal_equals_dual():
+    rng = np.random.default_rng(11)
+    n = 150
+    g, h, t = rng.integers(0, 12, n), rng.integers(0, 5, n), rng.uniform(0, 1, n)
+    x = rng.normal(size=(n, 3))
+    y = x @ [0.5, -0.2, 0.1] + rng.normal(size=12)[g] * (1 + t) + rng.normal(size=5)[h] + rng.normal(size=n)
+    df = pd.DataFrame({"y": y, "t": t, "g": g, "h": h, "x0": x[:, 0], "x1": x[:, 1], "x2": x[:, 2]})
+    formula = "y ~ x0 + x1 + x2 + t + (1 + t | g) + (1 | h)"
+    fits = [pyglmm.ridge_lmm(formula, df, b=0.2, solver=s) for s in ("primal", "dual")]
+    assert fits[0].solver == "primal" and set(fits[0].re_cov) == {"g", "h"}
+    np.testing.assert_allclose(fits[0].params, fits[1].params, atol=1e-6)
+    for f in ("g", "h"):
+        np.testing.assert_allclose(fits[0].re_cov[f], fits[1].re_cov[f], rtol=1e-5)
+    assert np.shape(fits[0].to_dict()["Sigma"][1]) == (1, 1)  # a list of matrices, formula order
