@@ -23,8 +23,15 @@ complete-data log posterior is maximised by
 
     \Sigma_k \leftarrow b_k A_k + (1 - b_k)\, S_k / m_k, \qquad
     \sigma^2 \leftarrow \frac{R + \lambda B}{N + p_p} \;(\lambda \text{ fixed}), \qquad
-    \sigma^2 \leftarrow \frac{R}{N},\; \lambda \leftarrow \frac{p_p R}{N B}
+    \sigma^2 \leftarrow \frac{R}{N - 1},\; \lambda \leftarrow \frac{p_p R}{(N - 1) B}
     \;(\lambda \text{ by empirical Bayes}).
+
+When :math:`\lambda` is chosen by empirical Bayes, :math:`J` gains :math:`\log\sigma`:
+the talk integrates :math:`\sigma` with the other parameters (Laplace), and under a
+flat prior on :math:`\sigma` the Laplace factor is :math:`\propto\hat\sigma`.  Without
+it, when :math:`p \ge N` and :math:`X^\top X` is nearly spherical, the marginal
+likelihood rises (by hundredths) all the way to :math:`\sigma^2 \to 0,\ \lambda \to 0`,
+where the data are fitted by the penalised columns alone.
 
 (The last pair: with :math:`\tau^2 = \sigma^2/\lambda` the expected
 complete-data log-likelihood separates into :math:`-\tfrac N2\log\sigma^2 -
@@ -153,8 +160,11 @@ class EM:
         self.qs = [t.q for t in self.layout.terms]
 
     def objective(self, state, e):
-        return e.loglik + sum(pr.log_kernel(S, t.m) for pr, S, t in
-                              zip(self.priors, state.Sigmas, self.layout.terms))
+        """J, plus log sigma when lambda is chosen by empirical Bayes (sigma integrated
+        under a flat prior, see the module docstring)."""
+        return (e.loglik + sum(pr.log_kernel(S, t.m) for pr, S, t in
+                               zip(self.priors, state.Sigmas, self.layout.terms))
+                + (0.5 * np.log(state.s2) if self.free_lam else 0.0))
 
     def evaluate(self, state, final=False):
         e = self.solver.estep(state.factors(), state.s2, state.lam, final=final)
@@ -167,7 +177,7 @@ class EM:
             Sigmas.append(pr.b * pr.A + (1 - pr.b) * (L @ T @ L.T) / t.m)
         n, pp = lay.n, lay.p_pen
         if self.free_lam:
-            return State(Sigmas, e.R / n, pp * e.R / (n * e.B))
+            return State(Sigmas, e.R / (n - 1), pp * e.R / ((n - 1) * e.B))
         lam = state.lam
         s2 = (e.R + lam * e.B) / (n + pp) if pp else e.R / n
         return State(Sigmas, s2, lam)
@@ -185,7 +195,7 @@ class EM:
             g[i == j] *= L[i, j][i == j]
             parts.append(g)
         n, pp = lay.n, lay.p_pen
-        d_s2 = 0.5 * e.R / state.s2 - 0.5 * n
+        d_s2 = 0.5 * e.R / state.s2 - 0.5 * (n - 1 if self.free_lam else n)
         d_tau = 0.5 * state.lam * e.B / state.s2 - 0.5 * pp if pp else 0.0
         parts.append([d_s2 + d_tau])
         parts.append([-d_tau] if self.free_lam else [])
