@@ -19,6 +19,7 @@
 #include "common/checks.hpp"
 #include "agq/kernels.hpp"
 #include "crossed/kernels.hpp"
+#include "ridge/kernels.hpp"
 
 namespace py = pybind11;
 
@@ -556,4 +557,53 @@ PYBIND11_MODULE(_core, m) {
      py::arg("nodes"), py::arg("gh_weights"), py::arg("modes"), py::arg("deriv"),
      py::arg("loglik_out"), py::arg("grad_out"), py::arg("hess_out"), py::arg("condvar_out"),
      py::arg("nthreads"));
+
+  py::module_ ridge = m.def_submodule("ridge", "Kernels of the ridge LMM engine (csrc/ridge/kernels.hpp).");
+
+  ridge.def("group_reductions", [](py::array offsets, py::array Z, py::array D, py::array y,
+                                   int nthreads) {
+    threads(nthreads);
+    const double* pz = in<double>(Z, "Z", {-1, -1});
+    const int64_t n = Z.shape(0), q = Z.shape(1);
+    const double* pd = in<double>(D, "D", {n, -1});
+    const int64_t p = D.shape(1);
+    const double* py_ = in<double>(y, "y", {n});
+    const int64_t* po = in<int64_t>(offsets, "offsets", {-1});
+    const int64_t m = offsets.shape(0) - 1;
+    if (m < 0) fail("offsets", "must hold at least one entry");
+    if (po[0] != 0) fail("offsets", "must start at 0, got " + to_string(po[0]));
+    for (int64_t i = 0; i < m; ++i)
+      if (po[i + 1] < po[i])
+        fail("offsets", "decrease at position " + to_string(i + 1) + " (" + to_string(po[i]) +
+                            " then " + to_string(po[i + 1]) + ")");
+    if (po[m] != n) fail("offsets", "must end at the number of rows len(Z) = " + to_string(n) +
+                                        ", got " + to_string(po[m]));
+    py::array_t<double> ZtZ({m, q, q}), ZtD({m, q, p}), Zty({m, q});
+    double *a = ZtZ.mutable_data(), *b = ZtD.mutable_data(), *c = Zty.mutable_data();
+    {
+      py::gil_scoped_release release;
+      pyglmm::ridge::group_reductions(m, po, q, p, pz, pd, py_, a, b, c, nthreads);
+    }
+    return py::make_tuple(ZtZ, ZtD, Zty);
+  }, "Per-group Z_i'Z_i, Z_i'D_i, Z_i'y_i of rows sorted by group (offsets).",
+     py::arg("offsets"), py::arg("Z"), py::arg("D"), py::arg("y"), py::arg("nthreads") = 1);
+
+  ridge.def("batched_spd_solve", [](py::array M, py::array R, int nthreads) {
+    threads(nthreads);
+    const double* pm = in<double>(M, "M", {-1, -1, -1});
+    const int64_t m = M.shape(0), q = M.shape(1);
+    if (M.shape(2) != q) fail("M", "blocks must be square, got " + to_string(q) + " x " + to_string(M.shape(2)));
+    const double* pr = in<double>(R, "R", {m, q, -1});
+    const int64_t k = R.shape(2);
+    for (int64_t i = 0; i < m * q * q; ++i)
+      if (!std::isfinite(pm[i])) fail("M", "holds a non-finite value in block " + to_string(i / (q * q)));
+    py::array_t<double> X({m, q, k}), logdet(m);
+    double *px = X.mutable_data(), *pl = logdet.mutable_data();
+    {
+      py::gil_scoped_release release;
+      pyglmm::ridge::batched_spd_solve(m, q, k, pm, pr, px, pl, nthreads);
+    }
+    return py::make_tuple(X, logdet);
+  }, "X_i = M_i^{-1} R_i by Cholesky per block; logdet (NaN where M_i is not positive definite).",
+     py::arg("M"), py::arg("R"), py::arg("nthreads") = 1);
 }

@@ -30,12 +30,13 @@ except PackageNotFoundError:  # running from a source tree
 # Public names imported on first access (PEP 562): name -> module.
 _LAZY = {
     "glmm": ".engines.dispatch", "glmm_from_arrays": ".engines.crossed",
+    "ridge_lmm": ".engines.ridge",
     "GLMMResult": ".results", "load": ".results",
     "simulate_crossed": ".simulate", "simulate_stitchfix": ".simulate",
 }
 
 __all__ = [
-    "glmm", "glmm_from_arrays", "GLMMResult", "load",
+    "glmm", "glmm_from_arrays", "ridge_lmm", "GLMMResult", "load",
     "backend", "available_backends", "get_num_threads", "set_num_threads",
     "BackendUnavailableError", "ConvergenceWarning", "DataError", "SeparationWarning",
     "SingularFitWarning", "SingularMatrixError",

@@ -18,7 +18,7 @@ import importlib
 import os
 
 BACKENDS = ("cpp", "numba", "numpy")
-ENGINES = ("crossed", "agq")
+ENGINES = ("crossed", "agq", "ridge")
 _MODULES = {"cpp": "pyglmm._core", "numba": "pyglmm.engines.{engine}.kernels_numba",
             "numpy": "pyglmm.engines.{engine}.kernels_numpy"}
 

@@ -6,9 +6,9 @@ import warnings
 
 from .. import backends as _backend
 from ..exceptions import DataError
-from . import demo, fit, fit_federated, fit_summaries, predict, site_summary
+from . import demo, fit, fit_federated, fit_ridge, fit_summaries, predict, site_summary
 
-SUBCOMMANDS = (fit, predict, demo, fit_federated, site_summary, fit_summaries)
+SUBCOMMANDS = (fit, predict, demo, fit_federated, site_summary, fit_summaries, fit_ridge)
 
 
 def build_parser():

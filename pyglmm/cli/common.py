@@ -34,6 +34,15 @@ def write_json(res, path):
         json.dump(res.to_dict(), fh, indent=1)
 
 
+def emit(res, args):
+    """Print a fit's summary, then write ``--json`` and ``--save`` if asked for."""
+    print(res)
+    if args.json:
+        write_json(res, args.json)
+    if args.save:
+        res.save(args.save)
+
+
 def positive_int(text):
     value = int(text)
     if value < 1:

@@ -33,6 +33,7 @@ RESULT_CLASSES = {
     "crossed": ("pyglmm.engines.crossed.result", "CrossedResult"),
     "agq": ("pyglmm.engines.agq.result", "AGQResult"),
     "summaries": ("pyglmm.engines.summaries.result", "SummariesResult"),
+    "ridge": ("pyglmm.engines.ridge.result", "RidgeResult"),
 }
 
 
