@@ -17,8 +17,8 @@ from ...data.coding import FixedCoding
 from ...data.formula import parse_formula, required_columns
 from ...data.validation import check_column_roles, named_column
 from ...results.base import RowData, compact
-from .degenerate import check_response_varies
 from .inference import beta_covariance, naive_comparison
+from .passes import passes_of
 from .result import CrossedResult
 from .schall import BOUNDARY, FitOptions, fit_schall, level_precision
 
@@ -251,18 +251,22 @@ def _kernels(backend, threads):
 
 def _fit(d, fam, formula, start, opts, se, compare_naive, name, kern, threads, callback, given,
          **predict_info):
-    """Schall's loop, covariance, naive comparison and the result; ``given`` holds the
-    caller's (y, trials, weights, row index) for the per-row outputs."""
-    check_response_varies(d, fam)
+    """Schall's loop, covariance, naive comparison and the result; ``d`` is a Design or
+    the :class:`~pyglmm.engines.crossed.passes.RowPasses` of rows elsewhere (then ``given``
+    is None: no per-row outputs), ``given`` the caller's (y, trials, weights, row index)
+    for the per-row outputs."""
+    passes = passes_of(d, kern, threads)
+    d = passes.d
+    passes.check_response(fam)
     timings = {"design": time.perf_counter() - start}
     t = time.perf_counter()
-    fit = fit_schall(d, fam, opts, kern, threads, _reporter(callback, d.factor_names))
+    fit = fit_schall(passes, fam, opts, kern, threads, _reporter(callback, d.factor_names))
     timings["schall"] = time.perf_counter() - t
     names = d.feature_names
     cov, cov_note = None, None
     if se or compare_naive:
         t = time.perf_counter()
-        cov_arr, cov_note = beta_covariance(d, fit, kern, threads)
+        cov_arr, cov_note = beta_covariance(passes, fit, kern, threads)
         if fit.separation is not None:  # diverging estimates have no (finite) variance
             diverging = np.isin(names, fit.separation.columns)
             cov_arr[diverging, :] = cov_arr[:, diverging] = np.nan
@@ -274,9 +278,11 @@ def _fit(d, fam, formula, start, opts, se, compare_naive, name, kern, threads, c
         naive, naive_summary = naive_comparison(d, fam, fit, cov_arr, kern, threads)
         timings["naive"] = time.perf_counter() - t
     t = time.perf_counter()
-    deviance, mu = _conditional_fit(d, fam, fit, kern, threads)
-    y, trials, weights, index = given
-    rows = RowData(d.to_caller_order(mu), compact(y), compact(trials), compact(weights), index)
+    deviance, mu = passes.conditional_fit(fam, fit.beta, fit.b)
+    rows = None
+    if given is not None:
+        y, trials, weights, index = given
+        rows = RowData(mu, compact(y), compact(trials), compact(weights), index)
     timings["fitted"] = time.perf_counter() - t
 
     sigma = pd.Series(np.sqrt(fit.sigma2), index=d.factor_names, name="sd")
@@ -372,15 +378,3 @@ def _reporter(callback, names):
         if callback is not None:
             callback(shown)
     return report
-
-
-def _conditional_fit(d, fam, fit, kern, threads):
-    """Deviance of the conditional model at the modes and the fitted means, in the
-    design's row order, from the IRLS kernel: the inverse link of the linear
-    predictor, clamped as in the fit (see pyglmm/families.py; only |eta| > 30 for
-    binomial, eta > 100 or mu < 2.2e-16 for poisson are affected), which keeps the
-    logarithms finite."""
-    eta, mu, w, z = (np.empty(d.n) for _ in range(4))
-    kern.linear_predictor(d.X, d.codes, fit.beta, fit.b, d.offset, eta, threads, d.xcat)
-    deviance = kern.irls_quantities(fam.code, eta, d.y, d.prior, d.offset, mu, w, z, threads)
-    return deviance, mu
