@@ -103,7 +103,7 @@ class Design:
 
 
 def build_design(X, y, groups, family, *, feature_names, response_name, kern, nthreads,
-                 weights=None, trials=None, offset=None, index=None):
+                 weights=None, trials=None, offset=None, index=None, check_aliases=True):
     """Validate the pieces of a model and assemble its :class:`Design`.
 
     ``X`` is an (n, p) array, or a function of a row order (None, or an int64
@@ -113,7 +113,8 @@ def build_design(X, y, groups, family, *, feature_names, response_name, kern, nt
     ``groups`` maps factor names to per-row labels (any hashable values).
     ``weights``, ``trials`` and ``offset`` are per-row arrays or None.
     ``kern`` (a kernel module) with ``nthreads`` reorders array rows when that
-    pays.
+    pays.  ``check_aliases=False`` skips the check of X'X (a part of the rows, whose
+    columns may be aliased where the whole data's are not).
     """
     if callable(X):
         n = len(y)
@@ -182,7 +183,7 @@ def build_design(X, y, groups, family, *, feature_names, response_name, kern, nt
         y, prior, offset, codes = (take(a) for a in (y, prior, offset, codes))
 
     XtX = X.T @ X
-    problems = aliased_columns(XtX, list(feature_names))
+    problems = aliased_columns(XtX, list(feature_names)) if check_aliases else []
     if problems:
         raise SingularMatrixError("fixed-effect columns are aliased (X'X is singular): "
                                   + "; ".join(problems))
