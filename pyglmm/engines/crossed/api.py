@@ -18,6 +18,7 @@ from ...data.formula import parse_formula, required_columns
 from ...data.validation import check_column_roles, named_column
 from ...results.base import RowData, compact
 from .inference import beta_covariance, naive_comparison
+from .cluster import is_dask_frame
 from .passes import passes_of
 from .result import CrossedResult
 from .schall import BOUNDARY, FitOptions, fit_schall, level_precision
@@ -120,7 +121,8 @@ _FIT_DOC = r"""
 
 def glmm(formula, data, family="binomial", *, weights=None, trials=None, offset=None,
          dispersion=None, tol=1e-8, inner_tol=1e-8, var_tol=1e-3, max_iter=100,
-         max_inner_iter=1000, se=True, compare_naive=False, backend=None, threads=None, callback=None):
+         max_inner_iter=1000, se=True, compare_naive=False, backend=None, threads=None, callback=None,
+         shuffle=None):
     start = time.perf_counter()
     parsed = parse_formula(formula)
     if parsed.has_slopes:
@@ -128,6 +130,15 @@ def glmm(formula, data, family="binomial", *, weights=None, trials=None, offset=
         raise NotImplementedError(
             f"the crossed engine fits random intercepts only; ({' + '.join(term.names)}|{term.group}) "
             "has random slopes: fit one grouping factor with slopes by adaptive quadrature instead")
+    if is_dask_frame(data):  # rows on a Dask cluster: cluster/fit.py
+        from .cluster.fit import glmm_dask
+
+        return glmm_dask(parsed, formula, data, family, weights=weights, trials=trials,
+                         offset=offset, dispersion=dispersion, tol=tol, inner_tol=inner_tol,
+                         var_tol=var_tol, max_iter=max_iter, max_inner_iter=max_inner_iter, se=se,
+                         compare_naive=compare_naive, backend=backend, callback=callback, shuffle=shuffle)
+    if shuffle is not None:
+        raise TypeError("shuffle is for a dask DataFrame; data is a " + type(data).__name__)
     named = {"weights": weights, "trials": trials, "offset": offset}
     _check_roles(data, parsed, named)
     coding = FixedCoding.from_data(parsed.fixed, data)
@@ -160,7 +171,12 @@ glmm.__doc__ = r"""Fit a crossed random-effects GLMM from an lme4-style formula.
         first category; intercept ``Intercept`` unless ``0 +`` or ``- 1``) and
         one ``(1|g)`` term per grouping column.  Interactions and transforms
         are refused: compute them as columns first.
-    data : pandas.DataFrame
+    data : pandas.DataFrame or dask.dataframe.DataFrame
+        A dask DataFrame is fitted on the default ``distributed.Client``'s cluster,
+        with the same answer (see :mod:`pyglmm.engines.crossed.cluster.fit`); then
+        ``weights``, ``trials`` and ``offset`` must be column names, and the
+        keyword ``shuffle="largest"`` first moves each level of the factor with the
+        most levels to one partition (fewer bytes per pass).
     weights, trials, offset : str or array-like, optional
         Prior weights, binomial trials (the response is then the number of
         successes) and offset: column names or per-row arrays.

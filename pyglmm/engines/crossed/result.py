@@ -31,18 +31,31 @@ class CrossedResult(GLMMResult):
         on the variances) and ``sigma_<factor>``.
     naive, naive_summary : pandas.DataFrame, dict or None
         The naive-regression comparison (``compare_naive=True``).
+    cluster : dict or None
+        For a fit of a dask DataFrame, the cluster it ran on: ``workers``,
+        ``threads``, ``partitions``, ``shuffle``, ``scheduler`` (address) and
+        ``traffic`` (per kind of pass: passes, seconds, bytes sent and gathered).
     """
 
     inner_sweeps: int = 0
     history: pd.DataFrame = field(default_factory=pd.DataFrame)
     naive: object = None
     naive_summary: object = None
+    cluster: object = None
 
     method = "PQL (Schall; clubbed backfitting, diagonal trace)"
     likelihood_note = "PQL has no likelihood; deviance is that of the conditional model at the modes"
 
     def iterations_text(self):
         return f"{self.iterations} outer iterations ({self.inner_sweeps} inner sweeps)"
+
+    def fit_description(self):
+        text = super().fit_description()
+        if self.cluster is None:
+            return text
+        c = self.cluster
+        return (f"{text}; on a Dask cluster of {c['workers']} worker(s), {c['threads']} thread(s), "
+                f"{c['partitions']} partition(s)")
 
     def summary(self):
         text = super().summary()
