@@ -124,12 +124,7 @@ def glmm(formula, data, family="binomial", *, weights=None, trials=None, offset=
          max_inner_iter=1000, se=True, compare_naive=False, backend=None, threads=None, callback=None,
          shuffle=None):
     start = time.perf_counter()
-    parsed = parse_formula(formula)
-    if parsed.has_slopes:
-        term = next(t for t in parsed.random if t.slopes or not t.intercept)
-        raise NotImplementedError(
-            f"the crossed engine fits random intercepts only; ({' + '.join(term.names)}|{term.group}) "
-            "has random slopes: fit one grouping factor with slopes by adaptive quadrature instead")
+    parsed = parse_model(formula)
     if is_dask_frame(data):  # rows on a Dask cluster: cluster/fit.py
         from .cluster.fit import glmm_dask
 
@@ -239,6 +234,17 @@ glmm_from_arrays.__doc__ = r"""Fit a crossed random-effects GLMM from arrays.
         Prepend a column of ones named ``Intercept`` (default True).
     weights, trials, offset : array-like, optional
 """ + _FIT_DOC
+
+
+def parse_model(formula):
+    """The parsed formula of a crossed model (random intercepts only)."""
+    parsed = parse_formula(formula)
+    if parsed.has_slopes:
+        term = next(t for t in parsed.random if t.slopes or not t.intercept)
+        raise NotImplementedError(
+            f"the crossed engine fits random intercepts only; ({' + '.join(term.names)}|{term.group}) "
+            "has random slopes: fit one grouping factor with slopes by adaptive quadrature instead")
+    return parsed
 
 
 def _check_roles(data, parsed, named):

@@ -15,11 +15,12 @@ import pandas as pd
 from ....exceptions import DataError
 
 
-def predict_dask(res, ddf, *, type="link", new_levels="population"):
+def predict_dask(res, ddf, *, type="link", new_levels="population", partition_names=None):
     """A lazy dask Series of the predictions of ``res`` for the rows of ``ddf`` (one
     partition per partition of ``ddf``, same index); see
     :func:`pyglmm.results.scoring.predict` for ``type`` and ``new_levels``.  Unlike
-    the in-process predict, it has no ``attrs["population_rows"]`` (it is lazy)."""
+    the in-process predict, it has no ``attrs["population_rows"]`` (it is lazy).
+    Errors name the partition (``partition_names[i]``, e.g. its file, if given)."""
     import dask
     from ....results.io import to_dict
     from ....results.scoring import Scorer
@@ -33,7 +34,8 @@ def predict_dask(res, ddf, *, type="link", new_levels="population"):
                          "DataFrame cannot supply it")
     model = dask.delayed(json.dumps(to_dict(res, full=True), separators=(",", ":")), pure=True)
     name = "eta" if type == "link" else "mu"
-    return ddf.map_partitions(_score, model, type, new_levels, name,
+    names = None if partition_names is None else list(partition_names)
+    return ddf.map_partitions(_score, model, type, new_levels, name, names,
                               meta=pd.Series(dtype=np.float64, name=name))
 
 
@@ -45,12 +47,17 @@ def _scorer(text, type, new_levels):
     return Scorer(from_dict(json.loads(text)), type=type, new_levels=new_levels, threads=1)
 
 
-def _score(frame, text, type, new_levels, name):
+def _score(frame, text, type, new_levels, name, names, partition_info=None):
     scorer = _scorer(text, type, new_levels)
-    missing = [c for c in scorer.columns if c not in frame.columns]
-    if missing:
-        raise DataError(f"the data lack column(s) {', '.join(map(repr, missing))}")
     out = np.empty(len(frame))
-    if len(frame):
-        scorer.score_frame(frame, out)
+    try:
+        missing = [c for c in scorer.columns if c not in frame.columns]
+        if missing:
+            raise DataError(f"the data lack column(s) {', '.join(map(repr, missing))}")
+        if len(frame):
+            scorer.score_frame(frame, out)
+    except DataError as exc:
+        number = None if partition_info is None else partition_info["number"]
+        where = f"partition {number}" if names is None or number is None else names[number]
+        raise DataError(f"{where}: {exc}") from None
     return pd.Series(out, index=frame.index, name=name)
