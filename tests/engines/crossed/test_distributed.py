@@ -95,6 +95,16 @@ def test_rows_sorted_by_a_factor_and_string_labels(clusters):
     assert list(got.coef.index) == list(want.coef.index) == ["Intercept", "x1", "C(cat)[T.lo]"]
 
 
+def test_empty_partitions_are_skipped(clusters):
+    df = binomial_frame().sort_values("g0", kind="stable")
+    ddf = dd.from_pandas(df, npartitions=5, sort=False)
+    want = pyglmm.glmm(FORMULA, df[df.g0 < 8], **FAST)
+    with clusters(2).as_current():
+        got = pyglmm.glmm(FORMULA, ddf[ddf.g0 < 8], **FAST)  # rows of partitions 0-1 and part of 2
+    assert_same_fit(got, want)
+    assert got.cluster["partitions"] == 3
+
+
 def test_gaussian_with_weights_offset_and_estimated_dispersion(clusters):
     df = binomial_frame()
     rng = np.random.default_rng(5)
