@@ -103,6 +103,19 @@ def build(frame, spec, where):
     return Partition(d, ids, spec.backend, where)
 
 
+def each(fn, parts, states, *args):
+    """``fn(part, [state], *args)`` for each partition of a batch (the partitions one worker
+    thread holds: one task per thread and pass, not one per partition)."""
+    if states is None:
+        return [fn(part, *args) for part in parts]
+    return [fn(part, state, *args) for part, state in zip(parts, states)]
+
+
+def sums_of(states):
+    """The sums of a batch's :func:`stats` results (their weights stay on the worker)."""
+    return [state[1] for state in states]
+
+
 def summary(part):
     """What the driver's view of the whole design sums: n, rows of positive weight,
     X'X, X's column sums, the global ids and row counts of the partition's levels,

@@ -17,7 +17,6 @@ the same numbers.
 
 import time
 from dataclasses import dataclass, field
-from operator import itemgetter
 
 import numpy as np
 
@@ -83,6 +82,20 @@ def _value(x):
     return x
 
 
+def _batches(client, parts):
+    """Partition numbers grouped by the worker thread that will run them: each worker's
+    partitions (where the built partitions are) dealt round-robin to its threads."""
+    who, threads = client.who_has(parts), client.nthreads()
+    by_worker = {}
+    for i, part in enumerate(parts):
+        by_worker.setdefault((who.get(part.key) or ("",))[0], []).append(i)
+    batches = []
+    for worker, numbers in sorted(by_worker.items()):
+        n = max(1, threads.get(worker, 1))
+        batches += [numbers[t::n] for t in range(n) if numbers[t::n]]
+    return batches
+
+
 class ClusterPasses(RowPasses):
     """The :class:`~pyglmm.engines.crossed.passes.RowPasses` of partitions on a cluster.
 
@@ -100,7 +113,9 @@ class ClusterPasses(RowPasses):
         self.client, self.parts, self.d = client, parts, d
         self.ids = [s["ids"] for s in summaries]
         self.local_offsets = [s["offsets"] for s in summaries]
-        self.w0 = None  # futures of the last design pass, one per partition
+        self.batches = _batches(client, parts)
+        self.batch_parts = [[parts[i] for i in batch] for batch in self.batches]
+        self.w0 = None  # futures of the last design pass, one per batch
         self.traffic = Traffic()
 
     # --- mechanics ---------------------------------------------------------------
@@ -108,13 +123,24 @@ class ClusterPasses(RowPasses):
         """``value`` as one task result that the partitions' tasks depend on."""
         return self.client.submit(_value, value, pure=False)
 
-    def _map(self, kind, fn, *args, per_part=None, sent=0):
-        """``fn(part, [per_part[i]], *args)`` for every partition; results in partition order."""
+    def _run(self, fn, *args, states=None):
+        """Futures of ``fn(part, [state], *args)`` for every partition, one per batch."""
+        states = [None] * len(self.batches) if states is None else states
+        return [self.client.submit(P.each, fn, parts, st, *args, pure=False)
+                for parts, st in zip(self.batch_parts, states)]
+
+    def _ordered(self, batch_results):
+        """Per-batch lists of results as one list in partition order."""
+        out = [None] * len(self.parts)
+        for batch, results in zip(self.batches, batch_results):
+            for i, r in zip(batch, results):
+                out[i] = r
+        return out
+
+    def _map(self, kind, fn, *args, states=None, sent=0):
+        """``fn(part, [state], *args)`` for every partition; results in partition order."""
         start = time.perf_counter()
-        per = [()] * len(self.parts) if per_part is None else [(x,) for x in per_part]
-        futures = [self.client.submit(fn, part, *extra, *args, pure=False)
-                   for part, extra in zip(self.parts, per)]
-        out = self.client.gather(futures)
+        out = self._ordered(self.client.gather(self._run(fn, *args, states=states)))
         self.traffic.add(kind, time.perf_counter() - start, sent, _nbytes(out))
         return out
 
@@ -129,11 +155,10 @@ class ClusterPasses(RowPasses):
     # --- the passes ----------------------------------------------------------------
     def stats(self, family, beta, b, dbeta, db, design, G, h, S):
         params = (beta.copy(), b.copy(), dbeta.copy(), db.copy())
-        shared = self._put(params)
-        states = [self.client.submit(P.stats, part, family, shared, design, pure=False)
-                  for part in self.parts]
         start = time.perf_counter()
-        sums = self.client.gather([self.client.submit(itemgetter(1), s) for s in states])
+        states = self._run(P.stats, family, self._put(params), design)
+        sums = self._ordered(self.client.gather([self.client.submit(P.sums_of, s, pure=False)
+                                                 for s in states]))
         self.traffic.add("stats", time.perf_counter() - start, _nbytes(params), _nbytes(sums))
         if design:
             self.w0 = states
@@ -146,7 +171,7 @@ class ClusterPasses(RowPasses):
 
     def _cross_sums(self, w0, factor, lo, table, out):
         results = self._map("cross_sums", P.cross_sums, factor, self._put(np.array(table)),
-                            per_part=w0, sent=table.nbytes)
+                            states=w0, sent=table.nbytes)
         out[:] = 0.0
         self._scatter_add(results, factor, out, lo)
 
@@ -168,7 +193,7 @@ class ClusterPasses(RowPasses):
         return smooth_update(lv, new, s, D, d.counts, d.has_intercept, A)
 
     def sandwich(self, A, w0, scale, H, ZU, M0):
-        results = self._map("sandwich", P.sandwich, self._put(np.array(A)), scale, per_part=w0,
+        results = self._map("sandwich", P.sandwich, self._put(np.array(A)), scale, states=w0,
                             sent=A.nbytes)
         H[:], ZU[:], M0[:] = 0.0, 0.0, 0.0
         for h, _, m in results:
