@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ....data.design import Design
 from ..degenerate import certificate_verdict, check_response_varies, exact_fit_error
 from ..kernels_numpy import club_sweeps, smooth_update
 from ..passes import RowPasses
@@ -41,16 +42,10 @@ class ClusterDesign:
     response_name: str
     has_intercept: bool
 
-    @property
-    def p(self):
-        return len(self.feature_names)
-
-    @property
-    def n_levels(self):
-        return np.diff(self.offsets)
-
-    def factor_slices(self):
-        return [slice(int(a), int(b)) for a, b in zip(self.offsets[:-1], self.offsets[1:])]
+    # the per-level views an in-process Design has (they read only the fields above)
+    p = Design.p
+    n_levels = Design.n_levels
+    factor_slices = Design.factor_slices
 
 
 @dataclass
