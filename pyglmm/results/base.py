@@ -53,6 +53,36 @@ def _unavailable(name, why):
     return AttributeError(f"{name} is not available: {why}")
 
 
+def effect_label(factor, effect):
+    """The label of one random effect in :attr:`GLMMResult.sigma`: the factor for its
+    intercept, ``factor:effect`` for a slope."""
+    return factor if effect == "(Intercept)" else f"{factor}:{effect}"
+
+
+def sigma_of(re_cov):
+    """:attr:`GLMMResult.sigma` (standard deviations, labelled by :func:`effect_label`)
+    from per-factor covariance matrices."""
+    labels, sds = [], []
+    for f, cov in re_cov.items():
+        for e in cov.index:
+            labels.append(effect_label(f, e))
+            sds.append(float(np.sqrt(max(cov.loc[e, e], 0.0))))
+    return pd.Series(sds, index=labels, dtype=np.float64, name="sd")
+
+
+def _varcorr_rows(factor, cov):
+    """lme4's ``as.data.frame(VarCorr())`` rows of one factor's covariance matrix."""
+    names = list(cov.index)
+    c = cov.to_numpy(np.float64)
+    sd = np.sqrt(np.clip(np.diag(c), 0.0, None))
+    rows = [(factor, e, None, float(c[i, i]), float(sd[i])) for i, e in enumerate(names)]
+    for i in range(len(names)):
+        for j in range(i + 1, len(names)):
+            corr = c[i, j] / (sd[i] * sd[j]) if sd[i] > 0 and sd[j] > 0 else np.nan
+            rows.append((factor, names[i], names[j], float(c[i, j]), float(corr)))
+    return rows
+
+
 @dataclass
 class GLMMResult:
     r"""A fitted GLMM (see :func:`pyglmm.glmm`); engines return subclasses.
@@ -104,12 +134,22 @@ class GLMMResult:
     cov : pandas.DataFrame or None
         :math:`\widehat{\mathrm{cov}}(\hat\beta)` (None if not computed, ``se=False``).
     sigma : pandas.Series
-        Random-effect standard deviations :math:`\hat\sigma_k`, one per factor.
+        Random-effect standard deviations :math:`\hat\sigma_k`, one per random
+        effect: labelled by the factor for its intercept and ``factor:column``
+        for a random slope (see :func:`effect_label`).
+    re_cov : dict of pandas.DataFrame or None
+        For engines with random slopes: per factor, the covariance matrix of its
+        random effects (``q x q``, indexed by the effect names, ``(Intercept)``
+        first, as lme4 names them).  None: every factor has a random intercept
+        only, with variance ``sigma**2``.
     dispersion : float
         :math:`\hat\phi` (1 when fixed; the residual variance for gaussian).
-    b, b_var : dict of pandas.Series
+    b, b_var : dict of pandas.Series or pandas.DataFrame
         Conditional modes of the random effects and their (diagonal)
-        conditional variances, per factor, indexed by level.
+        conditional variances, per factor, indexed by level: a Series for a
+        random intercept, a DataFrame with one column per effect otherwise.
+    loglik : float or None
+        The maximised log-likelihood, for engines that maximise one (None for PQL).
     n_obs, n_levels : int, dict
         Rows; levels per factor.
     df_resid, pearson_chi2, deviance : float
@@ -156,6 +196,11 @@ class GLMMResult:
     has_offset: bool = False
     coding: object = None  # pyglmm.data.coding.FixedCoding of a formula fit
     rows: object = field(default=None, repr=False)
+    re_cov: object = None
+    loglik: object = None
+
+    #: The engine's name, written to saved models so that :func:`load` rebuilds the same class.
+    engine = "crossed"
 
     #: One line naming the fitting method (the summary's title); engines override it.
     method = "an unspecified method"
@@ -245,17 +290,38 @@ class GLMMResult:
         -------
         dict of pandas.DataFrame
             Per factor, indexed by level: ``condval`` (the mode) and ``condsd``
-            (diagonal approximation: understates lme4's, see the class docstring).
+            (for the crossed engine a diagonal approximation that understates
+            lme4's, see the class docstring).  A factor with random slopes has
+            one row per level and effect, in lme4's long form, with a ``term``
+            column naming the effect.
         """
-        return {f: pd.DataFrame({"condval": self.b[f], "condsd": np.sqrt(self.b_var[f])})
-                for f in self.b}
+        out = {}
+        for f, modes in self.b.items():
+            if isinstance(modes, pd.Series):
+                out[f] = pd.DataFrame({"condval": modes, "condsd": np.sqrt(self.b_var[f])})
+            else:
+                out[f] = pd.concat([pd.DataFrame({"term": e, "condval": modes[e],
+                                                  "condsd": np.sqrt(self.b_var[f][e])})
+                                    for e in modes.columns])
+        return out
+
+    def random_terms(self):
+        """The effects of each grouping factor, ``{factor: [names]}`` (``(Intercept)`` first)."""
+        if self.re_cov is None:
+            return {f: ["(Intercept)"] for f in self.sigma.index}
+        return {f: list(cov.index) for f, cov in self.re_cov.items()}
 
     def VarCorr(self):  # noqa: N802 (lme4's name)
-        """Variance components, as lme4's ``as.data.frame(VarCorr(fit))``: one row
-        per factor (``grp``, ``var1`` = ``(Intercept)``, ``var2``, ``vcov`` the
-        variance, ``sdcor`` the standard deviation), and a ``Residual`` row for
-        the gaussian family."""
-        rows = [(f, "(Intercept)", None, float(s**2), float(s)) for f, s in self.sigma.items()]
+        """Variance components, as lme4's ``as.data.frame(VarCorr(fit))``: per
+        factor, one row per effect (``grp``, ``var1`` the effect, ``var2`` None,
+        ``vcov`` the variance, ``sdcor`` the standard deviation), then one row
+        per pair of effects (``var1``, ``var2``, ``vcov`` the covariance,
+        ``sdcor`` the correlation); and a ``Residual`` row for the gaussian
+        family."""
+        if self.re_cov is None:
+            rows = [(f, "(Intercept)", None, float(s**2), float(s)) for f, s in self.sigma.items()]
+        else:
+            rows = [row for f, cov in self.re_cov.items() for row in _varcorr_rows(f, cov)]
         if self.family == "gaussian":
             rows.append(("Residual", None, None, float(self.dispersion),
                          float(np.sqrt(self.dispersion))))
@@ -269,6 +335,34 @@ class GLMMResult:
     @property
     def factor_names(self):
         return list(self.b)
+
+    # --- likelihood -------------------------------------------------------------------
+    @property
+    def df_model(self):
+        """Estimated parameters: fixed effects, covariance parameters of the random
+        effects and (when estimated) the dispersion; AIC and BIC count these."""
+        n_cov = sum(len(names) * (len(names) + 1) // 2 for names in self.random_terms().values())
+        return len(self.coef) + n_cov + int(self.dispersion_mode == "estimate")
+
+    def _loglik(self, name):
+        if self.loglik is None:
+            raise _unavailable(name, f"the fit by {self.method} reports no log-likelihood")
+        return float(self.loglik)
+
+    @property
+    def llf(self):
+        """The maximised log-likelihood (statsmodels' name; lme4's ``logLik``)."""
+        return self._loglik("llf")
+
+    @property
+    def aic(self):
+        r"""Akaike's criterion :math:`-2\ell + 2k`, :math:`k` = :attr:`df_model`."""
+        return -2 * self._loglik("aic") + 2 * self.df_model
+
+    @property
+    def bic(self):
+        r"""Schwarz's criterion :math:`-2\ell + k \log N`, :math:`k` = :attr:`df_model`."""
+        return -2 * self._loglik("bic") + np.log(self.n_obs) * self.df_model
 
     # --- per-row outputs (statsmodels) ----------------------------------------------
     def _rows(self, name):
@@ -363,6 +457,16 @@ class GLMMResult:
         return predict(self, newdata, **options)
 
     # --- serialisation --------------------------------------------------------------
+    def extra_to_dict(self):
+        """What the engine saves beyond the base fields (engines override; see
+        :mod:`pyglmm.results.io`)."""
+        return {}
+
+    @classmethod
+    def extra_from_dict(cls, d):
+        """The constructor arguments :meth:`extra_to_dict` saved (checked)."""
+        return {}
+
     def to_dict(self, full=False):
         """A JSON-ready dict (see :func:`pyglmm.results.io.to_dict`; no per-row outputs)."""
         from .io import to_dict

@@ -61,22 +61,30 @@ class Scorer:
             threads or _backend.get_num_threads())
         self.family = get_family(res.family)
         self.beta = np.ascontiguousarray(res.coef.to_numpy(np.float64))
-        self.table = np.concatenate([res.b[f].to_numpy(np.float64) for f in res.factor_names])
+        self.table = np.concatenate([_intercepts(res.b[f]) for f in res.factor_names])
         check_level_ids({f: len(res.b[f]) for f in res.factor_names})  # int32 ids, as a fit's
         bases = np.cumsum([0] + [len(res.b[f]) for f in res.factor_names])
         self.factors = [FactorLevels(f, res.b[f].index, base) for f, base in zip(res.factor_names, bases)]
+        # random slopes: (factor position, data column, the slope's modes by level)
+        self.slopes = [(k, e, res.b[f][e].to_numpy(np.float64))
+                       for k, f in enumerate(res.factor_names)
+                       if isinstance(res.b[f], pd.DataFrame)
+                       for e in res.b[f].columns if e != "(Intercept)"]
         self.population_rows = dict.fromkeys(res.factor_names, 0)
         fixed = _fixed_columns(res)
         self.columns = None if fixed is None else list(dict.fromkeys(
-            [*fixed, *res.factor_names, *([res.offset_name] if res.offset_name else [])]))
+            [*fixed, *(e for _, e, _ in self.slopes), *res.factor_names,
+             *([res.offset_name] if res.offset_name else [])]))
 
-    def score(self, X, labels, offset, out, rows, checked=False):
+    def score(self, X, labels, offset, out, rows, checked=False, slope_values=None):
         """Score one chunk into ``out``.
 
         ``X`` (m, p) is the fixed-effects matrix (``checked``: its values were
         validated when it was built), ``labels`` one array-like of m labels per
-        factor, ``offset`` m values or None, and ``rows`` the chunk's row labels
-        in the whole input (an Index or a range), which errors name.
+        factor, ``offset`` m values or None, ``rows`` the chunk's row labels
+        in the whole input (an Index or a range), which errors name, and
+        ``slope_values`` the m values of each random slope's column, by column
+        name (for models with random slopes).
         """
         X = np.ascontiguousarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.beta.size:
@@ -96,6 +104,12 @@ class Scorer:
             codes[:, k] = ids
         self.kern.linear_predictor(X, codes, self.beta, self.table,
                                    np.empty(0) if offset is None else offset, out, self.threads)
+        for k, column, modes in self.slopes:
+            z = np.asarray(slope_values[column], dtype=np.float64)
+            check_finite(column, z, rows)
+            local = codes[:, k] - self.factors[k].base
+            seen = codes[:, k] >= 0
+            out[seen] += z[seen] * modes[local[seen]]
         if self.type == "response":
             out[:] = self.family.mean(out)
 
@@ -115,7 +129,8 @@ class Scorer:
                 raise DataError(f"offset column {res.offset_name!r} must be numeric, "
                                 f"got dtype {offset.dtype}")
         self.score(_fixed_part(res, frame), [frame[f] for f in res.factor_names],
-                   offset, out, frame.index, checked=True)
+                   offset, out, frame.index, checked=True,
+                   slope_values={e: frame[e] for _, e, _ in self.slopes})
 
     @staticmethod
     def _unseen(factor, values, pos, rows):
@@ -126,12 +141,23 @@ class Scorer:
                          "at the population level (b = 0)")
 
 
+def _intercepts(modes):
+    """A factor's random intercepts by level (zeros for a term without one)."""
+    if isinstance(modes, pd.Series):
+        return modes.to_numpy(np.float64)
+    if "(Intercept)" in modes.columns:
+        return modes["(Intercept)"].to_numpy(np.float64)
+    return np.zeros(len(modes))
+
+
 def predict(res, newdata=None, *, X=None, groups=None, offset=None, type="link",
             new_levels="population", chunk_size=1_000_000):
     """Predict on new rows, streaming over chunks of ``chunk_size`` rows.
 
-    .. math:: \\hat\\eta = o + x^\\top\\hat\\beta + \\sum_k \\hat b_{k, g_k},
+    .. math:: \\hat\\eta = o + x^\\top\\hat\\beta + \\sum_k z_k^\\top \\hat b_{k, g_k},
 
+    (:math:`z_k` is 1 for a random intercept, with the random slopes' columns
+    after it),
     where a grouping factor's label that was not seen in the fit, or is
     missing, gets :math:`\\hat b_{k,g} = 0`: the population-level value
     (``new_levels="population"``), or raises (``new_levels="error"``).

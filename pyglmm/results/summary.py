@@ -8,11 +8,11 @@ def fmt_p(p):
     return "<1e-99" if p < 1e-99 else (f"{p:.2e}" if p < 1e-4 else f"{p:.4f}")
 
 
-def table(header, rows, first_width):
-    """Columns padded to their widest cell, the first left-aligned and the others right."""
+def table(header, rows, first_width, left=1):
+    """Columns padded to their widest cell, the first ``left`` left-aligned and the others right."""
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     widths[0] = max(widths[0], first_width)
-    line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
+    line = lambda cells: "  ".join(c.ljust(w) if i < left else c.rjust(w)  # noqa: E731
                                    for i, (c, w) in enumerate(zip(cells, widths)))
     return "\n".join([line(header)] + [line(r) for r in rows])
 
@@ -32,13 +32,24 @@ def format_summary(res):
               [["", f"{res.deviance:.4f}", f"{res.pearson_chi2:.4f}",
                 f"{res.pearson_chi2 / res.df_resid:.4f}", f"{res.dispersion:.4f}"]], 0),
     ]
+    if res.loglik is not None:
+        lines.append(table(["", "logLik", "AIC", "BIC"],
+                           [["", f"{res.llf:.4f}", f"{res.aic:.4f}", f"{res.bic:.4f}"]], 0))
     if res.likelihood_note:
         lines.append(f"  ({res.likelihood_note})")
     lines += ["", "Variance components:"]
     groups = res.ngroups
-    rows = [[r.grp, f"{groups[r.grp]:,}" if r.grp in groups else "", f"{r.vcov:.6g}",
-             f"{r.sdcor:.6g}"] for r in res.VarCorr().itertuples()]
-    lines.append(table(["Group", "Levels", "Variance", "Std.Dev."], rows, 8))
+    rows, shown = [], None
+    for r in res.VarCorr().itertuples():
+        group = "" if r.grp == shown else r.grp
+        shown = r.grp
+        if isinstance(r.var2, str):  # a covariance: show the correlation
+            rows.append([group, f"corr({r.var1}, {r.var2})", "", "", f"{r.sdcor:.3f}"])
+        else:
+            rows.append([group, r.var1 if isinstance(r.var1, str) else "",
+                         f"{groups[r.grp]:,}" if r.grp in groups else "", f"{r.vcov:.6g}",
+                         f"{r.sdcor:.6g}"])
+    lines.append(table(["Group", "Name", "Levels", "Variance", "Std.Dev."], rows, 8, left=2))
     lines.append(f" Number of obs: {res.nobs:,}; groups: "
                  + ", ".join(f"{k} {v:,}" for k, v in groups.items()))
     lines += ["", "Fixed effects:"]

@@ -23,7 +23,7 @@ def test_fit_csv_prints_summary_and_writes_json(tmp_path, capsys):
     assert "Variance components:" in text and "Fixed effects:" in text
     d = json.loads(out.read_text())
     assert set(d) == {"coef", "se", "sigma", "dispersion", "n_obs", "n_levels", "iterations",
-                      "converged", "separation", "seconds", "backend"}
+                      "converged", "separation", "seconds", "backend", "engine"}
     assert d["separation"] == []
     api = pyglmm.glmm(case_formula(df), df)
     assert d["coef"] == pytest.approx(api.coef.to_dict(), rel=1e-12)

@@ -20,7 +20,7 @@ def test_summary_layout(fitted):
     _, res = fitted
     text = str(res)
     for piece in ["Formula: y ~ x1 +", "Family: binomial (logit); dispersion fixed at 1",
-                  "converged", "Variance components:", "row          173", "Number of obs: 11,236",
+                  "converged", "Variance components:", "row       (Intercept)     173", "Number of obs: 11,236",
                   "Fixed effects:", "Intercept", "Std. Error", "Pr(>|z|)", "Naive logistic regression",
                   "naivete", "backend " + res.backend]:
         assert piece in text, piece
@@ -46,7 +46,7 @@ def test_json_brief_schema(fitted):
     _, res = fitted
     d = json.loads(res.to_json())
     assert set(d) == {"coef", "se", "sigma", "dispersion", "n_obs", "n_levels", "iterations",
-                      "converged", "separation", "seconds", "backend"}
+                      "converged", "separation", "seconds", "backend", "engine"}
     assert d["separation"] == []
     assert d["coef"]["Intercept"] == pytest.approx(res.coef["Intercept"])
     assert d["n_levels"] == {"row": 173, "col": 173} and d["n_obs"] == 11236

@@ -4,9 +4,12 @@ naive-regression comparison of Section 6."""
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
+from ...data.coding import json_field
 from ...results.base import GLMMResult
+from ...results.io import float_matrix
 from ...results.summary import table
 
 NO_LIKELIHOOD = ("a PQL fit has no likelihood, hence no log-likelihood, AIC or BIC: PQL "
@@ -61,20 +64,36 @@ class CrossedResult(GLMMResult):
         text = super().summary()
         return text + ("\n\n" + format_naive(self) if self.naive is not None else "")
 
-    @property
-    def llf(self):
-        """Not defined: a PQL fit has no likelihood (raises AttributeError saying so)."""
-        raise AttributeError("llf is not available: " + NO_LIKELIHOOD)
+    def extra_to_dict(self):
+        """What a saved model holds beyond :class:`~pyglmm.GLMMResult`'s fields."""
+        return {
+            "inner_sweeps": int(self.inner_sweeps),
+            "history": {c: self.history[c].tolist() for c in self.history.columns},
+            "naive": None if self.naive is None else {
+                "index": [str(i) for i in self.naive.index], "columns": list(self.naive.columns),
+                "data": self.naive.to_numpy(np.float64).tolist()},
+            "naive_summary": None if self.naive_summary is None else {
+                k: v.item() if isinstance(v, np.generic) else v for k, v in self.naive_summary.items()},
+        }
 
-    @property
-    def aic(self):
-        """Not defined: a PQL fit has no likelihood (raises AttributeError saying so)."""
-        raise AttributeError("aic is not available: " + NO_LIKELIHOOD)
+    @classmethod
+    def extra_from_dict(cls, d):
+        """The fields :meth:`extra_to_dict` wrote, checked (ValueError naming the field)."""
+        naive = json_field(d, "naive", (dict, type(None)))
+        if naive is not None:
+            columns, index = (json_field(naive, k, list, "naive") for k in ("columns", "index"))
+            naive = pd.DataFrame(float_matrix(json_field(naive, "data", list, "naive"), "naive.data",
+                                              len(index), len(columns)),
+                                 index=pd.Index(index, name="term"), columns=columns)
+        try:
+            history = pd.DataFrame(json_field(d, "history", dict))
+        except ValueError as exc:
+            raise ValueError(f"model file: field 'history' is not a table ({exc})") from None
+        return dict(inner_sweeps=json_field(d, "inner_sweeps", int), history=history, naive=naive,
+                    naive_summary=json_field(d, "naive_summary", (dict, type(None))))
 
-    @property
-    def bic(self):
-        """Not defined: a PQL fit has no likelihood (raises AttributeError saying so)."""
-        raise AttributeError("bic is not available: " + NO_LIKELIHOOD)
+    def _loglik(self, name):
+        raise AttributeError(f"{name} is not available: " + NO_LIKELIHOOD)
 
 
 def format_naive(res):
