@@ -74,6 +74,7 @@ class CrossedResult(GLMMResult):
                 "data": self.naive.to_numpy(np.float64).tolist()},
             "naive_summary": None if self.naive_summary is None else {
                 k: v.item() if isinstance(v, np.generic) else v for k, v in self.naive_summary.items()},
+            "cluster": self.cluster,  # plain numbers and strings (cluster/fit.py)
         }
 
     @classmethod
@@ -89,8 +90,9 @@ class CrossedResult(GLMMResult):
             history = pd.DataFrame(json_field(d, "history", dict))
         except ValueError as exc:
             raise ValueError(f"model file: field 'history' is not a table ({exc})") from None
+        cluster = json_field(d, "cluster", (dict, type(None))) if "cluster" in d else None
         return dict(inner_sweeps=json_field(d, "inner_sweeps", int), history=history, naive=naive,
-                    naive_summary=json_field(d, "naive_summary", (dict, type(None))))
+                    naive_summary=json_field(d, "naive_summary", (dict, type(None))), cluster=cluster)
 
     def _loglik(self, name):
         raise AttributeError(f"{name} is not available: " + NO_LIKELIHOOD)

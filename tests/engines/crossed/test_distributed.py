@@ -2,6 +2,7 @@
 process, whatever the workers and the partitioning; errors that name the partition;
 a worker lost mid-fit; lazy scoring."""
 
+import json
 import os
 import signal
 import subprocess
@@ -80,6 +81,8 @@ def test_fit_equals_the_in_process_fit(clusters, workers, npartitions, shuffle):
     per_pass = traffic["stats"]["bytes_received"] / traffic["stats"]["passes"]
     assert per_pass < npartitions * (sum(got.n_levels.values()) * 5 + 3 * 3 + 8) * 8
     assert f"{workers} worker(s), {workers} thread(s), {npartitions} partition(s)" in str(got)
+    back = pyglmm.results.io.from_dict(json.loads(got.to_json(full=True)))  # kept in model files
+    assert back.cluster == got.cluster and str(back) == str(got)
 
 
 def test_rows_sorted_by_a_factor_and_string_labels(clusters):
