@@ -69,7 +69,7 @@ def glmm_dask(parsed, formula, ddf, family, *, weights, trials, offset, dispersi
     fam = get_family(family)
     opts = _options(fam, dispersion, tol, inner_tol, var_tol, max_iter, max_inner_iter)
     name, kern, _ = _kernels(backend, None)
-    intercept, fixed_terms = parse_fixed(parsed.fixed)
+    fixed_terms = parse_fixed(parsed.fixed)[1]
     categorical = [t.column for t in fixed_terms
                    if t.forced_categorical or not _is_numeric(meta[t.column])]
     needed = list(dict.fromkeys([parsed.response, *parsed.groups, *(t.column for t in fixed_terms),
