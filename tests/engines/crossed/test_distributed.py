@@ -176,6 +176,28 @@ def test_a_bad_value_names_the_column_and_the_partition(clusters, column, value,
         pyglmm.glmm(FORMULA, dd.from_pandas(df, npartitions=4))  # rows 300-449: partition 2
 
 
+def test_degenerate_data_are_diagnosed_as_in_process(clusters):
+    """The checks that read the rows run on the partitions: separation by a category
+    (the monitor's certificate pass) and a response pure within every level of a factor."""
+    rng = np.random.default_rng(0)
+    df = binomial_frame().assign(cat=rng.choice(list("abcd"), 600))
+    df["y"] = np.where(df.cat == "d", 1.0, df.y)  # category d: every response is 1
+    formula = "y ~ x1 + C(cat) + (1|g0) + (1|g1)"
+    with pytest.warns(pyglmm.SeparationWarning):
+        want = pyglmm.glmm(formula, df, **FAST)
+    with clusters(2).as_current():
+        with pytest.warns(pyglmm.SeparationWarning, match=r"quasi-complete separation by "
+                                                          r"'C\(cat\)\[T\.d\]'"):
+            got = pyglmm.glmm(formula, dd.from_pandas(df, npartitions=3), **FAST)
+        assert got.separation == want.separation == ["C(cat)[T.d]"]
+        assert got.iterations == want.iterations
+        np.testing.assert_allclose(got.coef, want.coef, **EXACT)
+        pure = df.assign(y=(df.g0 % 3 == 0).astype(float))
+        with pytest.raises(pyglmm.DataError, match=r"all 0 or all 1 within every level of factor "
+                                                   r"'g0': 13 levels all 0, 7 all 1"):
+            pyglmm.glmm(FORMULA, dd.from_pandas(pure, npartitions=3))
+
+
 def test_arguments_that_cannot_be_distributed_are_refused(clusters):
     ddf = dd.from_pandas(binomial_frame(), npartitions=2)
     with clusters(1).as_current():
