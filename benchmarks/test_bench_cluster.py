@@ -6,10 +6,12 @@ import pytest
 pytest.importorskip("distributed")
 
 
-def test_cluster_table_runs_and_fits_alike():
+@pytest.mark.parametrize("problem", ["seed", "stitchfix"])
+def test_cluster_table_runs_and_fits_alike(problem):
     import cluster_table
 
-    m = cluster_table.run(rows=3000, files=3, workers=1)
+    m = cluster_table.run(rows=3000 if problem == "seed" else 20000, files=3, workers=1,
+                          problem=problem)
     assert m["cluster"]["iterations"] == m["in_process"]["iterations"]
     assert max(m["max_abs_difference"].values()) < 1e-10
     assert {"stats", "cross_sums", "sandwich"} <= set(m["passes"])
