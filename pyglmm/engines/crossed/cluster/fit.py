@@ -77,7 +77,7 @@ def glmm_dask(parsed, formula, ddf, family, *, weights, trials, offset, dispersi
     ddf = ddf[needed]
     names = list(partition_names) if partition_names is not None else [
         f"partition {i}" for i in range(ddf.npartitions)]
-    frames = client.compute(ddf.to_delayed())
+    frames, slots = _read(client, ddf)
     columns = {**{g: True for g in parsed.groups}, **{c: False for c in categorical}}
     seen = client.gather([client.submit(P.uniques, f, columns, where, pure=False)
                           for f, where in zip(frames, names)])
@@ -91,7 +91,7 @@ def glmm_dask(parsed, formula, ddf, family, *, weights, trials, offset, dispersi
     if shuffle == "largest":
         big = parsed.groups[int(np.argmax([len(lv) for lv in group_levels]))]
         ddf = ddf.shuffle(on=big)
-        frames = client.compute(ddf.to_delayed())
+        frames, slots = _read(client, ddf)
         names = [f"partition {i} (after the shuffle by {big!r})" for i in range(ddf.npartitions)]
         counts = client.gather([client.submit(len, f) for f in frames])
         keep = [i for i, n in enumerate(counts) if n > 0]
@@ -99,15 +99,35 @@ def glmm_dask(parsed, formula, ddf, family, *, weights, trials, offset, dispersi
                        np.cumsum([0] + [len(lv) for lv in group_levels]).astype(np.int64),
                        fam.name, named, backend)
     shared = client.submit(_value, spec, pure=False)
-    parts = [client.submit(P.build, frames[i], shared, names[i], pure=False) for i in keep]
+    parts = [client.submit(P.build, frames[i], shared, names[i], workers=[slots[i][1]],
+                           allow_other_workers=True, pure=False) for i in keep]
     summaries = client.gather([client.submit(P.summary, p, pure=False) for p in parts])
     del frames  # the built partitions hold the rows now (the raw frames stay recomputable)
     d = _design(summaries, spec, coding)
-    passes = ClusterPasses(client, parts, summaries, d)
+    batches = {}  # one per worker thread: the partitions placed on it, in order
+    for position, i in enumerate(keep):
+        batches.setdefault(slots[i], []).append(position)
+    passes = ClusterPasses(client, parts, summaries, d,
+                           [(positions, worker) for (_, worker), positions in sorted(batches.items())])
     res = _fit(passes, fam, formula, start, opts, se, False, name, kern, 1, callback, None,
                intercept=False, offset_name=offset, has_offset=offset is not None, coding=coding,
                cluster=_cluster(client, len(parts), shuffle, passes))
     return res
+
+
+def _read(client, ddf):
+    """Futures of the partitions of ``ddf`` and the worker each is read on: consecutive
+    runs of partitions per worker thread (threads in the order of their workers'
+    addresses), so that every pass is one task per thread over partitions it holds."""
+    threads = client.nthreads()
+    if not threads:
+        raise ValueError("the Dask cluster has no workers")
+    threads = [w for w in sorted(threads) for _ in range(max(1, threads[w]))]
+    n = ddf.npartitions
+    slots = [(i * len(threads) // n, threads[i * len(threads) // n]) for i in range(n)]
+    frames = [client.compute(part, workers=[worker], allow_other_workers=True)
+              for part, (_, worker) in zip(ddf.to_delayed(), slots)]
+    return frames, slots
 
 
 def _client():

@@ -56,6 +56,10 @@ class Partition:
     def kern(self):
         return kernels(self.backend)
 
+    def factor_ids(self, factor):
+        """The global ids of the partition's levels of ``factor``."""
+        return self.ids[self.d.offsets[factor]:self.d.offsets[factor + 1]]
+
 
 def _in(where, exc):
     return DataError(f"{where}: {exc}")
@@ -103,17 +107,58 @@ def build(frame, spec, where):
     return Partition(d, ids, spec.backend, where)
 
 
-def each(fn, parts, states, *args):
-    """``fn(part, [state], *args)`` for each partition of a batch (the partitions one worker
-    thread holds: one task per thread and pass, not one per partition)."""
-    if states is None:
-        return [fn(part, *args) for part in parts]
-    return [fn(part, state, *args) for part, state in zip(parts, states)]
+def each(parts, fn, *args):
+    """``fn(part, *args)`` for each partition of a batch, in order."""
+    return [fn(part, *args) for part in parts]
 
 
-def sums_of(states):
-    """The sums of a batch's :func:`stats` results (their weights stay on the worker)."""
-    return [state[1] for state in states]
+def level_sum(tables, ids):
+    """Per-level tables of several partitions (``tables[i]`` over the global levels
+    ``ids[i]``) added in order over the union of their levels: (union, sum)."""
+    union = np.unique(np.concatenate(ids))
+    out = np.zeros((union.size,) + tables[0].shape[1:])
+    for table, i in zip(tables, ids):
+        out[np.searchsorted(union, i)] += table
+    return union, out
+
+
+def batch_stats(parts, family, params, design):
+    """:func:`stats` of a batch: (the partitions' weights, their sums added in partition
+    order: scalars, G, h and S over the union of their levels with its ids)."""
+    results = [stats(part, family, params, design) for part in parts]
+    weights, sums = [w for w, _ in results], [s for _, s in results]
+    scalars = _ordered_sum([s[0] for s in sums])
+    if not design:
+        return weights, (scalars,)
+    union, S = level_sum([s[3] for s in sums], [part.ids for part in parts])
+    return weights, (scalars, _ordered_sum([s[1] for s in sums]), _ordered_sum([s[2] for s in sums]),
+                     union, S)
+
+
+def batch_sums(state):
+    """The sums of a :func:`batch_stats` result (its weights stay on the worker)."""
+    return state[1]
+
+
+def batch_cross_sums(parts, state, factor, table):
+    """:func:`cross_sums` of a batch at its weights, added over the union of the
+    partitions' levels of ``factor``: (global ids, sums)."""
+    outs = [cross_sums(part, w0, factor, table) for part, w0 in zip(parts, state[0])]
+    return level_sum(outs, [part.factor_ids(factor) for part in parts])
+
+
+def batch_sandwich(parts, state, A, scale):
+    """:func:`sandwich` of a batch: (H, global ids, ZU, M0) added in partition order."""
+    results = [sandwich(part, w0, A, scale) for part, w0 in zip(parts, state[0])]
+    union, ZU = level_sum([r[1] for r in results], [part.ids for part in parts])
+    return _ordered_sum([r[0] for r in results]), union, ZU, _ordered_sum([r[2] for r in results])
+
+
+def _ordered_sum(arrays):
+    out = np.array(arrays[0], dtype=np.float64)
+    for a in arrays[1:]:
+        out += a
+    return out
 
 
 def summary(part):
@@ -139,24 +184,24 @@ def stats(part, family, params, design):
     return (w0, (sc, G, h, S)) if design else (None, (sc,))
 
 
-def cross_sums(part, state, factor, table):
-    """Kernel group_cross_sums of the global ``table`` (Q x m) at the weights of
-    ``state`` (a stats result) over the partition's levels of ``factor``."""
+def cross_sums(part, w0, factor, table):
+    """Kernel group_cross_sums of the global ``table`` (Q x m) at the weights ``w0``
+    over the partition's levels of ``factor``."""
     d = part.d
     lo, hi = int(d.offsets[factor]), int(d.offsets[factor + 1])
     out = np.empty((hi - lo, table.shape[1]))
-    part.kern.group_cross_sums(d.codes, factor, lo, state[0], 1.0,
+    part.kern.group_cross_sums(d.codes, factor, lo, w0, 1.0,
                                np.ascontiguousarray(table[part.ids]), out, 1)
     return out
 
 
-def sandwich(part, state, A, scale):
+def sandwich(part, w0, A, scale):
     """Kernel sandwich_pass with the global per-level fits ``A`` (Q x p): (H, ZU, M0)
     with ZU over the partition's levels."""
     d = part.d
     p = d.p
     H, ZU, M0 = np.empty((p, p)), np.empty((part.ids.size, p)), np.empty((p, p))
-    part.kern.sandwich_pass(d.X, d.codes, np.ascontiguousarray(A[part.ids]), state[0], scale,
+    part.kern.sandwich_pass(d.X, d.codes, np.ascontiguousarray(A[part.ids]), w0, scale,
                             EMPTY, H, ZU, M0, 1, d.xcat)
     return H, ZU, M0
 

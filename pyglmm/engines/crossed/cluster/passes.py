@@ -77,20 +77,6 @@ def _value(x):
     return x
 
 
-def _batches(client, parts):
-    """Partition numbers grouped by the worker thread that will run them: each worker's
-    partitions (where the built partitions are) dealt round-robin to its threads."""
-    who, threads = client.who_has(parts), client.nthreads()
-    by_worker = {}
-    for i, part in enumerate(parts):
-        by_worker.setdefault((who.get(part.key) or ("",))[0], []).append(i)
-    batches = []
-    for worker, numbers in sorted(by_worker.items()):
-        n = max(1, threads.get(worker, 1))
-        batches += [numbers[t::n] for t in range(n) if numbers[t::n]]
-    return batches
-
-
 class ClusterPasses(RowPasses):
     """The :class:`~pyglmm.engines.crossed.passes.RowPasses` of partitions on a cluster.
 
@@ -102,14 +88,20 @@ class ClusterPasses(RowPasses):
     summaries : list of dict
         Their :func:`.partition.summary`, in the same order.
     d : ClusterDesign
+    batches : list of (list of int, str)
+        Consecutive runs of partitions (positions in ``parts``) and the worker each
+        should run on (one batch per worker thread, see ``fit._read``): a pass
+        is one task per batch, which adds its partitions' tables in partition order;
+        the driver adds the batches' in batch order.  The sums are thus the same
+        whatever the timing and wherever the tasks run.
     """
 
-    def __init__(self, client, parts, summaries, d):
+    def __init__(self, client, parts, summaries, d, batches):
         self.client, self.parts, self.d = client, parts, d
         self.ids = [s["ids"] for s in summaries]
         self.local_offsets = [s["offsets"] for s in summaries]
-        self.batches = _batches(client, parts)
-        self.batch_parts = [[parts[i] for i in batch] for batch in self.batches]
+        self.batches = [(positions, worker) for positions, worker in batches if positions]
+        self.batch_parts = [[parts[i] for i in positions] for positions, _ in self.batches]
         self.w0 = None  # futures of the last design pass, one per batch
         self.traffic = Traffic()
 
@@ -119,24 +111,26 @@ class ClusterPasses(RowPasses):
         return self.client.submit(_value, value, pure=False)
 
     def _run(self, fn, *args, states=None):
-        """Futures of ``fn(part, [state], *args)`` for every partition, one per batch."""
-        states = [None] * len(self.batches) if states is None else states
-        return [self.client.submit(P.each, fn, parts, st, *args, pure=False)
-                for parts, st in zip(self.batch_parts, states)]
+        """Futures of ``fn(batch's parts, [state], *args)``, one per batch, on its worker
+        (elsewhere if that worker is gone)."""
+        states = [()] * len(self.batches) if states is None else [(st,) for st in states]
+        return [self.client.submit(fn, parts, *st, *args, workers=[worker],
+                                   allow_other_workers=True, pure=False)
+                for parts, st, (_, worker) in zip(self.batch_parts, states, self.batches)]
 
-    def _ordered(self, batch_results):
-        """Per-batch lists of results as one list in partition order."""
-        out = [None] * len(self.parts)
-        for batch, results in zip(self.batches, batch_results):
-            for i, r in zip(batch, results):
-                out[i] = r
+    def _gather(self, kind, futures, start, sent):
+        out = self.client.gather(futures)
+        self.traffic.add(kind, time.perf_counter() - start, sent, _nbytes(out))
         return out
 
-    def _map(self, kind, fn, *args, states=None, sent=0):
-        """``fn(part, [state], *args)`` for every partition; results in partition order."""
+    def _map(self, kind, fn, *args, sent=0):
+        """``fn(part, *args)`` for every partition; results in partition order."""
         start = time.perf_counter()
-        out = self._ordered(self.client.gather(self._run(fn, *args, states=states)))
-        self.traffic.add(kind, time.perf_counter() - start, sent, _nbytes(out))
+        out = [None] * len(self.parts)
+        batch_results = self._gather(kind, self._run(P.each, fn, *args), start, sent)
+        for (positions, _), results in zip(self.batches, batch_results):
+            for i, r in zip(positions, results):
+                out[i] = r
         return out
 
     def _scatter_add(self, results, factor, out, lo=0):
@@ -151,24 +145,24 @@ class ClusterPasses(RowPasses):
     def stats(self, family, beta, b, dbeta, db, design, G, h, S):
         params = (beta.copy(), b.copy(), dbeta.copy(), db.copy())
         start = time.perf_counter()
-        states = self._run(P.stats, family, self._put(params), design)
-        sums = self._ordered(self.client.gather([self.client.submit(P.sums_of, s, pure=False)
-                                                 for s in states]))
-        self.traffic.add("stats", time.perf_counter() - start, _nbytes(params), _nbytes(sums))
+        states = self._run(P.batch_stats, family, self._put(params), design)
+        sums = self._gather("stats", [self.client.submit(P.batch_sums, s, pure=False)
+                                      for s in states], start, _nbytes(params))
         if design:
             self.w0 = states
             G[:], h[:], S[:] = 0.0, 0.0, 0.0
-            for (_, g, hh, _s) in sums:
+            for _, g, hh, union, table in sums:  # in batch order
                 G += g
                 h += hh
-            self._scatter_add([s[3] for s in sums], None, S)
+                S[union] += table
         return np.sum([s[0] for s in sums], axis=0)
 
     def _cross_sums(self, w0, factor, lo, table, out):
-        results = self._map("cross_sums", P.cross_sums, factor, self._put(np.array(table)),
-                            states=w0, sent=table.nbytes)
+        start = time.perf_counter()
+        futures = self._run(P.batch_cross_sums, factor, self._put(np.array(table)), states=w0)
         out[:] = 0.0
-        self._scatter_add(results, factor, out, lo)
+        for union, sums in self._gather("cross_sums", futures, start, table.nbytes):
+            out[union - lo] += sums
 
     def backfit(self, c, beta, b, tol, max_iter):
         d = self.d
@@ -188,13 +182,13 @@ class ClusterPasses(RowPasses):
         return smooth_update(lv, new, s, D, d.counts, d.has_intercept, A)
 
     def sandwich(self, A, w0, scale, H, ZU, M0):
-        results = self._map("sandwich", P.sandwich, self._put(np.array(A)), scale, states=w0,
-                            sent=A.nbytes)
+        start = time.perf_counter()
+        futures = self._run(P.batch_sandwich, self._put(np.array(A)), scale, states=w0)
         H[:], ZU[:], M0[:] = 0.0, 0.0, 0.0
-        for h, _, m in results:
+        for h, union, zu, m in self._gather("sandwich", futures, start, A.nbytes):
             H += h
+            ZU[union] += zu
             M0 += m
-        self._scatter_add([r[1] for r in results], None, ZU)
 
     def initial_values(self, family):
         from ....families import POISSON
