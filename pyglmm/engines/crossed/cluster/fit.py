@@ -6,23 +6,24 @@ Data flow (the driver is this process; the rows never come to it):
    grouping column (and of each categorical fixed-effect column); the driver
    merges them in partition order into the global levels, sorted as an
    in-process fit sorts them, and fits the fixed-effects coding.
-2. **Build.**  Every partition is converted once, on its worker, into the
-   kernels' layout (:func:`.partition.build`: X coded, checked, level ids) and
-   kept there; the raw frames are released.  Its summary (X'X, rows, the global
-   ids of its levels) comes back.
+2. **Build.**  Every partition is read and converted once, on its worker, into
+   the kernels' layout (:func:`.partition.build`: X coded, checked, level ids)
+   and kept there; the raw frames are released.  Partitions are placed in
+   consecutive runs, one run per worker thread.  Its summary (X'X, rows, the
+   global ids of its levels) comes back.
 3. **Schall's loop, the standard errors and the deviance** run on the driver
    exactly as in process (:mod:`pyglmm.engines.crossed.schall`), through
    :class:`.passes.ClusterPasses`: per outer iteration one fused pass, per inner
    sweep one cross-sum pass per factor, each moving per-level vectors and p x p
    matrices.
 
-Per pass a partition returns tables over its own levels only.  With rows
+Per pass a worker thread returns tables over its partitions' levels only.  With rows
 spread over partitions at random, every partition holds most levels of a small
 factor and a few of a large one; ``shuffle="largest"`` first moves all rows of
 each level of the factor with the most levels to one partition (a Dask
 shuffle), so that factor's tables are disjoint across partitions and the bytes
 per pass are about the large factor's levels once plus the small factors'
-levels per partition.  When the largest factor has fewer levels than the data
+levels per worker thread.  When the largest factor has fewer levels than the data
 have partitions (or one level holds most rows), shuffling by it would leave
 partitions empty or unbalanced: then keep the partitioning as it is (the
 default), which is always correct, at more bytes per pass.

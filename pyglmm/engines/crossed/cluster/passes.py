@@ -1,13 +1,14 @@
 """The passes of a fit over partitions persisted on a Dask cluster (the driver's side).
 
 Each pass sends its per-level inputs (beta, b, or the smoother's per-level fits)
-to the cluster once, as one task that every partition's task depends on (the
-workers fetch it from each other), maps a function of
-:mod:`.partition` over the partitions and gathers what each returns: p x p
-matrices and vectors or tables over the partition's own levels, never rows.
-The driver adds them up **in partition order**, so that the fit does not depend
-on which worker finished first.  The working weights stay on the workers as the
-results of the last fused pass.
+to the cluster once, as one task that the pass's tasks depend on (the workers
+fetch it from each other), and runs one task per worker thread: a function of
+:mod:`.partition` over the consecutive run of partitions that thread holds,
+whose tables over each partition's own levels are added **in partition order**
+over the union of their levels.  The driver gathers p x p matrices and those
+per-level tables, never rows, and adds them in batch order: the sums do not
+depend on which worker finished first, nor on where the tasks ran.  The working
+weights stay on the workers as the results of the last fused pass.
 
 Fault tolerance is Dask's: every object a pass reads (the partitions, the
 weights, the broadcast inputs) is a task result with its lineage, so a lost
