@@ -92,7 +92,7 @@ def test_covariance(benchmark, backend, problem, request):
     d = design(problem, backend)
     st, _ = warm_state(d, backend)
     st.pass_()
-    fit = SchallFit(st.beta, st.b, st.sigma2, st.phi, st.nu, 0.0, st.w0, st.s0, st.Wq0, True, True, 0.0)
+    fit = SchallFit(st.beta, st.b, st.sigma2, st.phi, st.nu, 0.0, st.rows.w0, st.s0, st.Wq0, True, True, 0.0)
     kern, threads = pyglmm.backends.kernels(backend), pyglmm.get_num_threads()
     cov, note = benchmark.pedantic(beta_covariance, args=(d, fit, kern, threads),
                                    rounds=2 if problem[0].startswith("stitchfix") else 5)

@@ -47,7 +47,7 @@ std::string shape_str(const Shape& shape) {
 
 template <class T>
 void check(const py::array& a, const char* name, const Shape& shape) {
-  if (!a.dtype().is(py::dtype::of<T>()))
+  if (!a.dtype().equal(py::dtype::of<T>()))  // equal, not is: unpickled arrays have their own dtype objects
     fail(name, "wrong dtype " + std::string(py::str(a.dtype())) + ", expected " +
                    std::string(py::str(py::dtype::of<T>())));
   if (!(a.flags() & py::array::c_style)) fail(name, "array must be C-contiguous");

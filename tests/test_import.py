@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-HEAVY = ("scipy.stats", "formulaic", "pandas", "scipy", "numba")
+HEAVY = ("scipy.stats", "formulaic", "pandas", "scipy", "numba", "dask", "distributed")
 
 
 def imported_after(code):

@@ -4,12 +4,15 @@
 from ..data.readers import column_names, read_table
 from ..families import FAMILIES
 from ..engines.dispatch import ENGINE_CHOICES
+from . import cluster
+from .cluster import add_scheduler_option
 from .common import add_common, emit, positive_int, progress_to_stderr
 
 
 def add_parser(sub):
     fit = sub.add_parser("fit", help="fit a model to a CSV or Parquet file")
-    fit.add_argument("data", help="CSV or Parquet (.parquet, .pq) file")
+    fit.add_argument("data", help="CSV or Parquet (.parquet, .pq) file; with --scheduler a "
+                                  "directory or glob of such files")
     fit.add_argument("--formula", required=True, help="e.g. 'y ~ x1 + C(cat) + (1|user) + (1|item)'")
     fit.add_argument("--family", default="binomial", choices=list(FAMILIES),
                      help="binomial (logit), poisson (log) or gaussian (identity)")
@@ -27,6 +30,10 @@ def add_parser(sub):
                      help="auto (default): agq when --nagq is given or the formula has random "
                           "slopes, else crossed")
     fit.add_argument("--save", metavar="PATH", help="save the whole result (pyglmm.load reads it)")
+    add_scheduler_option(fit)
+    fit.add_argument("--shuffle", choices=["largest"],
+                     help="with --scheduler: first move each level of the factor with the most "
+                          "levels to one partition (fewer bytes per pass)")
     add_common(fit)
     fit.set_defaults(func=run)
 
@@ -38,6 +45,16 @@ def run(args):
     # only the columns the model uses; if the file lacks one, glmm names it by its role
     # from the file's (empty) columns
     needed = required_columns(parse_formula(args.formula), [args.weights, args.trials, args.offset])
+    engine = choose_engine(args.formula, args.engine, args.nagq)
+    if args.scheduler:
+        if engine != "crossed":
+            raise ValueError("--scheduler fits the crossed engine only (no --nagq, no random slopes)")
+        with progress_to_stderr(args.verbose):
+            res = cluster.fit(args, needed)
+        emit(res, args)
+        return 0
+    if args.shuffle:
+        raise ValueError("--shuffle is for a fit on a Dask cluster (--scheduler)")
     present = column_names(args.data)
     if set(needed) <= set(present):
         data = read_table(args.data, columns=needed)
@@ -45,7 +62,6 @@ def run(args):
         import pandas as pd
 
         data = pd.DataFrame(columns=present)
-    engine = choose_engine(args.formula, args.engine, args.nagq)
     if engine == "agq":
         for flag, value in (("--dispersion", args.dispersion), ("--naive", args.naive)):
             if value:

@@ -6,16 +6,20 @@ import numpy as np
 
 from .. import backends as _backend
 from ..exceptions import DataError
+from . import cluster
+from .cluster import add_scheduler_option
 from .common import positive_int
 
 
 def add_parser(sub):
     p = sub.add_parser("predict", help="score a CSV or Parquet file with a saved model, in chunks")
     p.add_argument("model", help="a model saved by 'pyglmm fit --save' or GLMMResult.save")
-    p.add_argument("data", help="CSV or Parquet (.parquet, .pq) file with the model's columns")
+    p.add_argument("data", help="CSV or Parquet (.parquet, .pq) file with the model's columns; "
+                                "with --scheduler a directory or glob of such files")
     p.add_argument("--out", required=True, metavar="SCORES",
                    help="output file, Parquet (.parquet, .pq) or CSV (.csv), one column 'eta' "
-                        "(--type link) or 'mu' (--type response), rows in the order of DATA")
+                        "(--type link) or 'mu' (--type response), rows in the order of DATA; "
+                        "with --scheduler a directory of Parquet files, one per input file")
     p.add_argument("--type", choices=["link", "response"], default="link",
                    help="linear predictor (default) or mean")
     p.add_argument("--new-levels", choices=["population", "error"], default="population",
@@ -27,6 +31,7 @@ def add_parser(sub):
     p.add_argument("--backend", choices=_backend.BACKENDS,
                    help="kernel backend (default: fastest available)")
     p.add_argument("--threads", type=positive_int, help="kernel threads (default: all cores)")
+    add_scheduler_option(p)
     p.set_defaults(func=run)
 
 
@@ -44,6 +49,8 @@ def run(args):
     if res.has_offset and not res.offset_name:
         raise DataError(f"{args.model}: the model was fitted with an offset array, not a column; "
                         "score it in Python with result.predict(..., offset=...)")
+    if args.scheduler:
+        return cluster.predict(args, res, scorer)
     start, n, buffer = time.perf_counter(), 0, np.empty(0)
     with column_writer(args.out, "eta" if args.type == "link" else "mu") as write:
         for frame in prefetched(iter_table(args.data, scorer.columns, args.chunk_rows,

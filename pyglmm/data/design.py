@@ -118,7 +118,8 @@ class Design:
 
 
 def build_design(X, y, groups, family, *, feature_names, response_name, kern, nthreads,
-                 weights=None, trials=None, offset=None, index=None, xcat=None, coef_order=None):
+                 weights=None, trials=None, offset=None, index=None, xcat=None, coef_order=None,
+                 check_aliases=True):
     """Validate the pieces of a model and assemble its :class:`Design`.
 
     ``X`` is an (n, d) array of dense columns and ``xcat`` (optional, (n, m)
@@ -130,6 +131,8 @@ def build_design(X, y, groups, family, *, feature_names, response_name, kern, nt
     ``weights``, ``trials`` and ``offset`` are per-row arrays or None.
     ``kern`` (a kernel module) with ``nthreads`` reorders the rows when that
     pays (see ``SORT_ABOVE_BYTES``; one threaded gather per array) and forms X'X.
+    ``check_aliases=False`` skips the check of X'X (a part of the rows, whose
+    columns may be aliased where the whole data's are not).
     """
     X = np.ascontiguousarray(X, dtype=np.float64)
     if X.ndim != 2:
@@ -190,7 +193,8 @@ def build_design(X, y, groups, family, *, feature_names, response_name, kern, nt
 
     XtX, colsum = _gram(X, xcat, p, kern, nthreads)
     shown = np.arange(p) if coef_order is None else np.asarray(coef_order)
-    problems = aliased_columns(XtX[np.ix_(shown, shown)], [feature_names[j] for j in shown])
+    problems = (aliased_columns(XtX[np.ix_(shown, shown)], [feature_names[j] for j in shown])
+                if check_aliases else [])
     if problems:
         raise SingularMatrixError("fixed-effect columns are aliased (X'X is singular): "
                                   + "; ".join(problems))

@@ -170,8 +170,10 @@ def predict(res, newdata=None, *, X=None, groups=None, offset=None, type="link",
 
     Parameters
     ----------
-    newdata : pandas.DataFrame
+    newdata : pandas.DataFrame or dask.dataframe.DataFrame
         For formula fits: the columns the formula uses (and the offset column).
+        A dask DataFrame gives a lazy dask Series, scored partition by partition
+        on the cluster (see :mod:`pyglmm.engines.crossed.cluster.scoring`).
     X, groups : array-like, dict
         For array fits: covariates as passed to the fit (without the
         intercept column if it was added) and factor labels by name.
@@ -203,6 +205,10 @@ def predict(res, newdata=None, *, X=None, groups=None, offset=None, type="link",
         type that cannot match the fitted levels, or (with
         ``new_levels="error"``) an unseen level or missing label.
     """
+    if newdata.__class__.__module__.startswith("dask."):  # a lazy dask Series, scored on the cluster
+        from ..engines.crossed.cluster.scoring import predict_dask
+
+        return predict_dask(res, newdata, type=type, new_levels=new_levels)
     scorer = Scorer(res, type=type, new_levels=new_levels)
     if not (isinstance(chunk_size, (int, np.integer)) and chunk_size >= 1):
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")

@@ -16,8 +16,9 @@ from ...data.coding import FixedCoding
 from ...data.formula import parse_formula, required_columns
 from ...data.validation import check_column_roles, named_column
 from ...results.base import RowData, compact
-from .degenerate import check_response_varies
 from .inference import beta_covariance, naive_comparison
+from .cluster import is_dask_frame
+from .passes import passes_of
 from .result import CrossedResult
 from .schall import BOUNDARY, FitOptions, fit_schall, level_precision
 
@@ -119,14 +120,19 @@ _FIT_DOC = r"""
 
 def glmm(formula, data, family="binomial", *, weights=None, trials=None, offset=None,
          dispersion=None, tol=1e-8, inner_tol=1e-8, var_tol=1e-3, max_iter=100,
-         max_inner_iter=1000, se=True, compare_naive=False, backend=None, threads=None, callback=None):
+         max_inner_iter=1000, se=True, compare_naive=False, backend=None, threads=None, callback=None,
+         shuffle=None):
     start = time.perf_counter()
-    parsed = parse_formula(formula)
-    if parsed.has_slopes:
-        term = next(t for t in parsed.random if t.slopes or not t.intercept)
-        raise NotImplementedError(
-            f"the crossed engine fits random intercepts only; ({' + '.join(term.names)}|{term.group}) "
-            "has random slopes: fit one grouping factor with slopes by adaptive quadrature instead")
+    parsed = parse_model(formula)
+    if is_dask_frame(data):  # rows on a Dask cluster: cluster/fit.py
+        from .cluster.fit import glmm_dask
+
+        return glmm_dask(parsed, formula, data, family, weights=weights, trials=trials,
+                         offset=offset, dispersion=dispersion, tol=tol, inner_tol=inner_tol,
+                         var_tol=var_tol, max_iter=max_iter, max_inner_iter=max_inner_iter, se=se,
+                         compare_naive=compare_naive, backend=backend, callback=callback, shuffle=shuffle)
+    if shuffle is not None:
+        raise TypeError("shuffle is for a dask DataFrame; data is a " + type(data).__name__)
     named = {"weights": weights, "trials": trials, "offset": offset}
     _check_roles(data, parsed, named)
     coding = FixedCoding.from_data(parsed.fixed, data)
@@ -162,7 +168,12 @@ glmm.__doc__ = r"""Fit a crossed random-effects GLMM from an lme4-style formula.
         first category; intercept ``Intercept`` unless ``0 +`` or ``- 1``) and
         one ``(1|g)`` term per grouping column.  Interactions and transforms
         are refused: compute them as columns first.
-    data : pandas.DataFrame
+    data : pandas.DataFrame or dask.dataframe.DataFrame
+        A dask DataFrame is fitted on the default ``distributed.Client``'s cluster,
+        with the same answer (see :mod:`pyglmm.engines.crossed.cluster.fit`); then
+        ``weights``, ``trials`` and ``offset`` must be column names, and the
+        keyword ``shuffle="largest"`` first moves each level of the factor with the
+        most levels to one partition (fewer bytes per pass).
     weights, trials, offset : str or array-like, optional
         Prior weights, binomial trials (the response is then the number of
         successes) and offset: column names or per-row arrays.
@@ -227,6 +238,17 @@ glmm_from_arrays.__doc__ = r"""Fit a crossed random-effects GLMM from arrays.
 """ + _FIT_DOC
 
 
+def parse_model(formula):
+    """The parsed formula of a crossed model (random intercepts only)."""
+    parsed = parse_formula(formula)
+    if parsed.has_slopes:
+        term = next(t for t in parsed.random if t.slopes or not t.intercept)
+        raise NotImplementedError(
+            f"the crossed engine fits random intercepts only; ({' + '.join(term.names)}|{term.group}) "
+            "has random slopes: fit one grouping factor with slopes by adaptive quadrature instead")
+    return parsed
+
+
 def _check_roles(data, parsed, named):
     """Name a missing column by its role (response, weights, grouping factor, ...)."""
     special = {parsed.response, *parsed.groups}
@@ -253,17 +275,21 @@ def _kernels(backend, threads):
 
 def _fit(d, fam, formula, start, opts, se, compare_naive, name, kern, threads, callback, given,
          **predict_info):
-    """Schall's loop, covariance, naive comparison and the result; ``given`` holds the
-    caller's (y, trials, weights, row index) for the per-row outputs."""
-    check_response_varies(d, fam)
+    """Schall's loop, covariance, naive comparison and the result; ``d`` is a Design or
+    the :class:`~pyglmm.engines.crossed.passes.RowPasses` of rows elsewhere (then ``given``
+    is None: no per-row outputs), ``given`` the caller's (y, trials, weights, row index)
+    for the per-row outputs."""
+    passes = passes_of(d, kern, threads)
+    d = passes.d
+    passes.check_response(fam)
     timings = {"design": time.perf_counter() - start}
     t = time.perf_counter()
-    fit = fit_schall(d, fam, opts, kern, threads, _reporter(callback, d.factor_names))
+    fit = fit_schall(passes, fam, opts, kern, threads, _reporter(callback, d.factor_names))
     timings["schall"] = time.perf_counter() - t
     cov_arr = cov_note = naive = naive_summary = None
     if se or compare_naive:
         t = time.perf_counter()
-        cov_arr, cov_note = beta_covariance(d, fit, kern, threads)
+        cov_arr, cov_note = beta_covariance(passes, fit, kern, threads)
         if fit.separation is not None:  # diverging estimates have no (finite) variance
             diverging = np.isin(d.feature_names, fit.separation.columns)
             cov_arr[diverging, :] = cov_arr[:, diverging] = np.nan
@@ -275,9 +301,11 @@ def _fit(d, fam, formula, start, opts, se, compare_naive, name, kern, threads, c
     names, beta, cov_arr, naive = _in_user_order(d, fit.beta, cov_arr, naive)
     cov = pd.DataFrame(cov_arr, names, names) if se else None
     t = time.perf_counter()
-    deviance, mu = _conditional_fit(d, fam, fit, kern, threads)
-    y, trials, weights, index = given
-    rows = RowData(d.to_caller_order(mu), compact(y), compact(trials), compact(weights), index)
+    deviance, mu = passes.conditional_fit(fam, fit.beta, fit.b)
+    rows = None
+    if given is not None:
+        y, trials, weights, index = given
+        rows = RowData(mu, compact(y), compact(trials), compact(weights), index)
     timings["fitted"] = time.perf_counter() - t
 
     sigma = pd.Series(np.sqrt(fit.sigma2), index=d.factor_names, name="sd")
@@ -382,15 +410,3 @@ def _reporter(callback, names):
         if callback is not None:
             callback(shown)
     return report
-
-
-def _conditional_fit(d, fam, fit, kern, threads):
-    """Deviance of the conditional model at the modes and the fitted means, in the
-    design's row order, from the IRLS kernel: the inverse link of the linear
-    predictor, clamped as in the fit (see pyglmm/families.py; only |eta| > 30 for
-    binomial, eta > 100 or mu < 2.2e-16 for poisson are affected), which keeps the
-    logarithms finite."""
-    eta, mu, w, z = (np.empty(d.n) for _ in range(4))
-    kern.linear_predictor(d.X, d.codes, fit.beta, fit.b, d.offset, eta, threads, d.xcat)
-    deviance = kern.irls_quantities(fam.code, eta, d.y, d.prior, d.offset, mu, w, z, threads)
-    return deviance, mu

@@ -63,27 +63,31 @@ def _level_sums(d, k, weights, rows=slice(None)):
     return np.bincount(d.codes[rows, k], weights=weights, minlength=lv.stop)[lv]
 
 
-def check_response_varies(d, family):
+def check_response_varies(d, family, at_bound=None, outcomes=None):
     """Raise :class:`DataError` when a response whose mean is bounded (binomial) leaves
     no finite estimate (see the module's docstring).
 
     The first ``SCREEN`` rows almost always show both outcomes, and (per factor)
     a level with both; only otherwise are all rows scanned (O(N)).
+    ``at_bound(bound, rows)`` (whether the response is ``bound`` in all ``rows`` of
+    positive weight) and ``outcomes(k, rows)`` (see :func:`_level_outcomes`) read
+    d's rows unless given (the cluster passes give them over all partitions).
     """
     bounds = MEAN_BOUNDS.get(family.name)
     if bounds is None:
         return
-    keep = _positive_rows(d)
-    where = "every row" if keep is None else "every row with positive weight"
+    keep = None if at_bound is not None else _positive_rows(d)
+    at_bound = at_bound or (lambda bound, rows: _all_at(d, keep, bound, rows))
+    outcomes = outcomes or (lambda k, rows: _level_outcomes(d, k, rows))
+    where = "every row" if d.n_eff == d.n else "every row with positive weight"
     for bound in bounds:
-        if bound is not None and _all_at(d, keep, bound, slice(0, SCREEN)) and \
-                _all_at(d, keep, bound, slice(None)):
+        if bound is not None and at_bound(bound, slice(0, SCREEN)) and at_bound(bound, slice(None)):
             raise DataError(f"the response {d.response_name!r} is {bound:g} in {where}: the "
                             f"intercept has no finite estimate (every fitted mean tends to {bound:g})")
     if None not in bounds:
-        for k in range(d.codes.shape[1]):
-            if _all_levels_pure(d, k, slice(0, SCREEN)) and _all_levels_pure(d, k, slice(None)):
-                _raise_level_separation(d, k, *bounds)
+        for k in range(len(d.factor_names)):
+            if _pure(*outcomes(k, slice(0, SCREEN))) and _pure(*outcomes(k, slice(None))):
+                _raise_level_separation(d, k, *bounds, *outcomes(k, slice(None)))
 
 
 def _all_at(d, keep, bound, rows):
@@ -99,17 +103,15 @@ def _level_outcomes(d, k, rows):
     return _level_sums(d, k, w, rows), _level_sums(d, k, y if w is None else w * y, rows)
 
 
-def _all_levels_pure(d, k, rows):
-    """Whether every level of factor k (on ``rows``) has its response at 0, or at 1,
+def _pure(total, events):
+    """Whether every level (``total`` weight, ``events``) has its response at 0, or at 1,
     in all its rows of positive weight (the response lies in [0, 1])."""
-    total, events = _level_outcomes(d, k, rows)
     used = total > 0
     return bool(np.all((events[used] == 0) | (events[used] == total[used])))
 
 
-def _raise_level_separation(d, k, lo, hi):
+def _raise_level_separation(d, k, lo, hi, total, events):
     f = d.factor_names[k]
-    total, events = _level_outcomes(d, k, slice(None))
     used = total > 0
     n_low, n_high = int(np.sum(events[used] == 0)), int(np.sum(events[used] == total[used]))
     single = " (every level has a single row)" if d.counts[d.factor_slices()[k]].max() <= 1 else ""
@@ -119,11 +121,19 @@ def _raise_level_separation(d, k, lo, hi):
                     f"finite estimate; drop (1|{f}) or aggregate its rows")
 
 
-def exact_fit_error(d, phi, start):
+def exact_fit_error(d, phi, start, cause=None):
     """The :class:`DataError` for an estimated dispersion ``phi`` that collapsed to
     (almost) 0 from ``start``: the response is reproduced exactly.  Says whether the
     response is constant, or names the factor within whose levels it is (O(N) per
-    factor, on this error path only)."""
+    factor, on this error path only), unless the ``cause`` is given."""
+    cause = cause or _exact_fit_cause(d)
+    return DataError(f"the estimated dispersion fell to {phi:.3g} ({phi / start:.2g} of its start): "
+                     f"{cause}, so there is no residual variation to estimate it from. Fit with "
+                     "dispersion='fixed' (a known residual variance) or drop the terms that "
+                     "reproduce the response")
+
+
+def _exact_fit_cause(d):
     keep = _positive_rows(d)
     r = d.y - d.offset if d.offset.size else d.y
     kept = r if keep is None else r[keep]
@@ -131,22 +141,16 @@ def exact_fit_error(d, phi, start):
     size = np.abs(kept).max()
     if np.ptp(kept) <= CONSTANT * size:
         rows = "every row" if keep is None else "every row with positive weight"
-        cause = f"{what} is constant ({kept[0]:g} in {rows})"
-    else:
-        cause = f"the fixed and random effects reproduce {what} exactly"
-        w = d.prior if d.prior.size else None
-        for k, f in enumerate(d.factor_names):
-            total = _level_sums(d, k, w)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                mean = np.nan_to_num(_level_sums(d, k, r if w is None else w * r) / total)
-            dev = np.abs(r - mean[d.codes[:, k] - d.offsets[k]])
-            if (dev if keep is None else dev[keep]).max() <= CONSTANT * size:
-                cause = f"{what} is constant within every level of factor {f!r}"
-                break
-    return DataError(f"the estimated dispersion fell to {phi:.3g} ({phi / start:.2g} of its start): "
-                     f"{cause}, so there is no residual variation to estimate it from. Fit with "
-                     "dispersion='fixed' (a known residual variance) or drop the terms that "
-                     "reproduce the response")
+        return f"{what} is constant ({kept[0]:g} in {rows})"
+    w = d.prior if d.prior.size else None
+    for k, f in enumerate(d.factor_names):
+        total = _level_sums(d, k, w)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.nan_to_num(_level_sums(d, k, r if w is None else w * r) / total)
+        dev = np.abs(r - mean[d.codes[:, k] - d.offsets[k]])
+        if (dev if keep is None else dev[keep]).max() <= CONSTANT * size:
+            return f"{what} is constant within every level of factor {f!r}"
+    return f"the fixed and random effects reproduce {what} exactly"
 
 
 @dataclass
@@ -180,8 +184,10 @@ class SeparationMonitor:
 
     STEPS = 3
 
-    def __init__(self, d, family):
+    def __init__(self, d, family, certificate=None):
         self.d, self.bounds = d, MEAN_BOUNDS.get(family.name)
+        # separation_certificate's pass over the rows (for d's rows when not given)
+        self.certificate = certificate or (lambda bounds, delta: separation_certificate(d, bounds, delta))
         self.scale = np.sqrt(np.diag(d.XtX) / d.n)  # root mean square of each column
         self.betas, self.next_check, self.wait = [], 0, 1
 
@@ -215,7 +221,7 @@ class SeparationMonitor:
         for i, main in enumerate(masks):
             if any(np.array_equal(main, m) for m in masks[:i]):
                 continue
-            found = separation_certificate(self.d, self.bounds, np.where(main, step, 0.0))
+            found = self.certificate(self.bounds, np.where(main, step, 0.0))
             if found is not None:
                 names = [n for n, m in zip(self.d.feature_names, main) if m]
                 limits = " or ".join(f"{b:g}" for b in self.bounds if b is not None)
@@ -232,15 +238,22 @@ def separation_certificate(d, bounds, delta):
     :math:`\delta` then improves the fit without end.  Returns
     ``(separated rows, complete)`` or None.
     """
+    return certificate_verdict(*certificate_counts(d, bounds, delta), d.n_eff)
+
+
+def certificate_verdict(consistent, rows, n_eff):
+    """:func:`separation_certificate` from :func:`certificate_counts` (summed over parts)."""
+    return (rows, rows == n_eff) if consistent and rows else None
+
+
+def certificate_counts(d, bounds, delta):
+    """(whether every row with t != 0 sits at its bound, how many rows have t != 0)."""
     t = d.x_dot(delta)
     keep = _positive_rows(d)
     if keep is not None:
         t = np.where(keep, t, 0.0)
     lo, hi = bounds
     up, down = t > 0, t < 0  # exact: rows off the columns of delta give exact zeros
-    if up.any() and (hi is None or np.any(d.y[up] != hi)):
-        return None
-    if down.any() and (lo is None or np.any(d.y[down] != lo)):
-        return None
-    rows = int(np.count_nonzero(up) + np.count_nonzero(down))
-    return (rows, rows == d.n_eff) if rows else None
+    consistent = not ((up.any() and (hi is None or np.any(d.y[up] != hi)))
+                      or (down.any() and (lo is None or np.any(d.y[down] != lo))))
+    return consistent, int(np.count_nonzero(up) + np.count_nonzero(down))

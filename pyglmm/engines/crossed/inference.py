@@ -31,13 +31,14 @@ and, under the GLMM,
 """
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pandas as pd
 from scipy.linalg import eigh
 
-from ...data.design import EMPTY
 from ...data.validation import check_positive_definite, checked_inverse, checked_solve
+from .passes import passes_of
 from .schall import _relative
 
 # How a singular H = X'W(I - S)X, with S the random effects' smoother, names its columns.
@@ -54,8 +55,11 @@ def smooth_columns(d, fit, kern, nthreads, tol=1e-10, max_iter=1000):
 
     Returns ``(A, iterations, rel)`` with ``A`` the (Q, p) per-level fits.
     Block k is solved in the unscaled weights w0 = phi w, with
-    D_k = Z_k'w0 + phi / sigma_k^2 (the same fit), by the kernel ``smooth_step``.
+    D_k = Z_k'w0 + phi / sigma_k^2 (the same fit), by the kernel ``smooth_step``
+    (``d``: a Design or its :class:`~pyglmm.engines.crossed.passes.RowPasses`).
     """
+    rows = passes_of(d, kern, nthreads)
+    d = rows.d
     s = np.ascontiguousarray(fit.s0)
     D = fit.Wq0 + fit.phi * np.repeat(1.0 / fit.sigma2, d.n_levels)
     A = np.zeros(s.shape)  # calloc: pages zeroed as the kernel first writes them, no memset pass
@@ -64,8 +68,7 @@ def smooth_columns(d, fit, kern, nthreads, tol=1e-10, max_iter=1000):
     for it in range(1, max_iter + 1):
         num = den = 0.0
         for k in range(len(d.n_levels)):
-            dn, dd = kern.smooth_step(d.codes, d.offsets, k, fit.w0, s, D, d.counts,
-                                      d.has_intercept, A, work, nthreads)
+            dn, dd = rows.smooth_step(k, fit.w0, s, D, A, work)
             num, den = num + dn, den + dd
         rel = _relative(num, den)
         if rel <= tol:
@@ -73,11 +76,12 @@ def smooth_columns(d, fit, kern, nthreads, tol=1e-10, max_iter=1000):
     return A, it, rel
 
 
-def _sandwich(d, kern, nthreads, A, wu, scale, wm, sigma2, what):
-    """H^{-1} M H^{-T} and H^{-1} from one sandwich pass (``what`` names H in errors)."""
+def _sandwich(d, sandwich_pass, A, sigma2, what):
+    """H^{-1} M H^{-T} and H^{-1} from one sandwich pass, ``sandwich_pass(H, ZU, M0)``
+    (``what`` names H in errors)."""
     p, Q = d.p, int(d.offsets[-1])
     H, ZU, M0 = np.empty((p, p)), np.empty((Q, p)), np.empty((p, p))
-    kern.sandwich_pass(d.X, d.codes, A, wu, scale, wm, H, ZU, M0, nthreads, d.xcat)
+    sandwich_pass(H, ZU, M0)
     M = M0 + sum(s2 * ZU[lv].T @ ZU[lv] for s2, lv in zip(sigma2, d.factor_slices()))
     Hinv = checked_inverse(H, d.feature_names, what, **(_BESIDE_RANDOM if A.size else _AT_WEIGHTS))
     return Hinv @ M @ Hinv.T, Hinv
@@ -85,9 +89,11 @@ def _sandwich(d, kern, nthreads, A, wu, scale, wm, sigma2, what):
 
 def beta_covariance(d, fit, kern, nthreads, tol=1e-10, max_iter=1000):
     """Eq. (24) at the converged weights; returns ``(cov, note)``, ``note`` None
-    unless backfitting the columns of X stopped short of ``tol``."""
-    A, it, rel = smooth_columns(d, fit, kern, nthreads, tol, max_iter)
-    cov, _ = _sandwich(d, kern, nthreads, A, fit.w0, 1.0 / fit.phi, EMPTY, fit.sigma2,
+    unless backfitting the columns of X stopped short of ``tol`` (``d``: a Design
+    or its :class:`~pyglmm.engines.crossed.passes.RowPasses`)."""
+    rows = passes_of(d, kern, nthreads)
+    A, it, rel = smooth_columns(rows, fit, kern, nthreads, tol, max_iter)
+    cov, _ = _sandwich(rows.d, partial(rows.sandwich, A, fit.w0, 1.0 / fit.phi), A, fit.sigma2,
                        "H = X'W(I - S)X of the standard errors (eq. 24)")
     note = None if rel <= tol else (f"backfitting the columns of X for the standard errors "
                                     f"stopped at {it} iterations (relative change {rel:.3g})")
@@ -138,7 +144,10 @@ def naive_comparison(d, family, fit, cov_glmm, kern, nthreads):
     with np.errstate(divide="ignore", invalid="ignore"):
         wm = np.where(wG > 0, lr.w0**2 / wG, 0.0)
     no_smooth = np.empty((0, 0))  # absent A: the naive fit smooths nothing
-    cov_glmm_lr, Hinv = _sandwich(d, kern, nthreads, no_smooth, lr.w0, 1.0, wm, fit.sigma2,
+    def naive_pass(H, ZU, M0):
+        kern.sandwich_pass(d.X, d.codes, no_smooth, lr.w0, 1.0, wm, H, ZU, M0, nthreads, d.xcat)
+
+    cov_glmm_lr, Hinv = _sandwich(d, naive_pass, no_smooth, fit.sigma2,
                                   "X'WX of the naive regression")
     cov_lr = lr.phi * Hinv
     table = pd.DataFrame({

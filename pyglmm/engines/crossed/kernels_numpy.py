@@ -97,7 +97,17 @@ def group_cross_sums(codes, factor, lo, w, scale, table, out, nthreads):
 
 def club_backfit(codes, offsets, w, scale, h, s, D, tq, chol, XtX, counts, beta, b,
                  tol, max_iter, nthreads):
-    K = codes.shape[1]
+    def cross_sums(f, lo, table, out):
+        group_cross_sums(codes, f, lo, w, scale, table, out, nthreads)
+
+    return club_sweeps(cross_sums, offsets, h, s, D, tq, chol, XtX, counts, beta, b, tol, max_iter)
+
+
+def club_sweeps(cross_sums, offsets, h, s, D, tq, chol, XtX, counts, beta, b, tol, max_iter):
+    """club_backfit with its one pass over the rows, ``cross_sums(f, lo, table, out)``
+    (group_cross_sums at the weights), given by the caller: the cluster passes
+    (pyglmm.engines.crossed.cluster) reduce it over partitions."""
+    K = len(offsets) - 1
     levels = [slice(offsets[f], offsets[f + 1]) for f in range(K)]
     sweeps, rel = 0, 0.0
     while sweeps < max_iter:
@@ -105,7 +115,7 @@ def club_backfit(codes, offsets, w, scale, h, s, D, tq, chol, XtX, counts, beta,
         beta0, b0 = beta.copy(), b.copy()
         for f, lv in enumerate(levels):
             u = np.empty((lv.stop - lv.start, 1))
-            group_cross_sums(codes, f, lv.start, w, scale, b[:, None], u, nthreads)
+            cross_sums(f, lv.start, b[:, None], u)
             u = tq[lv] - u[:, 0]
             others = sum((s[o].T @ b[o] for g, o in enumerate(levels) if g != f), np.zeros_like(h))
             rhs = h - others - s[lv].T @ (u / D[lv])
@@ -143,6 +153,12 @@ def smooth_step(codes, offsets, factor, w, s, D, counts, centre, A, work, nthrea
     lv = slice(offsets[factor], offsets[factor + 1])
     new = work[: lv.stop - lv.start]
     group_cross_sums(codes, factor, lv.start, w, 1.0, A, new, nthreads)
+    return smooth_update(lv, new, s, D, counts, centre, A)
+
+
+def smooth_update(lv, new, s, D, counts, centre, A):
+    """smooth_step after its one pass over the rows: ``new`` holds the group cross sums
+    of A for the levels ``lv`` (the cluster passes reduce them over partitions)."""
     new[:] = (s[lv] - new) / D[lv, None]
     if centre:  # sum_g new_g = 0 along 1/D
         new -= np.outer(1.0 / D[lv], new.sum(axis=0) / np.sum(1.0 / D[lv]))

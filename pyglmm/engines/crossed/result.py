@@ -34,18 +34,31 @@ class CrossedResult(GLMMResult):
         on the variances) and ``sigma_<factor>``.
     naive, naive_summary : pandas.DataFrame, dict or None
         The naive-regression comparison (``compare_naive=True``).
+    cluster : dict or None
+        For a fit of a dask DataFrame, the cluster it ran on: ``workers``,
+        ``threads``, ``partitions``, ``shuffle``, ``scheduler`` (address) and
+        ``traffic`` (per kind of pass: passes, seconds, bytes sent and gathered).
     """
 
     inner_sweeps: int = 0
     history: pd.DataFrame = field(default_factory=pd.DataFrame)
     naive: object = None
     naive_summary: object = None
+    cluster: object = None
 
     method = "PQL (Schall; clubbed backfitting, diagonal trace)"
     likelihood_note = "PQL has no likelihood; deviance is that of the conditional model at the modes"
 
     def iterations_text(self):
         return f"{self.iterations} outer iterations ({self.inner_sweeps} inner sweeps)"
+
+    def fit_description(self):
+        text = super().fit_description()
+        if self.cluster is None:
+            return text
+        c = self.cluster
+        return (f"{text}; on a Dask cluster of {c['workers']} worker(s), {c['threads']} thread(s), "
+                f"{c['partitions']} partition(s)")
 
     def summary(self):
         text = super().summary()
@@ -61,6 +74,7 @@ class CrossedResult(GLMMResult):
                 "data": self.naive.to_numpy(np.float64).tolist()},
             "naive_summary": None if self.naive_summary is None else {
                 k: v.item() if isinstance(v, np.generic) else v for k, v in self.naive_summary.items()},
+            "cluster": self.cluster,  # plain numbers and strings (cluster/fit.py)
         }
 
     @classmethod
@@ -76,8 +90,9 @@ class CrossedResult(GLMMResult):
             history = pd.DataFrame(json_field(d, "history", dict))
         except ValueError as exc:
             raise ValueError(f"model file: field 'history' is not a table ({exc})") from None
+        cluster = json_field(d, "cluster", (dict, type(None))) if "cluster" in d else None
         return dict(inner_sweeps=json_field(d, "inner_sweeps", int), history=history, naive=naive,
-                    naive_summary=json_field(d, "naive_summary", (dict, type(None))))
+                    naive_summary=json_field(d, "naive_summary", (dict, type(None))), cluster=cluster)
 
     def _loglik(self, name):
         raise AttributeError(f"{name} is not available: " + NO_LIKELIHOOD)

@@ -66,7 +66,8 @@ import numpy as np
 from ...data.validation import dependent_columns, singular_matrix_error
 from ...exceptions import DataError
 from ...families import POISSON
-from .degenerate import PHI_EXACT, SeparationMonitor, exact_fit_error
+from .degenerate import PHI_EXACT, SeparationMonitor
+from .passes import passes_of
 
 SIGMA2_FLOOR = 1e-12  # relative to phi: keeps lambda finite once a variance collapses
 BOUNDARY = 1e-4  # sigma_k / sqrt(phi) below this is a boundary (singular) fit, as lme4
@@ -105,7 +106,7 @@ class SchallFit:
     phi: float
     nu: np.ndarray
     pearson: float
-    w0: np.ndarray  # final unscaled working weights (w = w0 / phi)
+    w0: object  # final unscaled working weights (w = w0 / phi), as the passes hold them
     s0: np.ndarray  # final Z'W0X (Q x p, a view)
     Wq0: np.ndarray  # final Z'w0 (Q, a view)
     converged: bool
@@ -113,6 +114,7 @@ class SchallFit:
     rel_change: float
     history: list = field(default_factory=list)
     separation: object = None  # a degenerate.Separation when the loop stopped on separation
+    rows: object = None  # the passes.RowPasses the loop ran on
 
 
 def _relative(num, den):
@@ -227,16 +229,18 @@ class SchallState:
     """
 
     def __init__(self, d, family, kern, nthreads, estimate_dispersion):
-        K, p, Q = d.codes.shape[1], d.p, int(d.offsets[-1])
-        self.d, self.family, self.kern, self.nthreads = d, family, kern, nthreads
+        self.rows = rows = passes_of(d, kern, nthreads)  # the seam: see passes.py
+        self.d = d = rows.d
+        K, p, Q = len(d.factor_names), d.p, int(d.offsets[-1])
+        self.family, self.kern, self.nthreads = family, kern, nthreads
+        self.start, shift = rows.initial_values(family)
         self.beta, self.b = np.zeros(p), np.zeros(Q)
-        self.b[: d.offsets[1]] = _initial_shift(d, family)
+        self.b[: d.offsets[1]] = shift
         self.dbeta, self.db = np.zeros(p), np.zeros(Q)
-        self.start = start = _initial_scale(d, family)
-        self.phi = start if estimate_dispersion else 1.0
-        self.sigma2 = np.full(K, start)
+        self.phi = self.start if estimate_dispersion else 1.0
+        self.sigma2 = np.full(K, self.start)
         self.nu = np.zeros(K)
-        self.w0, self.G0, self.h0 = np.empty(d.n), np.empty((p, p)), np.empty(p)
+        self.G0, self.h0 = np.empty((p, p)), np.empty(p)
         self.S0 = np.empty((Q, p + 2))  # Z'W0 [X, 1, z]: views s0, Wq0, tq0
         self.s0, self.Wq0, self.tq0 = self.S0[:, :p], self.S0[:, p], self.S0[:, p + 1]
         # contiguous copies of s0, Wq0, tq0, D and s_k' D_k^-1 s_k (prepare)
@@ -248,12 +252,10 @@ class SchallState:
         """The fused pass; returns [pearson, |zeta|^2, |dzeta|^2, |zeta - dzeta|^2].
 
         The gaussian family's sums do not change after the first pass."""
-        d = self.d
         design = self.family.irls or self.passes == 0
         self.passes += 1
-        return self.kern.stats_pass(self.family.code, d.X, d.codes, d.y, d.prior, d.offset,
-                                    self.beta, self.b, self.dbeta, self.db, design, self.w0,
-                                    self.G0, self.h0, self.S0, self.nthreads, d.xcat)
+        return self.rows.stats(self.family.code, self.beta, self.b, self.dbeta, self.db, design,
+                               self.G0, self.h0, self.S0)
 
     def prepare(self):
         """Inputs of the clubbed inner loop at the current weights and variances
@@ -266,11 +268,7 @@ class SchallState:
 
     def backfit(self, c, inner_tol, max_inner_iter):
         """Clubbed backfitting from the current (beta, b); returns (sweeps, rel)."""
-        d = self.d
-        sweeps, rel = self.kern.club_backfit(d.codes, d.offsets, self.w0, 1.0, c.h, c.s, c.D,
-                                             c.tq, c.chol, d.XtX, d.counts, self.beta, self.b,
-                                             inner_tol, max_inner_iter, self.nthreads)
-        return int(sweeps), float(rel)
+        return self.rows.backfit(c, self.beta, self.b, inner_tol, max_inner_iter)
 
     def solve(self, inner_tol, max_inner_iter):
         """Clubbed backfitting at the current weights, then Schall's update.
@@ -288,9 +286,11 @@ class SchallState:
 
 
 def fit_schall(d, family, opts, kern, nthreads, progress=None):
-    """Run Schall's algorithm on design ``d`` with kernel module ``kern``."""
+    """Run Schall's algorithm on design ``d`` with kernel module ``kern`` (or on the
+    rows of ``d``, a :class:`~pyglmm.engines.crossed.passes.RowPasses`)."""
     st = SchallState(d, family, kern, nthreads, opts.estimate_dispersion)
-    monitor = SeparationMonitor(d, family)
+    d = st.d
+    monitor = SeparationMonitor(d, family, st.rows.certificate)
     q = d.n_levels.astype(np.float64)
     history, converged, rel, pearson, separation = [], False, np.inf, np.nan, None
     jumps = 0
@@ -317,7 +317,7 @@ def fit_schall(d, family, opts, kern, nthreads, progress=None):
                                     "residual degrees of freedom)")
                 st.phi = pearson / dof
                 if st.phi <= PHI_EXACT * st.start:
-                    raise exact_fit_error(d, st.phi, st.start)
+                    raise st.rows.exact_fit_error(st.phi, st.start)
         if converged or it > opts.max_iter:
             break
         sweeps, inner_rel, old_sigma2 = st.solve(opts.inner_tol, opts.max_inner_iter)
@@ -332,5 +332,5 @@ def fit_schall(d, family, opts, kern, nthreads, progress=None):
         row["seconds"] = time.perf_counter() - start
         history.append(row)
     inner_ok = bool(history) and history[-1]["inner_rel"] <= opts.inner_tol
-    return SchallFit(st.beta, st.b, st.sigma2, float(st.phi), st.nu, pearson, st.w0, st.s0,
-                     st.Wq0, bool(converged), inner_ok, float(rel), history, separation)
+    return SchallFit(st.beta, st.b, st.sigma2, float(st.phi), st.nu, pearson, st.rows.w0, st.s0,
+                     st.Wq0, bool(converged), inner_ok, float(rel), history, separation, st.rows)

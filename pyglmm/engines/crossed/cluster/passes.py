@@ -1,0 +1,244 @@
+"""The passes of a fit over partitions persisted on a Dask cluster (the driver's side).
+
+Each pass sends its per-level inputs (beta, b, or the smoother's per-level fits)
+to the cluster once, as one task that the pass's tasks depend on (the workers
+fetch it from each other), and runs one task per worker thread: a function of
+:mod:`.partition` over the consecutive run of partitions that thread holds,
+whose tables over each partition's own levels are added **in partition order**
+over the union of their levels.  The driver gathers p x p matrices and those
+per-level tables, never rows, and adds them in batch order: the sums do not
+depend on which worker finished first, nor on where the tasks ran.  The working
+weights stay on the workers as the results of the last fused pass.
+
+Fault tolerance is Dask's: every object a pass reads (the partitions, the
+weights, the broadcast inputs) is a task result with its lineage, so a lost
+worker's data are recomputed from the input files and the same inputs, giving
+the same numbers.
+"""
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ....data.design import Design
+from ..degenerate import certificate_verdict, check_response_varies, exact_fit_error
+from ..kernels_numpy import club_sweeps, smooth_update
+from ..passes import RowPasses
+from . import partition as P
+
+
+@dataclass
+class ClusterDesign:
+    """The per-level side of a distributed design (what the driver knows of the rows)."""
+
+    n: int
+    n_eff: int
+    XtX: np.ndarray
+    offsets: np.ndarray
+    counts: np.ndarray
+    feature_names: list
+    factor_names: list
+    levels: list
+    response_name: str
+    has_intercept: bool
+
+    # the per-level views an in-process Design has (they read only the fields above)
+    p = Design.p
+    n_levels = Design.n_levels
+    factor_slices = Design.factor_slices
+
+
+@dataclass
+class Traffic:
+    """Per kind of pass: how many, seconds, bytes sent (each broadcast input counted
+    once) and bytes gathered to the driver."""
+
+    table: dict = field(default_factory=dict)
+
+    def add(self, kind, seconds, sent, received):
+        row = self.table.setdefault(kind, dict(passes=0, seconds=0.0, bytes_sent=0, bytes_received=0))
+        row["passes"] += 1
+        row["seconds"] += seconds
+        row["bytes_sent"] += int(sent)
+        row["bytes_received"] += int(received)
+
+
+def _nbytes(value):
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if isinstance(value, (tuple, list)):
+        return sum(_nbytes(v) for v in value)
+    if isinstance(value, dict):
+        return sum(_nbytes(v) for v in value.values())
+    return 8
+
+
+def _value(x):
+    return x
+
+
+class ClusterPasses(RowPasses):
+    """The :class:`~pyglmm.engines.crossed.passes.RowPasses` of partitions on a cluster.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    parts : list of Future
+        The built :class:`.partition.Partition` of every (non-empty) partition, in order.
+    summaries : list of dict
+        Their :func:`.partition.summary`, in the same order.
+    d : ClusterDesign
+    batches : list of (list of int, str)
+        Consecutive runs of partitions (positions in ``parts``) and the worker each
+        should run on (one batch per worker thread, see ``fit._read``): a pass
+        is one task per batch, which adds its partitions' tables in partition order;
+        the driver adds the batches' in batch order.  The sums are thus the same
+        whatever the timing and wherever the tasks run.
+    """
+
+    def __init__(self, client, parts, summaries, d, batches):
+        self.client, self.parts, self.d = client, parts, d
+        self.ids = [s["ids"] for s in summaries]
+        self.local_offsets = [s["offsets"] for s in summaries]
+        self.batches = [(positions, worker) for positions, worker in batches if positions]
+        self.batch_parts = [[parts[i] for i in positions] for positions, _ in self.batches]
+        self.w0 = None  # futures of the last design pass, one per batch
+        self.traffic = Traffic()
+
+    # --- mechanics ---------------------------------------------------------------
+    def _put(self, value):
+        """``value`` as one task result that the partitions' tasks depend on."""
+        return self.client.submit(_value, value, pure=False)
+
+    def _run(self, fn, *args, states=None):
+        """Futures of ``fn(batch's parts, [state], *args)``, one per batch, on its worker
+        (elsewhere if that worker is gone)."""
+        states = [()] * len(self.batches) if states is None else [(st,) for st in states]
+        return [self.client.submit(fn, parts, *st, *args, workers=[worker],
+                                   allow_other_workers=True, pure=False)
+                for parts, st, (_, worker) in zip(self.batch_parts, states, self.batches)]
+
+    def _gather(self, kind, futures, start, sent):
+        out = self.client.gather(futures)
+        self.traffic.add(kind, time.perf_counter() - start, sent, _nbytes(out))
+        return out
+
+    def _map(self, kind, fn, *args, sent=0):
+        """``fn(part, *args)`` for every partition; results in partition order."""
+        start = time.perf_counter()
+        out = [None] * len(self.parts)
+        batch_results = self._gather(kind, self._run(P.each, fn, *args), start, sent)
+        for (positions, _), results in zip(self.batches, batch_results):
+            for i, r in zip(positions, results):
+                out[i] = r
+        return out
+
+    def _scatter_add(self, results, factor, out, lo=0):
+        """Add each partition's rows over its levels of ``factor`` (all levels when None)
+        into ``out`` (rows ``lo``...), in partition order."""
+        for r, ids, offs in zip(results, self.ids, self.local_offsets):
+            if factor is not None:
+                ids = ids[offs[factor]:offs[factor + 1]]
+            out[ids - lo] += r
+
+    # --- the passes ----------------------------------------------------------------
+    def stats(self, family, beta, b, dbeta, db, design, G, h, S):
+        params = (beta.copy(), b.copy(), dbeta.copy(), db.copy())
+        start = time.perf_counter()
+        states = self._run(P.batch_stats, family, self._put(params), design)
+        sums = self._gather("stats", [self.client.submit(P.batch_sums, s, pure=False)
+                                      for s in states], start, _nbytes(params))
+        if design:
+            self.w0 = states
+            G[:], h[:], S[:] = 0.0, 0.0, 0.0
+            for _, g, hh, union, table in sums:  # in batch order
+                G += g
+                h += hh
+                S[union] += table
+        return np.sum([s[0] for s in sums], axis=0)
+
+    def _cross_sums(self, w0, factor, lo, table, out):
+        start = time.perf_counter()
+        futures = self._run(P.batch_cross_sums, factor, self._put(np.array(table)), states=w0)
+        out[:] = 0.0
+        for union, sums in self._gather("cross_sums", futures, start, table.nbytes):
+            out[union - lo] += sums
+
+    def backfit(self, c, beta, b, tol, max_iter):
+        d = self.d
+
+        def cross(f, lo, table, out):
+            self._cross_sums(self.w0, f, lo, table, out)
+
+        sweeps, rel = club_sweeps(cross, d.offsets, c.h, c.s, c.D, c.tq, c.chol, d.XtX, d.counts,
+                                  beta, b, tol, max_iter)
+        return int(sweeps), float(rel)
+
+    def smooth_step(self, k, w0, s, D, A, work):
+        d = self.d
+        lv = d.factor_slices()[k]
+        new = work[: lv.stop - lv.start]
+        self._cross_sums(w0, k, lv.start, A, new)
+        return smooth_update(lv, new, s, D, d.counts, d.has_intercept, A)
+
+    def sandwich(self, A, w0, scale, H, ZU, M0):
+        start = time.perf_counter()
+        futures = self._run(P.batch_sandwich, self._put(np.array(A)), scale, states=w0)
+        H[:], ZU[:], M0[:] = 0.0, 0.0, 0.0
+        for h, union, zu, m in self._gather("sandwich", futures, start, A.nbytes):
+            H += h
+            ZU[union] += zu
+            M0 += m
+
+    def initial_values(self, family):
+        from ....families import POISSON
+
+        first = np.array(self._map("start", P.response_sums, None))
+        total_a, total_ar, total_ay = (first[:, j].sum() for j in range(3))
+        top = float(first[:, 3].max())
+        mean = total_ar / total_a
+        second = np.sum(self._map("start", P.response_sums, (mean, top)), axis=0) \
+            if not family.irls or family.code == POISSON else None
+        scale = 1.0
+        if not family.irls:
+            var = float(second[0] / total_a)
+            scale = var if var > 0 else 1.0
+        shift = 0.0
+        if family.code == POISSON and total_ay > 0:
+            shift = float(np.log(total_ay) - top - np.log(second[1]))
+        return scale, shift
+
+    def certificate(self, bounds, delta):
+        counts = self._map("certificate", P.certificate, bounds, delta)
+        return certificate_verdict(all(c for c, _ in counts), sum(r for _, r in counts), self.d.n_eff)
+
+    def check_response(self, family):
+        d = self.d
+        results = self._map("outcomes", P.outcomes)
+
+        def at_bound(bound, rows):
+            return all(at[bound] for at, _ in results)
+
+        def outcomes(k, rows):
+            lv = d.factor_slices()[k]
+            total, events = np.zeros(lv.stop - lv.start), np.zeros(lv.stop - lv.start)
+            self._scatter_add([levels[k][0] for _, levels in results], k, total, lv.start)
+            self._scatter_add([levels[k][1] for _, levels in results], k, events, lv.start)
+            return total, events
+
+        check_response_varies(d, family, at_bound, outcomes)
+
+    def exact_fit_error(self, phi, start):
+        return exact_fit_error(self.d, phi, start, cause=f"the model reproduces the response "
+                               f"{self.d.response_name!r} exactly")
+
+    def conditional_fit(self, family, beta, b):
+        params = self._put((beta.copy(), b.copy()))
+        dev = self._map("deviance", _deviance, family.code, params, sent=beta.nbytes + b.nbytes)
+        return float(np.sum(dev)), None
+
+
+def _deviance(part, family, params):
+    return P.deviance(part, family, *params)
+

@@ -1,0 +1,240 @@
+"""The crossed engine on a Dask cluster (distributed.LocalCluster): the same fit as in
+process, whatever the workers and the partitioning; errors that name the partition;
+a worker lost mid-fit; lazy scoring."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import pyglmm
+from cases import small_crossed
+
+dd = pytest.importorskip("dask.dataframe")
+distributed = pytest.importorskip("distributed")
+
+# The driver runs the in-process loop on sums reduced over partitions: only the order of
+# floating-point additions differs (measured: coef 1.5e-14, se 4e-17, sigma 1e-16 apart).
+EXACT = dict(rtol=0, atol=1e-10)
+FORMULA = "y ~ x1 + x2 + (1|g0) + (1|g1)"
+# Fewer outer iterations (every pass is a round trip to the cluster): the comparisons stay
+# exact, both fits run with the same options; one test fits at the defaults.
+FAST = dict(tol=1e-6, var_tol=1e-2)
+
+
+@pytest.fixture(scope="module")
+def clusters():
+    """LocalClusters by (workers, processes), started when first asked for."""
+    made = {}
+
+    def get(workers, processes=False):
+        if (workers, processes) not in made:
+            cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1,
+                                               processes=processes, dashboard_address=":0")
+            made[workers, processes] = (cluster, distributed.Client(cluster, set_as_default=False))
+        return made[workers, processes][1]
+
+    yield get
+    for cluster, client in made.values():
+        client.close()
+        cluster.close()
+
+
+def binomial_frame(n=600):
+    X, y, groups = small_crossed(n=n)
+    return pd.DataFrame({"x1": X[:, 0], "x2": X[:, 1], "y": y, **groups})
+
+
+def assert_same_fit(got, want):
+    np.testing.assert_allclose(got.coef, want.coef, **EXACT)
+    np.testing.assert_allclose(got.se, want.se, **EXACT)
+    np.testing.assert_allclose(got.sigma, want.sigma, **EXACT)
+    np.testing.assert_allclose(got.dispersion, want.dispersion, **EXACT)
+    for f in want.b:
+        assert got.b[f].index.equals(want.b[f].index)
+        np.testing.assert_allclose(got.b[f], want.b[f], **EXACT)
+    np.testing.assert_allclose(got.deviance, want.deviance, rtol=1e-12)
+    assert (got.iterations, got.inner_sweeps, got.n_obs) == (want.iterations, want.inner_sweeps,
+                                                             want.n_obs)
+
+
+@pytest.mark.parametrize("workers,npartitions,shuffle", [
+    (1, 1, None), (2, 3, None), (2, 4, "largest"), (4, 7, None)])
+def test_fit_equals_the_in_process_fit(clusters, workers, npartitions, shuffle):
+    df = binomial_frame()
+    opts = {} if workers == 2 and shuffle is None else FAST
+    want = pyglmm.glmm(FORMULA, df, **opts)
+    with clusters(workers).as_current():
+        got = pyglmm.glmm(FORMULA, dd.from_pandas(df, npartitions=npartitions), shuffle=shuffle,
+                          **opts)
+    assert_same_fit(got, want)
+    assert {k: got.cluster[k] for k in ("workers", "threads", "partitions", "shuffle")} == dict(
+        workers=workers, threads=workers, partitions=npartitions, shuffle=shuffle)
+    # what crossed the network: per batch (one per worker thread) the sums over its levels
+    # (ids, Z'W[X, 1, z]: p + 3 = 6 numbers per level), X'WX, X'Wz, 4 scalars; never rows
+    traffic = got.cluster["traffic"]
+    assert traffic["stats"]["passes"] == got.iterations + 1
+    per_pass = traffic["stats"]["bytes_received"] / traffic["stats"]["passes"]
+    assert per_pass <= min(workers, npartitions) * (36 * 6 + 3 * 3 + 3 + 4) * 8
+    assert f"{workers} worker(s), {workers} thread(s), {npartitions} partition(s)" in str(got)
+    back = pyglmm.results.io.from_dict(json.loads(got.to_json(full=True)))  # kept in model files
+    assert back.cluster == got.cluster and str(back) == str(got)
+
+
+def test_rows_sorted_by_a_factor_and_string_labels(clusters):
+    """Partitions that each hold a few levels of g0 (levels absent from most partitions),
+    string labels and a categorical fixed effect coded from the merged levels."""
+    df = binomial_frame().sort_values("g0", kind="stable")
+    df = df.assign(g1=df.g1.map(lambda v: f"c{v}"), cat=np.where(df.x2 > 0.3, "hi", "lo"))
+    formula = "y ~ x1 + C(cat) + (1|g0) + (1|g1)"
+    want = pyglmm.glmm(formula, df, **FAST)
+    with clusters(2).as_current():
+        got = pyglmm.glmm(formula, dd.from_pandas(df, npartitions=5, sort=False), **FAST)
+    assert_same_fit(got, want)
+    assert list(got.coef.index) == list(want.coef.index) == ["Intercept", "x1", "C(cat)[T.lo]"]
+
+
+def test_empty_partitions_are_skipped(clusters):
+    df = binomial_frame().sort_values("g0", kind="stable")
+    ddf = dd.from_pandas(df, npartitions=5, sort=False)
+    want = pyglmm.glmm(FORMULA, df[df.g0 < 8], **FAST)
+    with clusters(2).as_current():
+        got = pyglmm.glmm(FORMULA, ddf[ddf.g0 < 8], **FAST)  # rows of partitions 0-1 and part of 2
+    assert_same_fit(got, want)
+    assert got.cluster["partitions"] == 3
+
+
+def test_gaussian_with_weights_offset_and_estimated_dispersion(clusters):
+    df = binomial_frame()
+    rng = np.random.default_rng(5)
+    df = df.assign(y=df.x1 - 0.5 * df.x2 + rng.normal(0, 0.8, 20)[df.g0] + rng.standard_normal(len(df)),
+                   w=rng.uniform(0.5, 2.0, len(df)), o=0.3 * rng.standard_normal(len(df)))
+    kw = dict(family="gaussian", weights="w", offset="o", **FAST)
+    want = pyglmm.glmm(FORMULA, df, **kw)
+    with clusters(2).as_current():
+        got = pyglmm.glmm(FORMULA, dd.from_pandas(df, npartitions=3), **kw)
+    assert want.dispersion_mode == "estimate" and want.dispersion != 1
+    assert_same_fit(got, want)
+
+
+def test_poisson_with_offset(clusters):
+    df = binomial_frame()
+    rng = np.random.default_rng(6)
+    expo = rng.uniform(1, 50, len(df))
+    eta = -1 + 0.3 * df.x1 + rng.normal(0, 0.5, 20)[df.g0] + rng.normal(0, 0.3, 16)[df.g1]
+    df = df.assign(y=rng.poisson(expo * np.exp(eta)), lexpo=np.log(expo))
+    kw = dict(family="poisson", offset="lexpo", **FAST)
+    want = pyglmm.glmm(FORMULA, df, **kw)
+    with clusters(2).as_current():
+        got = pyglmm.glmm(FORMULA, dd.from_pandas(df, npartitions=4), **kw)
+    assert_same_fit(got, want)
+
+
+def test_worker_processes(clusters):
+    df = binomial_frame()
+    want = pyglmm.glmm(FORMULA, df, **FAST)
+    with clusters(2, processes=True).as_current():
+        got = pyglmm.glmm(FORMULA, dd.from_pandas(df, npartitions=4), **FAST)
+    assert_same_fit(got, want)
+
+
+def test_a_worker_killed_mid_fit_is_recovered_by_dask(clusters):
+    """Kill a worker process after the second outer iteration: Dask recomputes its
+    partitions and weights from their lineage (the frame, the same inputs), so the fit
+    carries on to the same answer."""
+    df = binomial_frame()
+    want = pyglmm.glmm(FORMULA, df, **FAST)
+    client = clusters(2, processes=True)
+    killed = []
+
+    def kill_one(row):
+        if row["iteration"] == 2:
+            pid = sorted(client.run(os.getpid).values())[0]
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    with client.as_current():
+        got = pyglmm.glmm(FORMULA, dd.from_pandas(df, npartitions=4), callback=kill_one, **FAST)
+    assert killed
+    assert_same_fit(got, want)
+
+
+@pytest.mark.parametrize("column,value,message", [
+    ("x2", np.nan, r"partition 2: column 'x2' has 1 NaN or infinite value\(s\), first at row 333"),
+    ("y", np.inf, r"partition 2: .*'y'.* 1 NaN or infinite value\(s\), first at row 333"),
+    ("g1", None, r"partition 2: grouping column 'g1' has 1 missing value\(s\), first at row 333"),
+])
+def test_a_bad_value_names_the_column_and_the_partition(clusters, column, value, message):
+    df = binomial_frame()
+    df[column] = df[column].astype(object if value is None else float)
+    df.loc[333, column] = value
+    with clusters(2).as_current(), pytest.raises(pyglmm.DataError, match=message):
+        pyglmm.glmm(FORMULA, dd.from_pandas(df, npartitions=4))  # rows 300-449: partition 2
+
+
+def test_degenerate_data_are_diagnosed_as_in_process(clusters):
+    """The checks that read the rows run on the partitions: separation by a category
+    (the monitor's certificate pass) and a response pure within every level of a factor."""
+    rng = np.random.default_rng(0)
+    df = binomial_frame().assign(cat=rng.choice(list("abcd"), 600))
+    df["y"] = np.where(df.cat == "d", 1.0, df.y)  # category d: every response is 1
+    formula = "y ~ x1 + C(cat) + (1|g0) + (1|g1)"
+    with pytest.warns(pyglmm.SeparationWarning):
+        want = pyglmm.glmm(formula, df, **FAST)
+    with clusters(2).as_current():
+        with pytest.warns(pyglmm.SeparationWarning, match=r"quasi-complete separation by "
+                                                          r"'C\(cat\)\[T\.d\]'"):
+            got = pyglmm.glmm(formula, dd.from_pandas(df, npartitions=3), **FAST)
+        assert got.separation == want.separation == ["C(cat)[T.d]"]
+        assert got.iterations == want.iterations
+        np.testing.assert_allclose(got.coef, want.coef, **EXACT)
+        pure = df.assign(y=(df.g0 % 3 == 0).astype(float))
+        with pytest.raises(pyglmm.DataError, match=r"all 0 or all 1 within every level of factor "
+                                                   r"'g0': 13 levels all 0, 7 all 1"):
+            pyglmm.glmm(FORMULA, dd.from_pandas(pure, npartitions=3))
+
+
+def test_arguments_that_cannot_be_distributed_are_refused(clusters):
+    ddf = dd.from_pandas(binomial_frame(), npartitions=2)
+    with clusters(1).as_current():
+        with pytest.raises(TypeError, match="weights must be a column name"):
+            pyglmm.glmm(FORMULA, ddf, weights=np.ones(600))
+        with pytest.raises(NotImplementedError, match="compare_naive"):
+            pyglmm.glmm(FORMULA, ddf, compare_naive=True)
+        with pytest.raises(ValueError, match="shuffle must be None or 'largest'"):
+            pyglmm.glmm(FORMULA, ddf, shuffle="g0")
+        with pytest.raises(pyglmm.DataError, match="grouping factor 'g2'"):
+            pyglmm.glmm("y ~ x1 + (1|g2)", ddf)
+    with pytest.raises(TypeError, match="shuffle is for a dask DataFrame"):
+        pyglmm.glmm(FORMULA, binomial_frame(), shuffle="largest")
+
+
+def test_no_client_is_a_clear_error():
+    code = ("import dask.dataframe as dd, pandas as pd, pyglmm\n"
+            "df = pd.DataFrame({'y': [0., 1.] * 5, 'x': range(10), 'g': [1, 2] * 5})\n"
+            "pyglmm.glmm('y ~ x + (1|g)', dd.from_pandas(df, npartitions=2))\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode != 0
+    assert "ValueError: fitting a dask DataFrame needs a dask.distributed Client" in run.stderr
+
+
+def test_predict_is_lazy_and_equals_in_process_scoring(clusters, tmp_path):
+    df = binomial_frame()
+    res = pyglmm.glmm(FORMULA, df, **FAST)
+    new = df.assign(g0=np.where(np.arange(len(df)) % 7 == 0, 99, df.g0))  # unseen level 99
+    with clusters(2, processes=True).as_current():
+        lazy = res.predict(dd.from_pandas(new, npartitions=3), type="response")
+        assert isinstance(lazy, dd.Series) and lazy.npartitions == 3
+        got = lazy.compute()
+        pd.testing.assert_series_equal(got, res.predict(new, type="response"), rtol=1e-14,
+                                       check_names=False)
+        res.save(tmp_path / "m.json")  # a loaded model scores the same
+        again = pyglmm.load(tmp_path / "m.json").predict(dd.from_pandas(new, npartitions=2))
+        np.testing.assert_allclose(again.compute(), res.predict(new), rtol=1e-14)
+        with pytest.raises(pyglmm.DataError, match="grouping column 'g0' has level 99, not seen"):
+            res.predict(dd.from_pandas(new, npartitions=3), new_levels="error").compute()
