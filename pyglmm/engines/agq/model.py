@@ -151,7 +151,7 @@ def build_arrays(formula, data, family, *, weights=None, trials=None, offset=Non
     codes, levels = factorize(term.group, data[term.group])
     order = np.argsort(codes, kind="stable")
     coding = coding or FixedCoding.from_data(parsed.fixed, data)
-    X = coding.matrix(data, order)
+    X = np.ascontiguousarray(coding.matrix(data)[order])
     if X.shape[1] == 0:
         raise DataError("the model has no fixed-effect column (add an intercept)")
     Z = np.ones((len(y), term.q))

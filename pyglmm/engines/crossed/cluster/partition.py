@@ -14,7 +14,6 @@ the whole model's (at 10^6 levels and p = 35 a full table is 280 MB).
 """
 
 from dataclasses import dataclass
-from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -96,7 +95,7 @@ def build(frame, spec, where):
                                 f"{frame.index[pos]!r} that the level pass did not see (did the data "
                                 "change during the fit?)")
             groups[g] = ids
-        d = build_design(partial(spec.coding.matrix, frame), frame[spec.response].to_numpy(),
+        d = build_design(spec.coding.matrix(frame), frame[spec.response].to_numpy(),
                          groups, get_family(spec.family), feature_names=spec.coding.names,
                          response_name=spec.response, index=frame.index,
                          kern=kernels(spec.backend), nthreads=1, check_aliases=False, **extra)

@@ -42,6 +42,7 @@ class ClusterDesign:
     levels: list
     response_name: str
     has_intercept: bool
+    coef_order = None  # partitions code categoricals as dense columns, in the users' order
 
     # the per-level views an in-process Design has (they read only the fields above)
     p = Design.p
