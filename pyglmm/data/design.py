@@ -52,9 +52,9 @@ class Design:
         reference level).  Default: none (every column is in X).
     coef_order : ndarray (p,) of int, optional
         The column (of ``feature_names``) of each coefficient in the order users
-        see (the formula's, where it puts categoricals before numeric columns):
-        a fit estimates in this design's order and reorders once, when it
-        assembles its result.  Default: the same order.
+        see, the formula's (this design has the dense columns first): a fit
+        estimates in the design's order and reorders once, when it assembles
+        its result.  Default: the same order.
     """
 
     X: np.ndarray
