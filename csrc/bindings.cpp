@@ -300,6 +300,23 @@ PYBIND11_MODULE(_core, m) {
   }, "out[i] = X[order[i]] (rows of float64 or int32 gathered in parallel).",
      py::arg("X"), py::arg("order"), py::arg("out"), py::arg("nthreads"));
 
+  crossed.def("order_rows", [](py::array codes, int64_t factor, int64_t lo, int64_t q,
+                               py::array order) {
+    const auto r = codes_only(codes);
+    if (factor < 0 || factor >= r.k)
+      fail("factor", to_string(factor) + " is not a column of codes (" + to_string(r.k) + " columns)");
+    if (lo < 0 || q < 0 || lo + q > (int64_t{1} << 31))
+      fail("lo", "the factor's levels [lo, lo + q) = [" + to_string(lo) + ", " + to_string(lo + q) +
+                     ") must lie within [0, 2^31)");
+    int64_t* po = out<int64_t>(order, "order", {r.n});
+    auto bounds = same_bounds(r.k, int64_t{1} << 31, "[0, 2^31)");
+    bounds[factor] = {lo, lo + q, "factor " + to_string(factor) + "'s levels [lo, lo + q)"};
+    check_codes(r, bounds, false, 1);
+    py::gil_scoped_release release;
+    pyglmm::order_rows(r.codes, r.n, r.k, factor, lo, q, po);
+  }, "The stable permutation sorting the rows by codes[:, factor] (levels [lo, lo + q)).",
+     py::arg("codes"), py::arg("factor"), py::arg("lo"), py::arg("q"), py::arg("order"));
+
   crossed.def("irls_quantities", [](int family, py::array eta, py::array y, py::array prior,
                                     py::array offset, py::array mu, py::array w, py::array z,
                                     int nthreads) {

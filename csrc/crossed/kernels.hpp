@@ -44,6 +44,11 @@ void linear_predictor(const Rows& r, const double* beta, const double* b,
 void take_rows(const void* X, size_t row_bytes, const int64_t* order, int64_t n, void* out,
                int nthreads);
 
+// order = the stable permutation that sorts the rows by their level of factor
+// `factor` (codes[i, factor] in [lo, lo + q)): a counting sort, O(n + q).
+void order_rows(const int32_t* codes, int64_t n, int64_t k, int64_t factor, int64_t lo, int64_t q,
+                int64_t* order);
+
 // mu = h(eta); w = prior * V(mu) (unscaled by the dispersion);
 // z = (eta - offset) + (y - mu) / V(mu): the working response of the
 // offset-free linear predictor zeta.  Returns the deviance sum_i prior_i d(y_i, mu_i)

@@ -1,5 +1,7 @@
-// Row-wise passes: the fused scorer (linear_predictor), the IRLS quantities and a row gather.
+// Row-wise passes: the fused scorer (linear_predictor), the IRLS quantities, a row gather
+// and a row order.
 #include <cstring>
+#include <vector>
 
 #include "common/common.hpp"
 #include "crossed/kernels.hpp"
@@ -15,6 +17,14 @@ void take_rows(const void* X, size_t row_bytes, const int64_t* order, int64_t n,
     for (int64_t i = begin; i < end; ++i)
       std::memcpy(o + i * row_bytes, x + order[i] * row_bytes, row_bytes);
   });
+}
+
+void order_rows(const int32_t* codes, int64_t n, int64_t k, int64_t factor, int64_t lo, int64_t q,
+                int64_t* order) {
+  std::vector<int64_t> next(static_cast<size_t>(q) + 1, 0);  // rows before each level's
+  for (int64_t i = 0; i < n; ++i) ++next[codes[i * k + factor] - lo + 1];
+  for (int64_t g = 0; g < q; ++g) next[g + 1] += next[g];
+  for (int64_t i = 0; i < n; ++i) order[next[codes[i * k + factor] - lo]++] = i;
 }
 
 void linear_predictor(const Rows& r, const double* beta, const double* b,

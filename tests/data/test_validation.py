@@ -103,6 +103,11 @@ def test_aliased_columns_are_named(df):
         fit(data, "y ~ x + x2 + (1|user) + (1|item)")
     with pytest.raises(DataError, match=r"'zero' is all zeros"):
         fit(df.assign(zero=0.0), "y ~ x + zero + (1|user)")
+    # a categorical before the numeric column it aliases: blamed in the formula's order, as
+    # written, though the design holds the numeric columns first
+    group = np.where(df.x > 0.5, "c", np.where(df.x > -0.5, "b", "a"))
+    with pytest.raises(DataError, match=r"aliased .*'is_c' is a linear combination of 'C\(g\)\[T\.c\]'"):
+        fit(df.assign(g=group, is_c=(group == "c").astype(float)), "y ~ C(g) + is_c + (1|user)")
 
 
 def test_empty_data(df):

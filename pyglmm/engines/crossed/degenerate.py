@@ -223,7 +223,8 @@ class SeparationMonitor:
                 continue
             found = self.certificate(self.bounds, np.where(main, step, 0.0))
             if found is not None:
-                names = [n for n, m in zip(self.d.feature_names, main) if m]
+                shown = range(self.d.p) if self.d.coef_order is None else self.d.coef_order
+                names = [self.d.feature_names[j] for j in shown if main[j]]  # the user's order
                 limits = " or ".join(f"{b:g}" for b in self.bounds if b is not None)
                 return Separation(names, *found, iteration, limits)
         return None

@@ -68,6 +68,26 @@ def take_rows(X, order, out, nthreads):
     _take_rows(X, order, out, n_blocks(order.shape[0], nthreads))
 
 
+@njit(cache=True)
+def _order_rows(codes, factor, lo, q, order):
+    following = np.zeros(q + 1, dtype=np.int64)  # rows before each level's
+    for i in range(codes.shape[0]):
+        following[codes[i, factor] - lo + 1] += 1
+    for g in range(q):
+        following[g + 1] += following[g]
+    for i in range(codes.shape[0]):
+        g = codes[i, factor] - lo
+        order[following[g]] = i
+        following[g] += 1
+
+
+def order_rows(codes, factor, lo, q, order):
+    key = codes[:, factor]
+    if key.size and (key.min() < lo or key.max() >= lo + q):
+        raise ValueError("codes: outside the factor's levels [lo, lo + q)")
+    _order_rows(codes, factor, lo, q, order)
+
+
 @njit(cache=True, parallel=True)
 def _linear_predictor(X, xcat, codes, beta, b, offset, eta, nb):
     n, p = X.shape

@@ -54,6 +54,13 @@ def take_rows(X, order, out, nthreads):
     np.take(X, order, axis=0, out=out)
 
 
+def order_rows(codes, factor, lo, q, order):
+    key = codes[:, factor]
+    if key.size and (key.min() < lo or key.max() >= lo + q):
+        raise ValueError("codes: outside the factor's levels [lo, lo + q)")
+    order[:] = np.argsort(key, kind="stable")
+
+
 def linear_predictor(X, codes, beta, b, offset, eta, nthreads, xcat=None):
     X = _with_dummies(X, xcat, beta.shape[0])
     eta[:] = X @ beta + _gather(b, codes) + (offset if offset.size else 0.0)

@@ -41,6 +41,8 @@ def _inputs():
                                  eta=np.empty(N), nthreads=2),
         "take_rows": dict(X=X, order=rng.permutation(N).astype(np.int64), out=np.empty((N, P)),
                           nthreads=2),
+        "order_rows": dict(codes=codes, factor=1, lo=LEVELS[0], q=LEVELS[1],
+                           order=np.empty(N, dtype=np.int64)),
         "irls_quantities": dict(family=1, eta=vec(N), y=y, prior=vec(N), offset=vec(N),
                                 mu=np.empty(N), w=np.empty(N), z=np.empty(N), nthreads=2),
         "stats_pass": dict(family=1, X=X, codes=codes, y=y, prior=vec(N), offset=vec(N),
@@ -63,13 +65,15 @@ def _inputs():
 
 
 BINDINGS = list(_inputs())
-OUTPUTS = {"linear_predictor": {"eta"}, "take_rows": {"out"}, "irls_quantities": {"mu", "w", "z"},
+OUTPUTS = {"linear_predictor": {"eta"}, "take_rows": {"out"}, "order_rows": {"order"},
+           "irls_quantities": {"mu", "w", "z"},
            "stats_pass": {"w", "G", "h", "S"}, "group_cross_sums": {"out"},
            "club_backfit": {"beta", "b"}, "sandwich_pass": {"H", "ZU", "M0"},
            "schall_update": {"nu", "sigma2"}}
 # Arrays whose extents define the others' (n, p, Q, k, ...): a short one is reported
 # through another argument, so they get their own cases below instead of "short".
-DEFINING = {"linear_predictor": {"X", "b"}, "take_rows": {"X", "order"}, "irls_quantities": {"eta"},
+DEFINING = {"linear_predictor": {"X", "b"}, "take_rows": {"X", "order"}, "order_rows": {"codes"},
+            "irls_quantities": {"eta"},
             "stats_pass": {"X", "b"}, "group_cross_sums": {"codes", "table", "out"},
             "club_backfit": {"codes", "beta", "b"}, "sandwich_pass": {"X", "ZU"},
             "schall_update": {"b", "lam"}}
@@ -170,6 +174,13 @@ EXTRA = {
          lambda a: a["order"].__setitem__(3, -1)),
         ("out: not X's dtype", r"^out: wrong dtype float64, expected int32",
          _put("X", np.zeros((N, P), dtype=np.int32))),
+    ],
+    "order_rows": [
+        ("factor: k", r"^factor: 2 is not a column of codes", _put("factor", 2)),
+        ("lo: -1", r"^lo: .*\[-1, 4\)", _put("lo", -1)),
+        ("q: short", rf"^codes: row \d+, column 1 holds {Q - 1}: outside factor 1's levels",
+         _put("q", LEVELS[1] - 1)),
+        ("order: long", r"^order: wrong shape", _resize("order", N + 1)),
     ],
     "irls_quantities": [("y: long", r"^y: wrong shape", _resize("y", N + 1))],
     "stats_pass": [

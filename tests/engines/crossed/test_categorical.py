@@ -82,11 +82,13 @@ def _same(a, b, path="", rtol=1e-9, atol=1e-10):
 
 STITCHFIX = "y ~ C(client_fit) + edgy + boho + chest + dress + C(material) + C(item_fit) + (1|client) + (1|item)"
 NO_INTERCEPT = "y ~ 0 + C(material) + chest + shade + C(client_fit) + (1|client) + (1|item)"
+ONLY_CODES = "y ~ 0 + C(material) + (1|client) + (1|item)"  # no dense column at all
 
 
 # categoricals before, between and after numeric columns; with and without intercept;
 # rows in the caller's order and sorted by client (as at scale)
-@pytest.mark.parametrize("formula, reorder", [(STITCHFIX, False), (STITCHFIX, True), (NO_INTERCEPT, False)])
+@pytest.mark.parametrize("formula, reorder", [(STITCHFIX, False), (STITCHFIX, True), (NO_INTERCEPT, False),
+                                              (ONLY_CODES, True)])
 def test_formula_fit_with_categoricals_as_codes_equals_the_dense_fit_in_every_output(
         backend, formula, reorder, monkeypatch, tmp_path):
     """The formula path keeps categoricals as codes (dense columns first, then the
@@ -107,7 +109,8 @@ def test_formula_fit_with_categoricals_as_codes_equals_the_dense_fit_in_every_ou
         m.setattr(FixedCoding, "split", lambda self, frame: (self.matrix(frame), None))
         m.setattr(FixedCoding, "design_names", property(lambda self: self.names))
         dense = fit()
-    assert list(codes.params.index) == codes.coding.names != codes.coding.design_names
+    assert list(codes.params.index) == codes.coding.names
+    assert codes.coding.names != codes.coding.design_names or formula == ONLY_CODES
     assert codes.converged and dense.converged
     _same(dense.to_dict(full=True), codes.to_dict(full=True))  # coef, cov, sigma, modes, naive, ...
     for name in ("fittedvalues", "resid_pearson", "resid_deviance"):

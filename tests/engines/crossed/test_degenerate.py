@@ -277,3 +277,13 @@ def test_columns_beyond_floating_point_are_named(scale, message):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # numpy's overflow in X'X
             pyglmm.glmm("y ~ x + x2 + (1|u) + (1|v)", df.assign(x2=scale * (1 + df.x ** 2)))
+
+
+def test_separating_columns_are_named_in_the_formula_order():
+    """Categoricals are estimated after the dense columns; the warning, like the
+    coefficients, names the columns in the formula's order."""
+    df = crossed()
+    y = np.where(df.cat == "d", 1.0, (df.x > 0).astype(float))  # d's dummy and x separate
+    with pytest.warns(SeparationWarning, match=rf"^complete separation by {D}, 'x': "):
+        res = pyglmm.glmm("y ~ C(cat) + x + (1|u) + (1|v)", df.assign(y=y))
+    assert res.separation == ["C(cat)[T.d]", "x"]

@@ -317,6 +317,19 @@ def test_take_rows(backend, size):
                                             np.empty((2, P["X"].shape[1])), 1)
 
 
+@pytest.mark.parametrize("size", SIZES[:2], ids=SIZE_IDS[:2])
+def test_order_rows_is_the_stable_sort_by_a_factor(backend, size):
+    P = make_problem(8, **size)
+    codes, offsets = P["codes"], P["offsets"]
+    kern = _backend.kernels(backend)
+    for k in range(codes.shape[1]):
+        order = np.empty(codes.shape[0], dtype=np.int64)
+        kern.order_rows(codes, k, int(offsets[k]), int(offsets[k + 1] - offsets[k]), order)
+        np.testing.assert_array_equal(order, np.argsort(codes[:, k], kind="stable"))
+    with pytest.raises(ValueError, match="codes: .*outside"):  # factor 1's levels are not factor 0's
+        kern.order_rows(codes, 1, 0, int(offsets[1]), order)
+
+
 @pytest.mark.parametrize("edge", EDGES)
 def test_schall_update(compiled_backend, edge):
     P = make_problem(6, edge=edge)
