@@ -157,8 +157,8 @@ struct Setup {  // shared by the threads, read-only
 struct Work {  // one thread's scratch, sized once
   std::vector<double> off, R, LM, L2N;
   std::vector<double> B, s, M, Hd, Ld, Sd, D3, E3, SZs2, F3, G3, W3, F4, MM, Ldd, Sdd;
-  std::vector<double> V, S0, P1, A, hl2, sv, yv, Abar, W, grad, hess;
-  double g[kMaxQ], gn[kMaxQ], vn[kMaxQ], step[kMaxQ], SZ1[kMaxQ], gk[kMaxQ], zbar[kMaxQ], gbar[kMaxQ],
+  std::vector<double> V, GK, S0, P1, A, hl2, sv, yv, Abar, W, grad, hess;
+  double g[kMaxQ], gn[kMaxQ], vn[kMaxQ], step[kMaxQ], SZ1[kMaxQ], zbar[kMaxQ], gbar[kMaxQ],
       P1Zbar[kMaxQ];
   double H[9], Hn[9], L[9], Li[9], S[9], SZR2[9], SZZ2[9], Zmom[9], GZ[9], PZ[9], inner[9], tmp[9];
 
@@ -185,6 +185,7 @@ struct Work {  // one thread's scratch, sized once
     Ldd.resize(e * e * q * q);
     Sdd.resize(e * e * q * q);
     V.resize(G * q);
+    GK.resize(G * q);
     S0.resize(G);
     P1.resize(G * su.F);
     A.resize(G * d);
@@ -406,17 +407,18 @@ std::pair<double, bool> Cluster<Q>::eval(double* condvar) {
   for (int64_t k = 0; k < G; ++k) {
     const double* P = &w.P1[k * F];
     const double* Vk = &w.V[k * q];
-    for (int c = 0; c < q; ++c) {
+    double* gk = &w.GK[k * q];
+    for (int c = 0; c < q; ++c) {  // g_k = R'l1 - v_k, the gradient of h~ at the node
       double acc = -Vk[c];
       for (int e = c; e < q; ++e) acc += lam[e * q + c] * P[p + e];
-      w.gk[c] = acc;
+      gk[c] = acc;
     }
     for (int64_t i = 0; i < d; ++i) {
       double acc = i < p ? P[i] : P[p + su_.ta[i - p]] * Vk[su_.tb[i - p]];
       for (int c = 0; c < q; ++c) {
         double delta = w.M[c * d + i];  // delta[c, i] = M[c, i] + (Sd_i z_k)[c]
         for (int b = 0; b < q; ++b) delta += w.Sd[i * qq + c * q + b] * z[k * q + b];
-        acc += w.gk[c] * delta;
+        acc += gk[c] * delta;
       }
       w.A[k * d + i] = acc;
       w.grad[i] += pik[k] * acc;
@@ -632,7 +634,6 @@ void Cluster<Q>::hessian(const double* pik) {
   const int* ta = su_.ta.data();
   const int* tb = su_.tb.data();
   const double* z = su_.z.data();
-  const double* lam = su_.lam.data();
   const double* Sd = w.Sd.data();
   const double* Ld = w.Ld.data();
   // sum_k pi_k sum_j l2_jk s_jk s_jk', s_jk = s_j0 + sum_c z_kc s_jc
@@ -698,18 +699,14 @@ void Cluster<Q>::hessian(const double* pik) {
     const double wk = pik[k];
     const double* P = &w.P1[k * F];
     const double* zk = z + k * q;
-    for (int c = 0; c < q; ++c) {
-      double acc = -w.V[k * q + c];
-      for (int e = c; e < q; ++e) acc += lam[e * q + c] * P[p + e];
-      w.gk[c] = acc;
-    }
+    const double* gk = &w.GK[k * q];
     for (int b = 0; b < q; ++b) {
       w.zbar[b] += wk * zk[b];
-      w.gbar[b] += wk * w.gk[b];
+      w.gbar[b] += wk * gk[b];
       w.P1Zbar[b] += wk * P[p + b];
       for (int c = 0; c < q; ++c) {
         w.Zmom[b * q + c] += wk * zk[b] * zk[c];
-        w.GZ[b * q + c] += wk * w.gk[b] * zk[c];
+        w.GZ[b * q + c] += wk * gk[b] * zk[c];
         w.PZ[b * q + c] += wk * P[p + b] * zk[c];
       }
     }

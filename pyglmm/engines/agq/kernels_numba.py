@@ -80,11 +80,11 @@ def _workspace(nmax, p, q, G, deriv):
     e = d if deriv == 2 else 0
     return (np.empty(nmax), np.empty((nmax, q)), np.empty((nmax, 4)),
             np.empty(min(nmax * G, NODE_STORE) if deriv == 2 else 0),
-            np.empty((5, q)), np.empty((10, q, q)), np.empty((q, 1)),
+            np.empty((4, q)), np.empty((10, q, q)), np.empty((q, 1)),
             np.empty((2, d)), np.empty((q, d)), np.empty((3, d, q, q)), np.empty((q, q, d)),
             np.empty((q, e, e)), np.empty((q, e)), np.empty((q, q, e)), np.empty((2, q, q, q)),
             np.empty((q, q, e, e)), np.empty((q, e, e)), np.empty((2, e, e, q, q)),
-            np.empty((G, q)), np.empty(G), np.empty((G, p + q)), np.empty((G, d)),
+            np.empty((G, q)), np.empty((G, q)), np.empty(G), np.empty((G, p + q)), np.empty((G, d)),
             np.empty((q, d)), np.empty((d, d)), np.empty((2, q + 1, d)), np.empty((q + 1, q + 1)))
 
 
@@ -94,11 +94,11 @@ def _eval_cluster(family, dispersion, X, Z, y, a, o, r0, n, beta, lam, ta, tb, z
     """One cluster (kernels_numpy.eval_cluster): the mode in v, H^-1 in condvar, the
     gradient and Hessian into grad and hess (zeroed here); returns (loglik, converged)."""
     (off, R, LM, L2N, qv, qq, step, dv, M, dqq, D3, E3, SZs2, F3, G3, F4, MM, ddqq,
-     V, S0, P1, A, delta, hl2, sc, W) = wk
+     V, GK, S0, P1, A, delta, hl2, sc, W) = wk
     p, q, t = X.shape[1], Z.shape[1], ta.shape[0]
     d = p + t
     G = z.shape[0]
-    g, gn, vn, SZ1, gk = qv[0], qv[1], qv[2], qv[3], qv[4]
+    g, gn, vn, SZ1 = qv[0], qv[1], qv[2], qv[3]
     H, Hn, L, Li, S, tmp, SZR2, SZZ2 = qq[0], qq[1], qq[2], qq[3], qq[4], qq[5], qq[6], qq[7]
     s = dv[1]
     Hd, Ld, Sd = dqq[0], dqq[1], dqq[2]
@@ -182,21 +182,21 @@ def _eval_cluster(family, dispersion, X, Z, y, a, o, r0, n, beta, lam, ta, tb, z
         grad[i] = acc
     for k in range(G):
         _node_delta(M, Sd, z[k], delta, q, d)
-        for c in range(q):
+        for c in range(q):  # g_k = R'l1 - v_k, the gradient of h~ at the node
             acc = -V[k, c]
             for e in range(c, q):
                 acc += lam[e, c] * P1[k, p + e]
-            gk[c] = acc
+            GK[k, c] = acc
         for i in range(d):
             acc = P1[k, i] if i < p else P1[k, p + ta[i - p]] * V[k, tb[i - p]]
             for c in range(q):
-                acc += gk[c] * delta[c, i]
+                acc += GK[k, c] * delta[c, i]
             A[k, i] = acc
             grad[i] += pik[k] * acc
     if deriv == 1:
         return loglik, converged
     _hessian(family, dispersion, X, Z, y, a, r0, n, off, R, L2N, stored, ta, tb, z, V, P1, A, pik, L, S,
-             M, Ld, Sd, MM, ddqq, qv, qq, dv[0], sc, W, hl2, v, lam, hess)
+             M, Ld, Sd, MM, ddqq, qv, qq, dv[0], sc, W, hl2, v, GK, hess)
     return loglik, converged
 
 
@@ -213,12 +213,12 @@ def _node_delta(M, Sd, zk, delta, q, d):
 
 @njit(cache=True)
 def _hessian(family, dispersion, X, Z, y, a, r0, n, off, R, L2N, stored, ta, tb, z, V, P1, A, pik, L, S,
-             M, Ld, Sd, MM, ddqq, qv, qq, Abar, sc, W, hl2, v, lam, hess):
+             M, Ld, Sd, MM, ddqq, qv, qq, Abar, sc, W, hl2, v, GK, hess):
     """The cluster's Hessian (kernels_numpy.eval_cluster's last part), node sums by moments in z."""
     p, q = X.shape[1], Z.shape[1]
     d, G = p + ta.shape[0], z.shape[0]
     Ldd, Sdd = ddqq[0], ddqq[1]
-    gk, zbar, gbar, P1Zbar = qv[0], qv[1], qv[2], qv[3]
+    zbar, gbar, P1Zbar = qv[0], qv[1], qv[2]
     Zmom, GZ, PZ = qq[5], qq[6], qq[7]
     # sum_k pi_k sum_j l2_jk s_jk s_jk', s_jk = s_j0 + sum_c z_kc s_jc
     hl2[:, :] = 0.0
@@ -275,11 +275,7 @@ def _hessian(family, dispersion, X, Z, y, a, r0, n, off, R, L2N, stored, ta, tb,
     Abar[:] = 0.0
     for k in range(G):
         w = pik[k]
-        for c in range(q):
-            acc = -V[k, c]
-            for e in range(c, q):
-                acc += lam[e, c] * P1[k, p + e]
-            gk[c] = acc
+        gk = GK[k]
         for b in range(q):
             zbar[b] += w * z[k, b]
             gbar[b] += w * gk[b]
