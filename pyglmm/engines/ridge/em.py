@@ -1,5 +1,5 @@
 r"""The EM for the MAP of :math:`(\Sigma_k, \sigma^2)` and the empirical-Bayes
-:math:`\lambda`, accelerated by SQUAREM.
+:math:`\lambda`, finished by Newton steps on the same objective.
 
 Objective (maximised):
 
@@ -26,14 +26,7 @@ complete-data log posterior is maximised by
     \sigma^2 \leftarrow \frac{R}{N - 1},\; \lambda \leftarrow \frac{p_p R}{(N - 1) B}
     \;(\lambda \text{ by empirical Bayes}).
 
-When :math:`\lambda` is chosen by empirical Bayes, :math:`J` gains :math:`\log\sigma`:
-the talk integrates :math:`\sigma` with the other parameters (Laplace), and under a
-flat prior on :math:`\sigma` the Laplace factor is :math:`\propto\hat\sigma`.  Without
-it, when :math:`p \ge N` and :math:`X^\top X` is nearly spherical, the marginal
-likelihood rises (by hundredths) all the way to :math:`\sigma^2 \to 0,\ \lambda \to 0`,
-where the data are fitted by the penalised columns alone.
-
-(The last pair: with :math:`\tau^2 = \sigma^2/\lambda` the expected
+(The EB pair: with :math:`\tau^2 = \sigma^2/\lambda` the expected
 complete-data log-likelihood separates into :math:`-\tfrac N2\log\sigma^2 -
 R/2\sigma^2` and :math:`-\tfrac{p_p}2\log\tau^2 - B/2\tau^2`.)  Each step
 increases :math:`J`; its fixed points are the stationary points of :math:`J`
@@ -41,10 +34,17 @@ increases :math:`J`; its fixed points are the stationary points of :math:`J`
 :math:`b = 0` and no penalised columns, :math:`J` is lme4's ML
 log-likelihood.
 
+When :math:`\lambda` is chosen by empirical Bayes, :math:`J` gains :math:`\log\sigma`:
+the talk integrates :math:`\sigma` with the other parameters (Laplace), and under a
+flat prior on :math:`\sigma` the Laplace factor is :math:`\propto\hat\sigma`.  Without
+it, when :math:`p \ge N` and :math:`X^\top X` is nearly spherical, the marginal
+likelihood rises (by hundredths) all the way to :math:`\sigma^2 \to 0,\ \lambda \to 0`,
+where the data are fitted by the penalised columns alone.
+
 EM is slow near a singular :math:`\Sigma` (thousands of iterations on the
 talk's cubic random slopes), so after a few plain EM steps the fit switches to
-L-BFGS (scipy) on :math:`J` in unconstrained coordinates :math:`\phi`
-(log-Cholesky factors of :math:`\Sigma_k`, :math:`\log\sigma^2`,
+Newton trust-region steps (scipy's ``trust-exact``) on :math:`J` in unconstrained
+coordinates :math:`\phi` (log-Cholesky factors of :math:`\Sigma_k`, :math:`\log\sigma^2`,
 :math:`\log\lambda`) with the exact gradient that the same E-step gives by
 Fisher's identity (the gradient of :math:`J` equals that of the EM's
 expected complete-data log posterior at the current point; :math:`\beta_u`
@@ -54,15 +54,17 @@ is profiled, so the envelope theorem applies):
 
     \frac{\partial J}{\partial L_k} = L_k^{-\top}\big(T_k + c_kL_k^{-1}A_kL_k^{-\top}
         - (m_k + c_k)I\big), \quad
-    \frac{\partial J}{\partial\sigma^2}\Big|_{\tau^2} = \frac{R}{2\sigma^4} - \frac{N}{2\sigma^2}, \quad
+    \frac{\partial J}{\partial\sigma^2}\Big|_{\tau^2} = \frac{R}{2\sigma^4} - \frac{N}{2\sigma^2}
+        \;(+\tfrac1{2\sigma^2} \text{ with EB } \lambda), \quad
     \frac{\partial J}{\partial\tau^2}\Big|_{\sigma^2} = \frac{B}{2\tau^4} - \frac{p_p}{2\tau^2},
 
 with :math:`\Sigma_k = L_kL_k^\top`, :math:`T_k = L_k^{-1}S_kL_k^{-\top}` (the
 whitened second moments, which the E-step computes without :math:`\Sigma_k^{-1}`:
 the form :math:`\tfrac12\Sigma^{-1}(S - m\Sigma)\Sigma^{-1}` loses every digit to
-cancellation when :math:`\Sigma` is nearly singular) and :math:`\tau^2 = \sigma^2/\lambda`.  The gradient vanishes exactly where
-the EM map has a fixed point, so the estimate is the EM's (the tests check
-that one more EM step leaves it unchanged).
+cancellation when :math:`\Sigma` is nearly singular) and :math:`\tau^2 =
+\sigma^2/\lambda`.  The gradient vanishes exactly where the EM map has a fixed
+point, so the estimate is the EM's (the tests check that one more EM step
+leaves it unchanged).
 """
 
 from dataclasses import dataclass, field
