@@ -34,6 +34,16 @@ def write_json(res, path):
         json.dump(res.to_dict(), fh, indent=1)
 
 
+def show_and_write(res, args):
+    """Print a fit, write its key numbers (``--json``) and save it (``--save``); exit code 0."""
+    print(res)
+    if args.json:
+        write_json(res, args.json)
+    if args.save:
+        res.save(args.save)
+    return 0
+
+
 def positive_int(text):
     value = int(text)
     if value < 1:

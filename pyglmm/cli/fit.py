@@ -4,7 +4,7 @@
 from ..data.readers import column_names, read_table
 from ..families import FAMILIES
 from ..engines.dispatch import ENGINE_CHOICES
-from .common import add_common, positive_int, progress_to_stderr, write_json
+from .common import add_common, positive_int, progress_to_stderr, show_and_write
 
 
 def add_parser(sub):
@@ -57,9 +57,4 @@ def run(args):
         res = glmm(args.formula, data, family=args.family, engine=engine, weights=args.weights,
                    trials=args.trials, offset=args.offset, backend=args.backend,
                    threads=args.threads, **options)
-    print(res)
-    if args.json:
-        write_json(res, args.json)
-    if args.save:
-        res.save(args.save)
-    return 0
+    return show_and_write(res, args)
