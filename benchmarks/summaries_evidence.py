@@ -2,7 +2,7 @@
 against the actual-data AGQ fit, by moment order K, and the coverage of 95% Wald
 intervals over replicates of the paper's design.
 
-    python benchmarks/summaries_evidence.py table [REFERENCE_DIR]   # sites_* cases if given
+    python benchmarks/summaries_evidence.py table [REFERENCE_DIR [CASE ...]]  # sites_* cases if given
     python benchmarks/summaries_evidence.py coverage REPLICATES
 
 Prints markdown tables.  The actual-data fit is pyglmm's AGQ engine (nagq = 7),
@@ -42,11 +42,14 @@ def _actual(df, formula, cluster):
     return pyglmm.glmm(f"{formula} + (1|{cluster})", df, nagq=NAGQ)
 
 
-def table(reference=None):
+SITES = ("sites_m10_n500_S", "sites_m10_n500_L", "sites_m10_n30_S", "sites_m10_n30_L")
+
+
+def table(reference=None, names=SITES, paper=True):
     cases = [(f"paper ({m}, {n})", simulate(m, n, seed=1), FORMULA, "cluster")
-             for m, n in ((30, 100), (50, 60), (100, 30))]
+             for m, n in ((30, 100), (50, 60), (100, 30)) if paper]
     if reference:
-        for name in ("sites_m10_n500_S", "sites_m10_n500_L", "sites_m10_n30_S", "sites_m10_n30_L"):
+        for name in names:
             df = pd.read_csv(pathlib.Path(reference) / f"{name}.csv")
             cases.append((name, df, "y ~ " + " + ".join(df.columns[2:]), "site"))
     print("| case | K | direct: max abs dbeta | direct: dsigma | pseudo: max abs dbeta | pseudo: dsigma "
@@ -69,9 +72,8 @@ def table(reference=None):
             print(f"| {name} | {order} | " + " | ".join(cells) + " |", flush=True)
 
 
-def coverage(replicates, m=30, n=100):
-    fits = {"actual": None, "direct K=3": ("direct", 3), "direct K=4": ("direct", 4),
-            "pseudo K=3": ("pseudo", 3), "pseudo K=4": ("pseudo", 4)}
+def coverage(replicates, m=30, n=100, report_every=10):
+    fits = {"actual": None, "direct K=4": ("direct", 4), "pseudo K=3": ("pseudo", 3)}
     hits = {k: np.zeros(len(BETA)) for k in fits}
     sigma = {k: [] for k in fits}
     done = dict.fromkeys(fits, 0)
@@ -80,15 +82,21 @@ def coverage(replicates, m=30, n=100):
         for key, how in fits.items():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                res = _actual(df, FORMULA, "cluster") if how is None else _fit(df, FORMULA, "cluster", how[1], how[0], seed=r)
+                res = (_actual(df, FORMULA, "cluster") if how is None
+                       else _fit(df, FORMULA, "cluster", how[1], how[0], seed=r))
             if res is None or not res.converged or res.cov is None:
                 continue
             ci = res.conf_int()
             hits[key] += (ci[0].to_numpy() <= BETA) & (BETA <= ci[1].to_numpy())
             sigma[key].append(res.sigma.iloc[0])
             done[key] += 1
+        if (r + 1) % report_every == 0 or r + 1 == replicates:
+            _coverage_table(r + 1, m, n, fits, hits, sigma, done)
+
+
+def _coverage_table(replicates, m, n, fits, hits, sigma, done):
     names = ["Intercept", "x1", "x2", "x3 b", "x3 c"]
-    print(f"Coverage of 95% Wald intervals, {replicates} replicates of (m, n_h) = ({m}, {n}):\n")
+    print(f"\nCoverage of 95% Wald intervals, {replicates} replicates of (m, n_h) = ({m}, {n}):\n")
     print("| fit | converged | " + " | ".join(names) + f" | mean sigma (true {SIGMA}) |")
     print("|---|---|" + "---|" * len(names) + "---|")
     for key in fits:
@@ -99,6 +107,7 @@ def coverage(replicates, m=30, n=100):
 
 if __name__ == "__main__":
     if sys.argv[1] == "table":
-        table(sys.argv[2] if len(sys.argv) > 2 else None)
+        table(sys.argv[2] if len(sys.argv) > 2 else None, sys.argv[3:] or SITES,
+              paper=len(sys.argv) <= 3)
     else:
         coverage(int(sys.argv[2]))

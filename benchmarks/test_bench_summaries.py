@@ -9,7 +9,7 @@ standardised continuous covariates), order K = 3, nagq = 7:
 
 The issue's goal: summaries + pseudo-data + fit in < 2 s; the direct fit faster still.
 ``pytest benchmarks/test_bench_summaries.py --benchmark-enable`` times them; in the normal
-test run each runs once on 10 clinics, as a smoke test.
+test run each runs once on 20 clinics, as a smoke test.
 """
 
 import pathlib
@@ -29,7 +29,7 @@ from pyglmm.engines.summaries.api import combine, pseudo_frame  # noqa: E402
 def chop(request):
     smoke = (request.config.getoption("benchmark_disable")
              and not request.config.getoption("benchmark_enable"))
-    df = simulate_chop(0, m=10, n=1110) if smoke else simulate_chop(0)
+    df = simulate_chop(0, m=20, n=2220) if smoke else simulate_chop(0)
     return df, site_summary(df, CHOP_FORMULA, "clinic", 3)
 
 

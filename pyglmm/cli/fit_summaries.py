@@ -1,7 +1,7 @@
 """``pyglmm fit-summaries STATS1.json ... [--method pseudo|direct] [--nagq K] [--seed S]
 [--json OUT]``: the analyst's fit from the sites' summary statistics."""
 
-from .common import positive_int, write_json
+from .common import emit, positive_int
 
 
 def add_parser(sub):
@@ -23,9 +23,5 @@ def run(args):
     from ..engines.summaries import fit_summaries
 
     res = fit_summaries(args.summaries, method=args.method, nagq=args.nagq, seed=args.seed)
-    print(res)
-    if args.json:
-        write_json(res, args.json)
-    if args.save:
-        res.save(args.save)
+    emit(res, args)
     return 0

@@ -135,7 +135,7 @@ def _terms(problem, theta, b, order, want):
     u = np.concatenate([np.ones((H_, 1)), problem.mean], axis=1)  # d a / d (beta0, beta)
     G1 = np.einsum("khq,hkp->hqp", c1, dM)
     grad = np.zeros((H_, Q, p + 2))
-    grad[..., :p + 1] = (problem.events - 0)[:, None, None] * u[:, None, :] - S1[..., None] * u[:, None, :]
+    grad[..., :p + 1] = problem.events[:, None, None] * u[:, None, :] - S1[..., None] * u[:, None, :]
     grad[..., 1:p + 1] += (problem.n[:, None] * problem.y_cross)[:, None, :] - np.einsum(
         "khq,hkp->hqp", c0, dM)
     grad[..., p + 1] = b * b * inv_var - 1
@@ -224,7 +224,8 @@ class Objective:
         h_bb, h_bbb, h_btheta, h_bbtheta = _mode_terms(problem, theta, self.b, order)
         d_mode = -h_btheta / h_bb[:, None]
         d_logomega = -0.5 * (h_bbtheta + h_bbb[:, None] * d_mode) / h_bb[:, None]
-        d_nodes = d_mode[:, None, :] + (root2 * self.omega[:, None] * self.z)[..., None] * d_logomega[:, None, :]
+        spread = root2 * self.omega[:, None] * self.z  # b_q - b_hat
+        d_nodes = d_mode[:, None, :] + spread[..., None] * d_logomega[:, None, :]
         g = g + np.einsum("hq,hq,hqd->hd", pq, h_b, d_nodes) + d_logomega
         self.grad = g.sum(axis=0)
         self.theta = theta
