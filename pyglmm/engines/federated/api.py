@@ -214,7 +214,7 @@ class FederatedResult(AGQResult):
         loglik, _, hess, sums = final
         group = term.group
         singular = [group] if np.any(np.abs(theta[param.diagonal]) < SINGULAR) else []
-        cov = _beta_covariance(hess, p, theta, False, names)
+        cov = _beta_covariance(hess, p, theta, param.q, False, names)
         lam = lambda_matrix(theta, param.q)
         terms = list(term.names)
         re_cov = {group: pd.DataFrame(lam @ lam.T, terms, terms)}
