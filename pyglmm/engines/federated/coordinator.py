@@ -149,7 +149,9 @@ class Coordinator:
         self._round += 1
         answers = self.broadcast(schema.message("evaluate", round=self._round, deriv=int(deriv),
                                                 params=schema.pack_array(params)), "evaluation")
-        loglik, grad, hess = 0.0, np.zeros(d) if deriv >= 1 else None, np.zeros((d, d)) if deriv == 2 else None
+        loglik = 0.0
+        grad = np.zeros(d) if deriv >= 1 else None
+        hess = np.zeros((d, d)) if deriv == 2 else None
         sums = dict.fromkeys(FIT_SUMS, 0.0)
         for msg in answers:
             site = msg["site"]

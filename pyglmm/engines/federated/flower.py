@@ -10,18 +10,21 @@ the other transports).
 
 Each SuperNode is a site; its node config names it and its file::
 
-    flower-supernode --superlink LINK:9092 \\
+    flower-supernode --superlink LINK:8000 \\
         --node-config 'site-name="north" data-path="/data/north.csv" min-cluster-size=5'
 
 The run config (``flwr run ... --run-config``) gives ``formula``, ``family``,
-``nagq``, ``timeout`` (seconds per round), ``sites`` (how many SuperNodes to wait
-for) and ``json-out`` (where the ServerApp writes the fit's JSON).  :func:`run_local` starts a SuperLink and one SuperNode
-per file on this machine and runs the fit (tests, benchmarks, trying it out).
+``nagq``, ``weights``, ``trials``, ``offset`` (column names; empty: none),
+``timeout`` (seconds per round), ``sites`` (how many SuperNodes to wait
+for) and ``json-out`` (where the ServerApp writes the fit's JSON).
+:func:`pyglmm.engines.federated.flower_local.run_local` starts a SuperLink and
+one SuperNode per file on this machine and runs the fit (tests, benchmarks).
 """
 
 import json
 import time
 
+from .model import ROLES
 from .schema import FederatedError
 
 CONFIG = "pyglmm"  # the ConfigRecord that carries a schema message
@@ -162,9 +165,10 @@ def _server_app():
 
         cfg = context.run_config
         timeout = float(cfg.get("timeout", 120.0))
+        columns = {role: str(cfg[role]) or None for role in ROLES if role in cfg}
         res = fit_federated(connect(grid, timeout, int(cfg.get("sites", 0))), str(cfg["formula"]),
                             family=str(cfg.get("family", "binomial")), nagq=int(cfg.get("nagq", 1)),
-                            timeout=timeout, transport="flower")
+                            timeout=timeout, transport="flower", **columns)
         if cfg.get("json-out"):
             with open(str(cfg["json-out"]), "w") as fh:
                 json.dump(res.to_dict(), fh, indent=1)

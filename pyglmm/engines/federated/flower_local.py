@@ -44,6 +44,9 @@ clientapp = "pyglmm.engines.federated.flower:client_app"
 formula = "y ~ x + (1|g)"
 family = "binomial"
 nagq = 1
+weights = ""
+trials = ""
+offset = ""
 timeout = 120.0
 sites = 0
 json-out = ""
@@ -67,7 +70,8 @@ def _toml(value):
     return json.dumps(value) if isinstance(value, str) else repr(value)
 
 
-def run_local(sites, formula, family="binomial", nagq=1, timeout=120.0, wait=600.0, log=None):
+def run_local(sites, formula, family="binomial", nagq=1, timeout=120.0, wait=600.0, log=None,
+              **columns):
     """Fit on a local Flower deployment; the fit's JSON (a dict).
 
     Parameters
@@ -80,6 +84,8 @@ def run_local(sites, formula, family="binomial", nagq=1, timeout=120.0, wait=600
         Seconds to wait for the whole run.
     log : file, optional
         Where the Flower processes' output goes (default: discarded).
+    **columns
+        ``weights``, ``trials``, ``offset``: column names, as for ``fit_federated``.
     """
     work = Path(tempfile.mkdtemp(prefix="pyglmm-flower-"))
     env = dict(os.environ, FLWR_HOME=str(work / "flwr-home"), FLWR_DISABLE_UPDATE_CHECK="1",
@@ -109,7 +115,8 @@ def run_local(sites, formula, family="binomial", nagq=1, timeout=120.0, wait=600
         app = write_app(work / "app")
         result = work / "fit.json"
         run_config = (f"formula={_toml(formula)} family={_toml(family)} nagq={int(nagq)} "
-                      f"timeout={float(timeout)!r} sites={len(sites)} json-out={_toml(str(result))}")
+                      f"timeout={float(timeout)!r} sites={len(sites)} json-out={_toml(str(result))}"
+                      + "".join(f" {k}={_toml(v)}" for k, v in columns.items() if v))
         # --stream: wait for the run to end, with the ServerApp's log on ``log``
         subprocess.run([str(bindir / "flwr"), "run", str(app), "local", "--stream", "--run-config",
                         run_config], env=env, stdout=out, stderr=out, check=True, timeout=wait)

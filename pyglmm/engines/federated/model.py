@@ -107,12 +107,15 @@ class SiteModel:
 
     def fit_sums(self, objective, params):
         """The conditional model's deviance and Pearson statistic at the modes that
-        ``objective`` last found (at ``params``), summed over the site's rows."""
+        ``objective`` last found (at ``params``), summed over the site's rows; the
+        means of the clamped linear predictor (:meth:`Family.irls_mean`), so that both
+        stay finite at a trial point where a cluster is (quasi-)separated (|eta| > 30
+        for binomial); elsewhere they equal the pooled fit's."""
         arrays, p = objective.arrays, objective.arrays.p
         lam = lambda_matrix(objective.param.theta(params[p:]), arrays.q)
         b = np.repeat(objective.modes @ lam.T, np.diff(arrays.starts), axis=0)
-        mu = self.family.linkinv(arrays.offset + arrays.X @ params[:p]
-                                 + np.einsum("nq,nq->n", arrays.Z, b))
+        mu = self.family.irls_mean(arrays.offset + arrays.X @ params[:p]
+                                   + np.einsum("nq,nq->n", arrays.Z, b))
         return {"deviance": float(self.family.deviance(arrays.y, mu, arrays.weights)),
                 "pearson": float(np.sum(arrays.weights * (arrays.y - mu) ** 2
                                         / self.family.variance(mu)))}

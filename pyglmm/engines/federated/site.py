@@ -13,8 +13,6 @@ smaller than ``min_cluster_size`` rows.
 
 import logging
 
-import numpy as np
-
 from ...exceptions import DataError
 from . import model, schema
 from .schema import FederatedError

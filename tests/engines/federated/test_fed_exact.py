@@ -182,3 +182,14 @@ def test_weights_trials_and_offsets_as_pooled(family):
     fed = fit_federated(in_process({str(h): g for h, g in df.groupby("hospital")}), formula,
                         family=family, nagq=3, **columns)
     assert_same_fit(fed, glmm_agq(formula, df, family=family, nagq=3, tol=1e-14, **columns))
+
+
+def test_separated_data_do_not_blame_a_site():
+    """x separates y: Newton drives |eta| far beyond 30 and the sites' fit sums must stay
+    finite (they once sent an infinite Pearson statistic and the fit failed, naming a site)."""
+    x = np.random.default_rng(0).standard_normal(60)
+    df = pd.DataFrame({"x": x, "y": (x > 0).astype(int), "g": np.repeat(np.arange(6), 10),
+                       "s": np.repeat([0, 1], 30)})
+    with pytest.warns(pyglmm.SingularFitWarning):
+        fed = fit_federated(in_process({str(k): v for k, v in df.groupby("s")}), "y ~ x + (1|g)")
+    assert fed.coef["x"] > 100 and np.isfinite(fed.pearson_chi2) and np.isfinite(fed.deviance)

@@ -16,12 +16,13 @@ from test_fed_exact import hospital_files, hospitals  # noqa: E402,I001
 
 def test_flower_deployment_gives_the_in_process_fit(tmp_path):
     df = hospitals()
+    df["w"] = np.random.default_rng(1).integers(1, 4, len(df)).astype(float)  # the run config's columns
     paths = hospital_files(tmp_path, df)
     formula = "y ~ x + t + C(shift) + (1|ward)"
     with open(tmp_path / "flower.log", "w") as log:
-        d = run_local(paths, formula, nagq=2, timeout=300, wait=900, log=log)
+        d = run_local(paths, formula, nagq=2, timeout=300, wait=900, log=log, weights="w")
     inproc = fit_federated(in_process({f"hospital{h}": g for h, g in df.groupby("hospital")}),
-                           formula, nagq=2)
+                           formula, nagq=2, weights="w")
     assert d["transport"] == "flower" and d["converged"]
     np.testing.assert_allclose(list(d["coef"].values()), inproc.coef, rtol=1e-12)
     np.testing.assert_allclose(list(d["se"].values()), inproc.se, rtol=1e-12)
