@@ -180,7 +180,7 @@ def glm_start(arrays):
 
 
 def _maximize(objective, x0, scale, tol, max_iter, callback):
-    p, q = objective.arrays.p, objective.arrays.q
+    p = objective.arrays.p
     bounded = p + np.flatnonzero(objective.param.diagonal)
     return maximize(objective, x0, bounded=bounded, scale=scale, tol=tol, max_iter=max_iter,
                     callback=callback)
