@@ -1,9 +1,12 @@
 """pyglmm: generalized linear mixed models at scale.
 
 Crossed random-effects GLMMs at millions of rows by Schall's PQL with clubbed
-backfitting (Ghosh, Hastie & Owen 2022), and maximum-likelihood GLMMs with one
-grouping factor and random slopes by adaptive Gauss-Hermite quadrature, on C++,
-numba or numpy kernels.
+backfitting (Ghosh, Hastie & Owen 2022; in process or on Dask), maximum-likelihood
+GLMMs with one grouping factor and random slopes by adaptive Gauss-Hermite
+quadrature, exact federated fits across sites (:func:`fit_federated`), one-shot
+federation from summary statistics (:func:`site_summary`, :func:`fit_summaries`)
+and regularised high-dimensional LMMs (:func:`ridge_lmm`), on C++, numba or numpy
+kernels.
 
 >>> import pyglmm
 >>> res = pyglmm.glmm("y ~ x1 + x2 + (1|user) + (1|item)", df)      # doctest: +SKIP
@@ -30,13 +33,15 @@ except PackageNotFoundError:  # running from a source tree
 # Public names imported on first access (PEP 562): name -> module.
 _LAZY = {
     "glmm": ".engines.dispatch", "glmm_from_arrays": ".engines.crossed",
-    "ridge_lmm": ".engines.ridge",
+    "ridge_lmm": ".engines.ridge", "fit_federated": ".engines.federated.api",
+    "site_summary": ".engines.summaries", "fit_summaries": ".engines.summaries",
     "GLMMResult": ".results", "load": ".results",
     "simulate_crossed": ".simulate", "simulate_stitchfix": ".simulate",
 }
 
 __all__ = [
-    "glmm", "glmm_from_arrays", "ridge_lmm", "GLMMResult", "load",
+    "glmm", "glmm_from_arrays", "ridge_lmm", "fit_federated", "site_summary", "fit_summaries",
+    "GLMMResult", "load",
     "backend", "available_backends", "get_num_threads", "set_num_threads",
     "BackendUnavailableError", "ConvergenceWarning", "DataError", "SeparationWarning",
     "SingularFitWarning", "SingularMatrixError",

@@ -297,10 +297,14 @@ def test_binding_refuses_wrong_arguments():
     import re
     import subprocess
     import sys
+    import tempfile
 
     here = os.path.dirname(os.path.abspath(__file__))
     child = f"import sys; sys.path.insert(0, {here!r}); import test_backends; test_backends.run_binding_cases()"
-    proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=300)
+    # cwd outside the source tree: the child imports the installed pyglmm (with its C++
+    # extension), not the source tree's package, as pytest does
+    proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=300,
+                          cwd=tempfile.gettempdir())
     got = {v["case"]: v for v in map(json.loads, proc.stdout.splitlines())}
     cases = binding_cases()
     missing = [c for c, _, _ in cases if c not in got]
