@@ -36,7 +36,7 @@ suppressMessages(library(lme4))
 d <- read.csv("{path}")
 for (k in c(1, 7)) {{
   t <- system.time(fit <- glmer(y ~ x1 + x2 + (1 | g), d, binomial, nAGQ = k))[["elapsed"]]
-  cat(k, t, as.numeric(logLik(fit)), "\\n")
+  cat(k, t, format(as.numeric(logLik(fit)), digits = 15), "\\n")
 }}
 """
 
@@ -157,7 +157,9 @@ def test_glmer_1e5(benchmark, agq_backend, tmp_path, request):
         for k, (t, ll) in peers.items():
             info[f"glmer_nagq{k}_s"] = t
             info[f"ratio_nagq{k}"] = t / ours[k][0]
-            # same objective: the maxima agree (glmer's nAGQ > 1 scale leaves out the
-            # saturated log-likelihood, which is 0 for 0/1 data)
-            assert ours[k][1] == pytest.approx(ll, abs=1e-3)
+            # same objective (glmer's nAGQ > 1 scale leaves out the saturated
+            # log-likelihood, which is 0 for 0/1 data): our maximum is not below glmer's,
+            # whose default optimiser stops up to ~1e-3 short at this size (measured
+            # 1.05e-3 at nAGQ = 1, 2026-11-30), and not far above it
+            assert ll - 1e-6 <= ours[k][1] <= ll + 1e-2
     benchmark.extra_info.update(rows=n, clusters=m, **info)
