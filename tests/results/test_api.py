@@ -203,6 +203,18 @@ def test_loaded_model_has_estimates_but_no_per_row_outputs(binary, tmp_path):
     np.testing.assert_allclose(back.predict(df, type="response"), res.fittedvalues, rtol=1e-14)
 
 
+def test_a_dask_fit_says_where_its_rows_are(binary):
+    """A fit of a Dask DataFrame keeps no rows; the message points to the lazy predict."""
+    import dataclasses
+
+    _, res = binary
+    remote = dataclasses.replace(res, rows=None, cluster={"workers": 2, "threads": 2, "partitions": 4})
+    for name in ("fittedvalues", "resid_deviance"):
+        with pytest.raises(AttributeError, match=rf"{name} is not available: the rows of a Dask fit stay "
+                                                 r"on the workers; .*predict\(ddf"):
+            getattr(remote, name)
+
+
 @pytest.mark.parametrize("which", ["binary", "poisson"])
 def test_no_likelihood_is_reported(which, request):
     _, res = request.getfixturevalue(which)
