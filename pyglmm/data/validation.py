@@ -91,6 +91,28 @@ def named_column(data, role, name, index=None):
     return values
 
 
+def role_values(data, role, value):
+    """Per-row values the user gave as ``role`` (weights, trials, offset): a column name,
+    or an array or Series of one number per row of ``data`` (a Series must carry the
+    data's index: values are never matched by position behind the user's back); None
+    stays None.  Returns float64, checked with errors that name the role."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return named_column(data, role, value, data.index)
+    if isinstance(value, pd.Series) and not value.index.equals(data.index):
+        raise DataError(f"{role}: the Series' index is not the data's (same labels in the same "
+                        f"order); align it first ({role}.reindex(data.index)) or pass a column name")
+    arr = check_numeric(role, np.asarray(value), role=role)
+    if len(arr) != len(data):
+        raise DataError(f"{role} has {len(arr)} rows, the data have {len(data)}")
+    if role == "weights":
+        check_weights(role, arr, data.index)
+    else:
+        check_finite(role, arr, data.index, role=role)
+    return arr
+
+
 def check_weights(name, w, index=None, role=None):
     """Prior weights must be finite and non-negative, and not all zero."""
     check_finite(name, w, index, role=role)
@@ -107,6 +129,8 @@ def factorize(name, values):
         values = pd.Series(values)
     if np.ndim(values) != 1:
         raise DataError(f"grouping column {name!r} must be 1-dimensional, got shape {np.shape(values)}")
+    if getattr(values, "dtype", None) == object:
+        _check_label_types(name, values)
     codes, levels = pd.factorize(values, sort=True, use_na_sentinel=True)
     if (codes < 0).any():
         pos = int(np.flatnonzero(codes < 0)[0])
@@ -116,6 +140,37 @@ def factorize(name, values):
     if len(levels) >= 2**31:
         raise DataError(f"grouping column {name!r} has too many levels ({len(levels)})")
     return codes.astype(np.int32), pd.Index(levels, name=name)
+
+
+def _check_label_types(name, values):
+    """Labels of one grouping column must be of one kind: ``5`` and ``"5"`` as two
+    levels would silently split a group (and could not be saved)."""
+    kind = pd.api.types.infer_dtype(values, skipna=True)
+    if kind in ("string", "integer", "floating", "mixed-integer-float", "boolean", "empty",
+                "datetime", "date", "bytes", "decimal"):
+        return
+    arr = np.asarray(values, dtype=object)
+    for pos, label in enumerate(arr):
+        try:
+            hash(label)
+        except TypeError:
+            index = values.index if isinstance(values, pd.Series) else None
+            raise DataError(f"grouping column {name!r} holds an unhashable label ({type(label).__name__}) "
+                            f"at {_row_label(index, pos)}") from None
+    examples = {}  # one label per kind: numbers (of any type) are one kind
+    for label in arr:
+        if not _missing(label):
+            examples.setdefault("number" if isinstance(label, (int, float, np.number)) else
+                                type(label).__name__, label)
+    if len(examples) > 1:
+        shown = list(examples.items())[:2]
+        raise DataError(f"grouping column {name!r} mixes label types ({', '.join(examples)}), e.g. "
+                        + " and ".join(show_value(v) for _, v in shown)
+                        + ": one group spelled two ways would be two levels; convert the column to one type")
+
+
+def _missing(label):
+    return label is None or label is pd.NA or label is pd.NaT or (isinstance(label, float) and label != label)
 
 
 PIVOT_TOL = 1e-9  # a column whose relative residual (1 - R^2) is below this is dependent
