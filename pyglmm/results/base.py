@@ -257,7 +257,7 @@ class GLMMResult:
         (lower) and 1 (upper), as statsmodels' (approximate for PQL)."""
         from scipy.special import ndtri
 
-        if not 0 < alpha < 1:
+        if not (isinstance(alpha, (int, float, np.floating)) and 0 < alpha < 1):
             raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}")
         q = ndtri(1 - alpha / 2)
         bse = self.bse

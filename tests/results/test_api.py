@@ -55,8 +55,9 @@ def test_fixed_effect_inference(binary):
         assert list(ci.columns) == [0, 1] and list(ci.index) == list(res.params.index)
         np.testing.assert_allclose(ci[0], res.params - q * res.bse, rtol=1e-12)
         np.testing.assert_allclose(ci[1], res.params + q * res.bse, rtol=1e-12)
-    with pytest.raises(ValueError, match="alpha must lie in"):
-        res.conf_int(1.5)
+    for bad in (1.5, "a", None):
+        with pytest.raises(ValueError, match="alpha must lie in"):
+            res.conf_int(bad)
     assert res.nobs == res.n_obs == 11236
 
 
