@@ -25,12 +25,14 @@ def _column(name, role=None):
     return f"{role} column {name!r}" if role else f"column {name!r}"
 
 
-def check_column_roles(data, response, groups=(), fixed=(), **named):
+def check_column_roles(data, response, groups=(), fixed=(), slopes=(), **named):
     """Raise if a column the model reads is missing, naming it by its role.
 
     ``named`` maps roles (``weights``, ``trials``, ``offset``) to the column
     names the user gave (None or an array: not a column); ``fixed`` lists the
-    variables of the fixed effects and ``groups`` the grouping factors.
+    variables of the fixed effects, ``groups`` the grouping factors and
+    ``slopes`` the random terms (:class:`~pyglmm.data.formula.RandomTerm`) whose
+    slopes are columns too.  Each missing column is named once, by its first role.
     """
     if not isinstance(data, pd.DataFrame):
         raise TypeError(f"data must be a pandas DataFrame, got {type(data).__name__}")
@@ -38,10 +40,13 @@ def check_column_roles(data, response, groups=(), fixed=(), **named):
     wanted += [(f"{role} column {col!r}", col) for role, col in named.items() if isinstance(col, str)]
     wanted += [(f"grouping factor {g!r} (in (1|{g}))", g) for g in groups]
     wanted += [(f"fixed-effect variable {v!r}", v) for v in fixed]
+    wanted += [(f"random slope {c!r} (in ({' + '.join(t.names).replace('(Intercept)', '1')}|{t.group}))", c)
+               for t in slopes for c in t.slopes]
     have = [str(c) for c in data.columns]
-    missing = []
+    missing, seen = [], set()
     for label, col in wanted:
-        if col not in data.columns:
+        if col not in data.columns and col not in seen:
+            seen.add(col)
             close = difflib.get_close_matches(str(col), have, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             missing.append(f"{label} is not in the data{hint}")

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ...data.coding import FixedCoding
-from ...data.formula import parse_formula, required_columns
+from ...data.formula import parse_fixed, parse_formula
 from ...data.validation import (aliased_columns, check_column_roles, check_finite, check_numeric,
                                 factorize, role_values)
 from ...exceptions import DataError, SingularMatrixError
@@ -129,9 +129,8 @@ def build_arrays(formula, data, family, *, weights=None, trials=None, offset=Non
     parsed = parse_formula(formula)
     term = random_term(parsed)
     named = {"weights": weights, "trials": trials, "offset": offset}
-    special = {parsed.response, *parsed.groups}
-    fixed = [c for c in required_columns(parsed) if c not in special]
-    check_column_roles(data, parsed.response, parsed.groups, fixed + list(term.slopes), **named)
+    fixed = [t.column for t in parse_fixed(parsed.fixed)[1]]
+    check_column_roles(data, parsed.response, parsed.groups, fixed, slopes=[term], **named)
     index = data.index
     extra = {k: role_values(data, k, v) for k, v in named.items()}
     if extra["trials"] is not None and family.name != "binomial":
