@@ -244,6 +244,19 @@ class FactorLevels:
                          f"{show_value(self.levels[0])}); convert the column to the fitted type")
 
 
+def label_text(label):
+    """A label's text as sites compare it across their own dtypes: a number by its
+    value (``3``, ``3.0`` and ``np.int32(3)`` are ``"3"``; ``2.5`` is ``"2.5"``),
+    anything else by ``str``."""
+    if isinstance(label, np.generic):
+        label = label.item()
+    if isinstance(label, (int, float)) and not isinstance(label, bool):
+        if isinstance(label, float) and math.isfinite(label) and label == int(label) and abs(label) < 2**63:
+            return str(int(label))
+        return repr(label) if isinstance(label, float) else str(label)
+    return str(label)
+
+
 def _about(values):
     """'dtype, e.g. label' of a chunk of labels (its first present label)."""
     present = ~np.asarray(pd.isna(values))

@@ -186,3 +186,10 @@ def test_all_missing_or_no_rows_is_not_a_type_error():
     np.testing.assert_array_equal(fl.ids(pd.Series([np.nan, np.nan])), [-1, -1])
     assert fl.ids(np.array([], dtype=object)).size == 0
     assert fl.ids(pd.Series([], dtype="str")).size == 0
+
+
+def test_label_text_compares_numbers_by_value():
+    from pyglmm.data.levels import label_text
+
+    assert [label_text(v) for v in (3, 3.0, np.int32(3), np.float32(3.0), 2.5, "3", "3.0", True, 2.0**60)] == \
+        ["3", "3", "3", "3", "2.5", "3", "3.0", "True", str(2**60)]
