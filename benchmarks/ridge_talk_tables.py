@@ -120,9 +120,9 @@ def main(argv=None):
     pd.set_option("display.width", 120)
     t0 = time.perf_counter()
     print(f"Table 1: median over {reps1} replicates (ratios: ML / regularised)")
-    print(table1(reps1, rng).to_string(index=False, float_format="%.2f"))
+    print(table1(reps1, rng).to_string(index=False, float_format="%.3g"))
     print(f"\nTable 2: median over {reps2} replicates")
-    print(table2(reps2, rng).to_string(index=False, float_format="%.2f"))
+    print(table2(reps2, rng).to_string(index=False, float_format="%.3g"))
     print(f"\n{time.perf_counter() - t0:.0f} s, backend {pyglmm.backend()}")
 
 

@@ -143,7 +143,7 @@ class RidgeResult(GLMMResult):
         if folds:  # aligned with the levels of the single random factor
             (f, saved), = json_field(d, "random_effects", dict).items()
             index = levels_from_json(json_field(saved, "levels", dict, f"random_effects.{f}"),
-                                     f"random_effects.{f}.levels")
+                                     f"random_effects.{f}.levels").rename(f)
             if len(index) != len(folds) or not all(isinstance(k, int) for k in folds):
                 raise ValueError(f"field 'cv_folds' must hold one fold number per level of {f!r}")
         return dict(lam=None if lam is None else float(lam), b_weight=float(json_field(d, "b", (int, float))),
