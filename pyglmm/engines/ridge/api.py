@@ -250,13 +250,14 @@ def _result(parsed, coding, layout, fit, targets, centre, scale, y, index, b_val
     for t, g in zip(layout.terms, e.gammas):
         mu += np.einsum("nq,nq->n", t.Z, g[t.codes])
     re_cov, b, b_var, A, singular = {}, {}, {}, {}, []
-    for t, Sig, g, cv, a in zip(layout.terms, st.Sigmas, e.gammas, e.cond_var, targets):
+    # the fit's own Cholesky factors: refactoring Sigma = LL' fails when L is (nearly) singular
+    for t, Sig, L, g, cv, a in zip(layout.terms, st.Sigmas, st.factors(), e.gammas, e.cond_var, targets):
         eff = list(t.names)
         re_cov[t.group] = pd.DataFrame(Sig, eff, eff)
         A[t.group] = pd.DataFrame(a, eff, eff)
         b[t.group] = pd.DataFrame(g, index=t.levels, columns=eff)
         b_var[t.group] = pd.DataFrame(cv, index=t.levels, columns=eff)
-        if np.min(np.abs(np.diag(np.linalg.cholesky(Sig)))) < SINGULAR_TOL * np.sqrt(st.s2):
+        if np.min(np.abs(np.diag(L))) < SINGULAR_TOL * np.sqrt(st.s2):
             singular.append(t.group)
     rss = float(np.sum((y - mu) ** 2))
     warn = []
