@@ -38,7 +38,8 @@ def cv_fit(data):
 
 def test_cv_score_is_the_heldout_gaussian_log_density(data, cv_fit):
     """Every fold's score, recomputed: the training fit on the other folds' groups with
-    b_k = c/(G_k + c), c = b G/(1 - b), then sum_i log N(y_i; X_i beta, Z_i Sigma Z_i' + s2 I)."""
+    b_k = c/(G_k + c), c = b G/(1 - b), then sum_i log N(y_i; X_i beta, Z_i Sigma Z_i' + s2 I + X_i C X_i')
+    with C the training fit's posterior covariance of beta."""
     folds, G = cv_fit.cv_folds, 13
     A = {"g": cv_fit.A["g"].to_numpy()}
     for _, row in cv_fit.b_cv.iterrows():
@@ -49,14 +50,15 @@ def test_cv_score_is_the_heldout_gaussian_log_density(data, cv_fit):
             fit = pyglmm.ridge_lmm(FORMULA, data[~held], b=c / (G_k + c), lam=2.0, A=A)
             test = data[held]
             X = np.column_stack([np.ones(len(test)), test.x1, test.x2, test.x3, test.t])
-            mean = X @ fit.params[["Intercept", "x1", "x2", "x3", "t"]].to_numpy()
+            names = ["Intercept", "x1", "x2", "x3", "t"]
+            mean, C = X @ fit.params[names].to_numpy(), fit.cov.loc[names, names].to_numpy()
             S = fit.re_cov["g"].to_numpy()
             direct = 0.0
             for _, grp in test.groupby("g"):
                 Z = np.column_stack([np.ones(len(grp)), grp.t])
                 rows = np.searchsorted(np.flatnonzero(held), data.index.get_indexer(grp.index))
-                direct += multivariate_normal(mean[rows], Z @ S @ Z.T + fit.dispersion * np.eye(len(grp))).logpdf(
-                    grp.y.to_numpy())
+                V = Z @ S @ Z.T + fit.dispersion * np.eye(len(grp)) + X[rows] @ C @ X[rows].T
+                direct += multivariate_normal(mean[rows], V).logpdf(grp.y.to_numpy())
             assert row[f"fold{k}"] == pytest.approx(direct, rel=1e-10, abs=1e-9)
         assert row.cv_loglik == pytest.approx(sum(row[f"fold{k}"] for k in range(4)), rel=1e-12)
     assert cv_fit.b_weight == cv_fit.b_cv.b[cv_fit.b_cv.cv_loglik.idxmax()]
