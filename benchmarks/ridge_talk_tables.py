@@ -71,9 +71,12 @@ def simulate(rng, m, r, p, q, nu):
 
 
 def kl(S, S_hat):
-    """KL(N(0, S) || N(0, S_hat))."""
+    """KL(N(0, S) || N(0, S_hat)); infinite when S_hat is singular."""
     q = len(S)
-    return 0.5 * (np.trace(np.linalg.solve(S_hat, S)) - q + np.linalg.slogdet(S_hat)[1] - np.linalg.slogdet(S)[1])
+    sign, logdet = np.linalg.slogdet(S_hat)
+    if sign <= 0:
+        return np.inf
+    return 0.5 * (np.trace(np.linalg.solve(S_hat, S)) - q + logdet - np.linalg.slogdet(S)[1])
 
 
 def table1(reps, rng):
