@@ -20,10 +20,11 @@ empirical Bayes inside each training fit).
 
 The talk does not state nu, the design of t, the target A, the KL's direction or how the
 ratios are oriented; the choices above are pyglmm's.  nu is chosen so that the true b is
-near the talk's.  The visit times t = 1..r were chosen over t on [0, 1], t on [-1, 1] and
-t ~ N(0, 1) per row because they alone give the talk's b at 2 and 8 repeats (0.37 and 0.30
-against 0.38 and 0.29 in a 6-replicate trial; [-1, 1] gives b = 0.99 at 2 repeats, where t2
-equals the intercept; [0, 1] and N(0, 1) give ML fits singular in most replicates).
+near the talk's.  The visit times t = 1..r (the usual schedule) were chosen over t on
+[0, 1] (where t, t2 and t3 are the same column at 2 repeats and the ML fit is singular in
+most replicates at 5 and 8), t on [-1, 1] (b = 0.99 at 2 repeats, where t2 equals the
+intercept) and t ~ N(0, 1) per row (ML singular in every replicate at 2 repeats); t = 1..r
+gives b = 0.37 and 0.30 at 2 and 8 repeats in a 6-replicate trial (talk: 0.38 and 0.29).
 KL(Sigma || Sigma_ML) is unbounded when the ML fit is (nearly) singular, which cubic random
 slopes make frequent on any of these designs, so the KL ratio's median can be huge: the
 table also prints the medians of the two KLs and the share of singular ML fits.
