@@ -15,7 +15,9 @@ cases <- list(
                     formula = "y ~ t + t2 + t3 + (1 + t + t2 + t3 | ind)"),
   sleepstudy = list(data = sleepstudy, formula = "Reaction ~ Days + (Days | Subject)"),
   ridge_singular_cubic = list(data = read.csv("tests/fixtures/ridge_singular_cubic.csv"),
-                              formula = "y ~ x1 + x2 + (1 + t + t2 + t3 | ind)"))
+                              formula = "y ~ x1 + x2 + (1 + t + t2 + t3 | ind)"),
+  ridge_singular_cubic8 = list(data = read.csv("tests/fixtures/ridge_singular_cubic8.csv"),
+                               formula = "y ~ x1 + x2 + (1 + t + t2 + t3 | ind)"))
 out <- list()
 for (name in names(cases)) {
   cs <- cases[[name]]
