@@ -7,13 +7,18 @@ from ..data.readers import column_names, read_table
 from .common import add_common, emit
 
 
-def auto_or_number(text):
-    if text == "auto":
+def auto_or_number(text, words=("auto",)):
+    if text in words:
         return text
     try:
         return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be 'auto' or a number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"must be {' or '.join(map(repr, words))} or a number, "
+                                         f"got {text!r}") from None
+
+
+def b_value(text):
+    return auto_or_number(text, ("auto", "cv"))
 
 
 def add_parser(sub):
@@ -24,9 +29,13 @@ def add_parser(sub):
     p.add_argument("--lambda", dest="lam", type=auto_or_number, default="auto",
                    help="ridge precision on the standardised penalised columns, or 'auto' "
                         "(empirical Bayes; default)")
-    p.add_argument("--b", type=auto_or_number, default="auto",
-                   help="inverse-Wishart weight on the target in [0, 1), or 'auto' (empirical Bayes; "
-                        "default); 0 with no penalised column is lmer's ML fit")
+    p.add_argument("--b", type=b_value, default="auto",
+                   help="inverse-Wishart weight on the target in [0, 1), 'auto' (empirical Bayes; "
+                        "default) or 'cv' (grouped cross-validation); 0 with no penalised column is "
+                        "lmer's ML fit")
+    p.add_argument("--cv-folds", type=int, default=5, metavar="K",
+                   help="with --b cv: number of folds (whole groups held out; default 5)")
+    p.add_argument("--cv-seed", type=int, default=0, help="with --b cv: seed of the fold assignment")
     p.add_argument("--target", type=float, metavar="A",
                    help="target A = a I for every random-effect covariance (default: a diagonal "
                         "matrix scaled to the response)")
@@ -51,6 +60,7 @@ def run(args):
     if args.threads:
         _backend.set_num_threads(args.threads)
     res = ridge_lmm(args.formula, data, lam=args.lam, b=args.b, A=args.target,
-                    unpenalized=args.unpenalized, solver=args.solver, backend=args.backend)
+                    unpenalized=args.unpenalized, solver=args.solver, backend=args.backend,
+                    cv_folds=args.cv_folds, cv_seed=args.cv_seed)
     emit(res, args)
     return 0

@@ -13,7 +13,11 @@ ctrl <- lmerControl(optimizer = "bobyqa", optCtrl = list(rhoend = 1e-12, maxfun 
 cases <- list(
   lmm_m40_r5 = list(data = read.csv("tests/fixtures/lmm_m40_r5.csv"),
                     formula = "y ~ t + t2 + t3 + (1 + t + t2 + t3 | ind)"),
-  sleepstudy = list(data = sleepstudy, formula = "Reaction ~ Days + (Days | Subject)"))
+  sleepstudy = list(data = sleepstudy, formula = "Reaction ~ Days + (Days | Subject)"),
+  ridge_singular_cubic = list(data = read.csv("tests/fixtures/ridge_singular_cubic.csv"),
+                              formula = "y ~ x1 + x2 + (1 + t + t2 + t3 | ind)"),
+  ridge_singular_cubic8 = list(data = read.csv("tests/fixtures/ridge_singular_cubic8.csv"),
+                               formula = "y ~ x1 + x2 + (1 + t + t2 + t3 | ind)"))
 out <- list()
 for (name in names(cases)) {
   cs <- cases[[name]]
@@ -23,6 +27,6 @@ for (name in names(cases)) {
   out[[name]] <- list(formula = cs$formula, beta = unname(fixef(f)), beta_names = names(fixef(f)),
                       se = unname(sqrt(diag(as.matrix(vcov(f))))),
                       Sigma = unname(S), sigma = sigma(f), loglik = as.numeric(logLik(f)),
-                      lme4 = as.character(packageVersion("lme4")))
+                      singular = isSingular(f), lme4 = as.character(packageVersion("lme4")))
 }
 writeLines(toJSON(out, digits = I(15), auto_unbox = TRUE, pretty = TRUE), "tests/fixtures/ridge_lmer.json")

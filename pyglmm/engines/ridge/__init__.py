@@ -7,10 +7,12 @@ inverse-Wishart prior on each random-effect covariance in the talk's (b, A)
 form, the MAP by an EM whose latent variables are :math:`\beta_p` and the
 random effects (so that it maximises the exact marginal likelihood plus the
 prior), :math:`\lambda` by empirical Bayes on that marginal likelihood and b by
-empirical Bayes on its Laplace approximation over :math:`\Sigma`.
+empirical Bayes on its Laplace approximation over :math:`\Sigma` or by grouped
+cross-validation.
 
 Modules: ``api`` (:func:`ridge_lmm`), ``solvers`` (the E-step, primal and dual),
 ``em`` (the EM map, its gradient and the Newton finish), ``laplace`` (EB for b),
+``cv`` (b by grouped cross-validation),
 ``result`` (:class:`~pyglmm.engines.ridge.result.RidgeResult`), and the kernel
 twins ``kernels_numpy`` (reference) and ``kernels_numba`` of ``csrc/ridge/``.
 

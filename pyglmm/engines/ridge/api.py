@@ -15,6 +15,7 @@ from ...data.formula import parse_formula, required_columns
 from ...data.validation import check_column_roles, factorize, named_column
 from ...exceptions import ConvergenceWarning, DataError, SingularFitWarning
 from ...results.base import RowData, compact, sigma_of
+from .cv import check_cv, choose_b_cv
 from .em import EM, Prior, State
 from .laplace import choose_b
 from .result import RidgeResult
@@ -25,7 +26,7 @@ SINGULAR_TOL = 1e-4  # a diagonal entry of chol(Sigma)/sigma below this: singula
 
 
 def ridge_lmm(formula, data, *, lam="auto", b="auto", A=None, unpenalized=(), solver="auto",
-              tol=1e-10, max_iter=200, backend=None):
+              tol=1e-10, max_iter=200, backend=None, cv_folds=5, cv_grid=None, cv_seed=0):
     r"""Fit a linear mixed model with a ridge prior on the fixed effects and an
     inverse-Wishart prior on the random-effect covariances.
 
@@ -56,10 +57,13 @@ def ridge_lmm(formula, data, *, lam="auto", b="auto", A=None, unpenalized=(), so
         :math:`\lambda > 0` on the standardised penalised columns, or ``"auto"``:
         empirical Bayes, maximising the same marginal likelihood over
         :math:`\lambda` (EM update :math:`\lambda = p_p\,E\|\varepsilon\|^2 / (N\,E\|\beta_p\|^2)`).
-    b : "auto" or float in [0, 1)
+    b : "auto", "cv" or float in [0, 1)
         Weight on the targets; ``"auto"``: empirical Bayes on the Laplace
         approximation of the marginal likelihood over :math:`\Sigma` (see
-        :mod:`pyglmm.engines.ridge.laplace`), searched where the prior is proper.
+        :mod:`pyglmm.engines.ridge.laplace`), searched where the prior is proper;
+        ``"cv"``: grouped K-fold cross-validation of the held-out groups' marginal
+        log-likelihood over ``cv_grid`` (one random term only; see
+        :mod:`pyglmm.engines.ridge.cv`).
     A : None, float, array or dict
         The target (prior mode) of each factor's :math:`\Sigma_k`: a q x q
         symmetric positive semi-definite matrix (dict by factor for several
@@ -78,6 +82,10 @@ def ridge_lmm(formula, data, *, lam="auto", b="auto", A=None, unpenalized=(), so
         Gradient tolerance (per row) and Newton iteration limit.
     backend : str, optional
         Kernel backend (default: the active one).
+    cv_folds, cv_grid, cv_seed : int, sequence of float, int
+        With ``b="cv"``: the number of folds (whole groups held out; default 5), the
+        values of b tried (default 0, 0.05, 0.1, 0.2, ..., 0.9) and the seed of the
+        random assignment of groups to folds.
 
     Returns
     -------
@@ -109,6 +117,12 @@ def ridge_lmm(formula, data, *, lam="auto", b="auto", A=None, unpenalized=(), so
     lam_fixed = _lam(lam)
     targets = _targets(A, terms, y)
     b_value = _b(b)
+    b_cv, folds = None, None
+    if b_value == "cv":
+        cv_folds, cv_grid = check_cv(parsed, cv_folds, cv_grid)
+        b_value, b_cv, folds = choose_b_cv(
+            ridge_lmm, parsed, data, cv_folds, cv_grid, cv_seed, {t.group: a for t, a in zip(terms, targets)},
+            lam=lam, unpenalized=tuple(unpenalized), solver=solver, tol=tol, max_iter=max_iter, backend=name)
     sname = choose_solver(layout, solver)
     sol = make_solver(layout, sname, kern, _backend.get_num_threads())
     start = _start(layout, targets, lam_fixed)
@@ -123,7 +137,7 @@ def ridge_lmm(formula, data, *, lam="auto", b="auto", A=None, unpenalized=(), so
             start = fit0.state
         fit = EM(sol, [Prior(b_value, A) for A in targets], lam_fixed).run(start, tol=tol, max_iter=max_iter)
     return _result(parsed, coding, layout, fit, targets, centre, scale, y, data.index, b_value,
-                   lam == "auto", b == "auto", b_search, sname, name, time.perf_counter() - t0)
+                   lam == "auto", b == "auto", b_search, sname, name, time.perf_counter() - t0, b_cv, folds)
 
 
 def _check_columns(parsed, data):
@@ -177,11 +191,11 @@ def _lam(lam):
 
 
 def _b(b):
-    if isinstance(b, str) and b == "auto":
-        return None
+    if isinstance(b, str) and b in ("auto", "cv"):
+        return None if b == "auto" else b
     if isinstance(b, bool) or not isinstance(b, (int, float, np.floating, np.integer)) \
             or not 0 <= b < 1:
-        raise ValueError(f"b must be 'auto' or a number in [0, 1), got {b!r}")
+        raise ValueError(f"b must be 'auto', 'cv' or a number in [0, 1), got {b!r}")
     return float(b)
 
 
@@ -221,7 +235,7 @@ def _start(layout, targets, lam_fixed):
 
 
 def _result(parsed, coding, layout, fit, targets, centre, scale, y, index, b_value, lam_auto,
-            b_auto, b_search, sname, backend_name, seconds):
+            b_auto, b_search, sname, backend_name, seconds, b_cv, folds):
     e, st = fit.estep, fit.state
     names = layout.names
     beta = e.beta / scale
@@ -236,13 +250,14 @@ def _result(parsed, coding, layout, fit, targets, centre, scale, y, index, b_val
     for t, g in zip(layout.terms, e.gammas):
         mu += np.einsum("nq,nq->n", t.Z, g[t.codes])
     re_cov, b, b_var, A, singular = {}, {}, {}, {}, []
-    for t, Sig, g, cv, a in zip(layout.terms, st.Sigmas, e.gammas, e.cond_var, targets):
+    # the fit's own Cholesky factors: refactoring Sigma = LL' fails when L is (nearly) singular
+    for t, Sig, L, g, cv, a in zip(layout.terms, st.Sigmas, st.factors(), e.gammas, e.cond_var, targets):
         eff = list(t.names)
         re_cov[t.group] = pd.DataFrame(Sig, eff, eff)
         A[t.group] = pd.DataFrame(a, eff, eff)
         b[t.group] = pd.DataFrame(g, index=t.levels, columns=eff)
         b_var[t.group] = pd.DataFrame(cv, index=t.levels, columns=eff)
-        if np.min(np.abs(np.diag(np.linalg.cholesky(Sig)))) < SINGULAR_TOL * np.sqrt(st.s2):
+        if np.min(np.abs(np.diag(L))) < SINGULAR_TOL * np.sqrt(st.s2):
             singular.append(t.group)
     rss = float(np.sum((y - mu) ** 2))
     warn = []
@@ -271,4 +286,5 @@ def _result(parsed, coding, layout, fit, targets, centre, scale, y, index, b_val
         rows=RowData(mu=mu, y=compact(y), trials=None, weights=None, index=index),
         lam=float(st.lam) if layout.p_pen else None, b_weight=float(b_value), A=A,
         penalized=[n for n, p in zip(names, layout.penalized) if p], edf=float(e.edf), solver=sname,
-        lam_auto=bool(lam_auto and layout.p_pen), b_auto=bool(b_auto), b_search=b_search)
+        lam_auto=bool(lam_auto and layout.p_pen), b_auto=bool(b_auto), b_search=b_search,
+        **({} if b_cv is None else {"b_cv": b_cv, "cv_folds": folds}))

@@ -226,13 +226,17 @@ class EM:
 
     def value_grad(self, phi):
         """(J, dJ/dphi) at phi, plus log|J(phi)| (up to a constant) when ``jacobian``;
-        (-inf, nan) where a covariance is not positive definite."""
+        (-inf, nan) where a covariance is not numerically positive definite (also where a
+        Cholesky diagonal exp(phi) underflows: the gradient needs L^-1), so that the trust
+        region rejects the step."""
         st = unpack(phi, self.qs, self.lam_fixed)
         try:
             e, obj = self.evaluate(st)
+            grad = self.gradient(st, e)
         except (SingularMatrixError, np.linalg.LinAlgError):
             return -np.inf, np.full(len(phi), np.nan)
-        grad = self.gradient(st, e)
+        if not np.all(np.isfinite(grad)):
+            return -np.inf, np.full(len(phi), np.nan)
         if self.jacobian:
             jv = self._jacobian_vector()
             obj, grad = obj + jv @ phi, grad + jv
@@ -272,8 +276,14 @@ class EM:
             if len(stalled) > 3 and stalled[-4] - stalled[-1] < 1e-13 * (1 + abs(stalled[-1])):
                 raise StopIteration
 
+        def hess(x):
+            # at a point that value_grad refuses (J = -inf) the Hessian only has to be finite:
+            # scipy rejects the step on J
+            H = _fd_hessian(lambda z: fg(z)[1], x, central=False)
+            return H if np.all(np.isfinite(H)) else np.eye(len(x))
+
         opt = minimize(lambda x: fg(x)[0], pack(state, self.qs, self.free_lam), callback=stop_when_stalled,
-                       jac=lambda x: fg(x)[1], hess=lambda x: _fd_hessian(lambda z: fg(z)[1], x, central=False),
+                       jac=lambda x: fg(x)[1], hess=hess,
                        method="trust-exact", options={"gtol": tol, "maxiter": max_iter})
         state = unpack(opt.x, self.qs, self.lam_fixed)
         e, obj = self.evaluate(state, final=True)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ...data.coding import json_field
+from ...data.coding import json_field, levels_from_json
 from ...results.base import GLMMResult
 from ...results.io import float_matrix
 
@@ -48,6 +48,12 @@ class RidgeResult(GLMMResult):
     b_search : pandas.DataFrame
         The values of b tried by empirical Bayes and their Laplace log evidence
         (empty when b was given).
+    b_cv : pandas.DataFrame
+        With ``b="cv"``: the CV curve, one row per b of the grid: ``cv_loglik`` (the
+        held-out marginal log-likelihood summed over folds) and ``fold0``, ``fold1``, ...
+        (each fold's); empty otherwise.
+    cv_folds : pandas.Series
+        With ``b="cv"``: the fold of each level of the grouping factor.
     """
 
     lam: object = None
@@ -59,6 +65,8 @@ class RidgeResult(GLMMResult):
     lam_auto: bool = False
     b_auto: bool = False
     b_search: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["b", "log_evidence"]))
+    b_cv: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["b", "cv_loglik"]))
+    cv_folds: pd.Series = field(default_factory=lambda: pd.Series(dtype=np.int64, name="fold"))
 
     engine = "ridge"
     method = "maximum a posteriori (ridge + inverse-Wishart priors; EM)"
@@ -79,23 +87,30 @@ class RidgeResult(GLMMResult):
     def summary(self):
         lam = "none penalised" if self.lam is None else f"{self.lam:.6g}" + (
             " (empirical Bayes)" if self.lam_auto else " (given)")
-        b = f"{self.b_weight:.4g}" + (" (empirical Bayes)" if self.b_auto else " (given)")
+        how = " (empirical Bayes)" if self.b_auto else (
+            f" ({self.b_cv.shape[1] - 2}-fold cross-validation)" if len(self.b_cv) else " (given)")
+        b = f"{self.b_weight:.4g}" + how
         lines = [f"Ridge LMM: lambda {lam}; b {b}; effective df {self.edf:.4g}",
                  f"  penalised columns: {', '.join(self.penalized) if self.penalized else 'none'}"]
         for f, A in self.A.items():
             lines.append(f"  target A of {f!r}: diag " + ", ".join(f"{v:.4g}" for v in np.diag(A)))
+        if len(self.b_cv):
+            lines.append("  cross-validation (held-out marginal log-likelihood): "
+                         + ", ".join(f"b {b:.3g}: {v:.6g}" for b, v in zip(self.b_cv.b, self.b_cv.cv_loglik)))
         return super().summary() + "\n\n" + "\n".join(lines)
 
     def to_dict(self, full=False):
         """:meth:`GLMMResult.to_dict`; the brief form adds ``lambda``, ``b``, ``Sigma``
         (the random-effect covariance as nested lists, effects in the term's order; with
         several random terms a list of them in formula order), ``residual_sd``, ``edf``
-        and ``solver`` (``loglik`` is lme4's ML scale)."""
+        and ``solver`` (``loglik`` is lme4's ML scale), and ``b_cv`` (the CV curve, columns
+        as lists) when b was chosen by cross-validation."""
         out = super().to_dict(full)
         if full:
             return out
         mats = [c.to_numpy(np.float64).tolist() for c in self.re_cov.values()]
-        return {**out, **{k: v for k, v in self.extra_to_dict().items() if k in BRIEF},
+        brief = BRIEF + (("b_cv",) if len(self.b_cv) else ())
+        return {**out, **{k: v for k, v in self.extra_to_dict().items() if k in brief},
                 "Sigma": mats[0] if len(mats) == 1 else mats}
 
     def extra_to_dict(self):
@@ -107,6 +122,8 @@ class RidgeResult(GLMMResult):
             "b_auto": bool(self.b_auto),
             "b_search": {"b": self.b_search["b"].tolist(),
                          "log_evidence": self.b_search["log_evidence"].tolist()},
+            "b_cv": {c: self.b_cv[c].astype(float).tolist() for c in self.b_cv.columns},
+            "cv_folds": self.cv_folds.astype(int).tolist(),
         }
 
     @classmethod
@@ -117,10 +134,24 @@ class RidgeResult(GLMMResult):
             names = list(json_field(d["random_effects"], f, dict, "random_effects")["terms"])
             A[f] = pd.DataFrame(float_matrix(a, f"A.{f}", len(names), len(names)), names, names)
         search = json_field(d, "b_search", dict)
+        cv = json_field(d, "b_cv", dict)
+        for c, v in cv.items():
+            if not isinstance(v, list) or not all(isinstance(x, (int, float)) for x in v):
+                raise ValueError(f"field 'b_cv.{c}' must be a list of numbers")
+        folds = json_field(d, "cv_folds", list)
+        index = None
+        if folds:  # aligned with the levels of the single random factor
+            (f, saved), = json_field(d, "random_effects", dict).items()
+            index = levels_from_json(json_field(saved, "levels", dict, f"random_effects.{f}"),
+                                     f"random_effects.{f}.levels").rename(f)
+            if len(index) != len(folds) or not all(isinstance(k, int) for k in folds):
+                raise ValueError(f"field 'cv_folds' must hold one fold number per level of {f!r}")
         return dict(lam=None if lam is None else float(lam), b_weight=float(json_field(d, "b", (int, float))),
                     A=A, penalized=list(json_field(d, "penalized", list)),
                     edf=float(json_field(d, "edf", (int, float))), solver=json_field(d, "solver", str),
                     lam_auto=json_field(d, "lam_auto", bool), b_auto=json_field(d, "b_auto", bool),
                     b_search=pd.DataFrame({"b": json_field(search, "b", list, "b_search"),
                                            "log_evidence": json_field(search, "log_evidence", list,
-                                                                      "b_search")}))
+                                                                      "b_search")}),
+                    b_cv=pd.DataFrame(cv) if cv else pd.DataFrame(columns=["b", "cv_loglik"]),
+                    cv_folds=pd.Series(folds, index=index, dtype=np.int64, name="fold"))

@@ -38,4 +38,4 @@ def test_fit_ridge_errors(args, message, capsys):
 def test_fit_ridge_refuses_a_non_number(capsys):
     with pytest.raises(SystemExit):
         main(["fit-ridge", str(FIXTURES / "sleepstudy.csv"), "--formula", GOLDEN["formula"], "--b", "big"])
-    assert "--b: must be 'auto' or a number" in capsys.readouterr().err
+    assert "--b: must be 'auto' or 'cv' or a number" in capsys.readouterr().err
