@@ -7,8 +7,9 @@ Data flow (the driver is this process; the rows never come to it):
    merges them in partition order into the global levels, sorted as an
    in-process fit sorts them, and fits the fixed-effects coding.
 2. **Build.**  Every partition is read and converted once, on its worker, into
-   the kernels' layout (:func:`.partition.build`: X coded, checked, level ids)
-   and kept there; the raw frames are released.  Partitions are placed in
+   the kernels' layout (:func:`.partition.build`: X coded with the categoricals
+   as codes, ``Design.xcat``; checked; level ids) and kept there; the raw frames
+   are released.  Partitions are placed in
    consecutive runs, one run per worker thread.  Its summary (X'X, rows, the
    global ids of its levels) comes back.
 3. **Schall's loop, the standard errors and the deviance** run on the driver
@@ -181,14 +182,14 @@ def _design(summaries, spec, coding):
     counts = np.zeros(int(spec.offsets[-1]))
     for s in summaries:
         counts[s["ids"]] += s["counts"]
-    names = list(coding.names)
-    problems = aliased_columns(XtX, names)
+    names, shown = list(coding.design_names), coding.coef_order  # named in the user's order
+    problems = aliased_columns(XtX[np.ix_(shown, shown)], [names[j] for j in shown])
     if problems:
         raise SingularMatrixError("fixed-effect columns are aliased (X'X is singular): "
                                   + "; ".join(problems))
     has_intercept = bool(np.any((colsum != 0) & np.isclose(colsum**2, n * np.diag(XtX), rtol=1e-12)))
     return ClusterDesign(n, sum(s["n_eff"] for s in summaries), XtX, spec.offsets, counts, names,
-                         list(spec.groups), list(spec.levels), spec.response, has_intercept)
+                         list(spec.groups), list(spec.levels), spec.response, has_intercept, shown)
 
 
 def _cluster(client, n_parts, shuffle, passes):

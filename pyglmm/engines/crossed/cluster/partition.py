@@ -82,7 +82,8 @@ def uniques(frame, columns, where):
 
 def build(frame, spec, where):
     """The :class:`Partition` of ``frame``: validated (errors name the column, the row and
-    ``where``), X coded, level ids mapped, rows in the kernels' order."""
+    ``where``), X coded (categoricals as codes: ``FixedCoding.split``), level ids
+    mapped, rows in the kernels' order."""
     try:
         extra = {role: None if col is None else named_column(frame, role, col, frame.index)
                  for role, col in spec.roles.items()}
@@ -95,10 +96,12 @@ def build(frame, spec, where):
                                 f"{frame.index[pos]!r} that the level pass did not see (did the data "
                                 "change during the fit?)")
             groups[g] = ids
-        d = build_design(spec.coding.matrix(frame), frame[spec.response].to_numpy(),
-                         groups, get_family(spec.family), feature_names=spec.coding.names,
-                         response_name=spec.response, index=frame.index,
-                         kern=kernels(spec.backend), nthreads=1, check_aliases=False, **extra)
+        X, xcat = spec.coding.split(frame)
+        d = build_design(X, frame[spec.response].to_numpy(), groups, get_family(spec.family),
+                         xcat=xcat, feature_names=spec.coding.design_names,
+                         coef_order=spec.coding.coef_order, response_name=spec.response,
+                         index=frame.index, kern=kernels(spec.backend), nthreads=1,
+                         check_aliases=False, **extra)
     except DataError as exc:
         raise _in(where, exc) from None
     ids = np.concatenate([first + lv.to_numpy(np.int64) for first, lv in
@@ -162,11 +165,12 @@ def _ordered_sum(arrays):
 
 def summary(part):
     """What the driver's view of the whole design sums: n, rows of positive weight,
-    X'X, X's column sums, the global ids and row counts of the partition's levels,
-    and its local factor offsets."""
+    X'X, the column sums of the p columns (X's, then the dummies of ``xcat``), the
+    global ids and row counts of the partition's levels, and its local factor offsets."""
     d = part.d
-    return dict(n=d.n, n_eff=d.n_eff, XtX=d.XtX, colsum=np.ones(d.n) @ d.X, ids=part.ids,
-                counts=d.counts, offsets=d.offsets)
+    dummies = np.bincount(d.xcat[d.xcat >= 0], minlength=d.p)[d.X.shape[1]:]
+    return dict(n=d.n, n_eff=d.n_eff, XtX=d.XtX, colsum=np.concatenate([np.ones(d.n) @ d.X, dummies]),
+                ids=part.ids, counts=d.counts, offsets=d.offsets)
 
 
 def stats(part, family, params, design):

@@ -42,7 +42,7 @@ class ClusterDesign:
     levels: list
     response_name: str
     has_intercept: bool
-    coef_order = None  # partitions code categoricals as dense columns, in the users' order
+    coef_order: np.ndarray  # as Design.coef_order: the partitions keep categoricals as codes
 
     # the per-level views an in-process Design has (they read only the fields above)
     p = Design.p
