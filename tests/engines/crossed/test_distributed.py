@@ -299,3 +299,26 @@ def test_a_partition_holds_the_categoricals_as_codes():
     np.testing.assert_allclose(d.XtX[order], dense.T @ dense, rtol=1e-14)  # measured 7e-16
     np.testing.assert_allclose(P.summary(part)["colsum"][coding.coef_order], dense.sum(axis=0),
                                rtol=1e-14)
+
+
+@pytest.mark.parametrize("family", ["binomial", "gaussian"])
+def test_a_partition_whose_weights_are_all_zero_is_fitted_as_in_process(clusters, family):
+    """Zero prior weights are allowed where some row has a positive one: a partition whose
+    rows all have weight 0 (here with levels of g0 that occur in no other partition)
+    counts for nothing, as in process; all-zero weights in all partitions are refused
+    as in process.  Measured: coef 3e-16 apart."""
+    df = binomial_frame().sort_values("g0", kind="stable").reset_index(drop=True)
+    if family == "gaussian":
+        rng = np.random.default_rng(7)
+        df["y"] = (df.y + df.x1 + rng.normal(0, 1, 20)[df.g0] + rng.normal(0, 1, 16)[df.g1]
+                   + rng.standard_normal(len(df)))
+    df = df.assign(w=np.where((df.index >= 150) & (df.index < 300), 0.0, 1.0))
+    assert not set(df.g0[150:300]) <= set(df.g0[df.w > 0])  # levels with no weight at all
+    want = pyglmm.glmm(FORMULA, df, family=family, weights="w", **FAST)
+    with clusters(2).as_current():
+        got = pyglmm.glmm(FORMULA, dd.from_pandas(df, npartitions=4, sort=False), family=family,
+                          weights="w", **FAST)  # rows 150-299: partition 1
+        assert_same_fit(got, want)
+        with pytest.raises(pyglmm.DataError, match="weights column 'w': every weight is zero"):
+            pyglmm.glmm(FORMULA, dd.from_pandas(df.assign(w=0.0), npartitions=4), family=family,
+                        weights="w")

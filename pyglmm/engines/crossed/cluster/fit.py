@@ -176,7 +176,9 @@ def _levels_frame(meta, needed, levels):
 
 def _design(summaries, spec, coding):
     """The driver's ClusterDesign from the partitions' summaries (summed in order)."""
-    n = sum(s["n"] for s in summaries)
+    n, n_eff = sum(s["n"] for s in summaries), sum(s["n_eff"] for s in summaries)
+    if n_eff == 0:  # a partition's weights may all be zero, not the whole data's
+        raise DataError(f"weights column {spec.roles['weights']!r}: every weight is zero")
     XtX = np.sum([s["XtX"] for s in summaries], axis=0)
     colsum = np.sum([s["colsum"] for s in summaries], axis=0)
     counts = np.zeros(int(spec.offsets[-1]))
@@ -188,7 +190,7 @@ def _design(summaries, spec, coding):
         raise SingularMatrixError("fixed-effect columns are aliased (X'X is singular): "
                                   + "; ".join(problems))
     has_intercept = bool(np.any((colsum != 0) & np.isclose(colsum**2, n * np.diag(XtX), rtol=1e-12)))
-    return ClusterDesign(n, sum(s["n_eff"] for s in summaries), XtX, spec.offsets, counts, names,
+    return ClusterDesign(n, n_eff, XtX, spec.offsets, counts, names,
                          list(spec.groups), list(spec.levels), spec.response, has_intercept, shown)
 
 

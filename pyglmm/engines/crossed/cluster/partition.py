@@ -85,7 +85,8 @@ def build(frame, spec, where):
     ``where``), X coded (categoricals as codes: ``FixedCoding.split``), level ids
     mapped, rows in the kernels' order."""
     try:
-        extra = {role: None if col is None else named_column(frame, role, col, frame.index)
+        extra = {role: None if col is None else named_column(frame, role, col, frame.index,
+                                                             whole=False)
                  for role, col in spec.roles.items()}
         groups = {}
         for g, levels in zip(spec.groups, spec.levels):
@@ -101,7 +102,7 @@ def build(frame, spec, where):
                          xcat=xcat, feature_names=spec.coding.design_names,
                          coef_order=spec.coding.coef_order, response_name=spec.response,
                          index=frame.index, kern=kernels(spec.backend), nthreads=1,
-                         check_aliases=False, **extra)
+                         whole=False, **extra)
     except DataError as exc:
         raise _in(where, exc) from None
     ids = np.concatenate([first + lv.to_numpy(np.int64) for first, lv in
