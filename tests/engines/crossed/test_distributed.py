@@ -322,3 +322,27 @@ def test_a_partition_whose_weights_are_all_zero_is_fitted_as_in_process(clusters
         with pytest.raises(pyglmm.DataError, match="weights column 'w': every weight is zero"):
             pyglmm.glmm(FORMULA, dd.from_pandas(df.assign(w=0.0), npartitions=4), family=family,
                         weights="w")
+
+
+def test_warnings_raised_on_the_workers_reach_the_driver(clusters):
+    """A warning of a partition's build on a worker process (here: non-integer poisson
+    counts) is raised in the driver as the same class, naming the partition and
+    pointing at the caller's line; partitions that warn alike make one warning."""
+    df = binomial_frame()
+    rng = np.random.default_rng(8)
+    eta = 1 + 0.3 * df.x1 + rng.normal(0, 0.6, 20)[df.g0] + rng.normal(0, 0.6, 16)[df.g1]
+    df["y"] = rng.poisson(np.exp(eta)).astype(float)
+    df.loc[[310, 320, 470], "y"] = 0.5  # partition 2 (rows 300-449): 2, partition 3: 1
+    with pytest.warns(UserWarning, match=r"3 non-integer count\(s\) for the poisson family"):
+        want = pyglmm.glmm(FORMULA, df, family="poisson", **FAST)
+    with clusters(2, processes=True).as_current():
+        with pytest.warns(UserWarning) as caught:
+            got = pyglmm.glmm(FORMULA, dd.from_pandas(df, npartitions=4), family="poisson", **FAST)
+    mine = [w for w in caught if "non-integer" in str(w.message)]
+    assert len(mine) == 1 and mine[0].category is UserWarning and mine[0].filename == __file__
+    assert str(mine[0].message) == (
+        "partition 2: response 'y' has 2 non-integer count(s) for the poisson family, first 0.5 "
+        "at row 310; fitting them as quasi-Poisson data; partition 3: response 'y' has 1 "
+        "non-integer count(s) for the poisson family, first 0.5 at row 470; fitting them as "
+        "quasi-Poisson data")
+    assert_same_fit(got, want)

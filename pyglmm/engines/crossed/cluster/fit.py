@@ -31,6 +31,7 @@ default), which is always correct, at more bytes per pass.
 """
 
 import time
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -104,6 +105,7 @@ def glmm_dask(parsed, formula, ddf, family, *, weights, trials, offset, dispersi
     parts = [client.submit(P.build, frames[i], shared, names[i], workers=[slots[i][1]],
                            allow_other_workers=True, pure=False) for i in keep]
     summaries = client.gather([client.submit(P.summary, p, pure=False) for p in parts])
+    _warn_from_partitions(summaries)
     del frames  # the built partitions hold the rows now (the raw frames stay recomputable)
     d = _design(summaries, spec, coding)
     batches = {}  # one per worker thread: the partitions placed on it, in order
@@ -172,6 +174,19 @@ def _levels_frame(meta, needed, levels):
             out[c] = pd.Series(np.zeros(size), dtype=meta[c].dtype) if _is_numeric(meta[c]) \
                 else pd.Series([None] * size, dtype=meta[c].dtype)
     return pd.DataFrame(out)
+
+
+def _warn_from_partitions(summaries, shown=5):
+    """Raise on the driver the warnings the partitions' builds recorded on the workers:
+    per warning class one warning, naming the partitions (the first ``shown`` of them
+    with their messages)."""
+    by_class = {}
+    for s in summaries:
+        for category, message in s["warnings"]:
+            by_class.setdefault(category, []).append(f"{s['where']}: {message}")
+    for category, notes in by_class.items():
+        more = f" (and {len(notes) - shown} more partition warnings)" if len(notes) > shown else ""
+        warnings.warn("; ".join(notes[:shown]) + more, category, stacklevel=4)
 
 
 def _design(summaries, spec, coding):

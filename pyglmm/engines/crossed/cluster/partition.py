@@ -13,7 +13,9 @@ every per-level table a pass reads or returns has the partition's levels, not
 the whole model's (at 10^6 levels and p = 35 a full table is 280 MB).
 """
 
-from dataclasses import dataclass
+import threading
+import warnings
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -26,6 +28,9 @@ from ....families import get_family
 from .. import degenerate
 
 ROLES = ("weights", "trials", "offset")
+# warnings.catch_warnings swaps process-wide state: builds on the threads of one
+# worker record their warnings one at a time
+_RECORDING = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,7 @@ class Partition:
     ids: np.ndarray  # int64, global id of each local level
     backend: object
     where: str
+    warnings: list = field(default_factory=list)  # (category, message) raised by the build
 
     @property
     def kern(self):
@@ -83,7 +89,17 @@ def uniques(frame, columns, where):
 def build(frame, spec, where):
     """The :class:`Partition` of ``frame``: validated (errors name the column, the row and
     ``where``), X coded (categoricals as codes: ``FixedCoding.split``), level ids
-    mapped, rows in the kernels' order."""
+    mapped, rows in the kernels' order.  The warnings the build raises are recorded in
+    :attr:`Partition.warnings` (the worker's would be lost): :func:`summary` takes
+    them to the driver, which raises them."""
+    with _RECORDING, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        part = _build(frame, spec, where)
+    part.warnings = [(w.category, str(w.message)) for w in caught]
+    return part
+
+
+def _build(frame, spec, where):
     try:
         extra = {role: None if col is None else named_column(frame, role, col, frame.index,
                                                              whole=False)
@@ -167,11 +183,13 @@ def _ordered_sum(arrays):
 def summary(part):
     """What the driver's view of the whole design sums: n, rows of positive weight,
     X'X, the column sums of the p columns (X's, then the dummies of ``xcat``), the
-    global ids and row counts of the partition's levels, and its local factor offsets."""
+    global ids and row counts of the partition's levels, its local factor offsets, and
+    the warnings of its build with its name."""
     d = part.d
     dummies = np.bincount(d.xcat[d.xcat >= 0], minlength=d.p)[d.X.shape[1]:]
     return dict(n=d.n, n_eff=d.n_eff, XtX=d.XtX, colsum=np.concatenate([np.ones(d.n) @ d.X, dummies]),
-                ids=part.ids, counts=d.counts, offsets=d.offsets)
+                ids=part.ids, counts=d.counts, offsets=d.offsets, warnings=part.warnings,
+                where=part.where)
 
 
 def stats(part, family, params, design):
