@@ -61,6 +61,12 @@ class Partition:
     def kern(self):
         return kernels(self.backend)
 
+    def __sizeof__(self):
+        """The bytes of its arrays: what Dask counts (``dask.sizeof``) to run the passes'
+        tasks where the partition is and to manage (spill) the worker's memory."""
+        arrays = [v for v in vars(self.d).values() if isinstance(v, np.ndarray)]
+        return int(self.ids.nbytes + sum(a.nbytes for a in arrays)) + 1000
+
     def factor_ids(self, factor):
         """The global ids of the partition's levels of ``factor``."""
         return self.ids[self.d.offsets[factor]:self.d.offsets[factor + 1]]
