@@ -346,3 +346,29 @@ def test_warnings_raised_on_the_workers_reach_the_driver(clusters):
         "non-integer count(s) for the poisson family, first 0.5 at row 470; fitting them as "
         "quasi-Poisson data")
     assert_same_fit(got, want)
+
+
+def test_a_cluster_that_cannot_run_the_tasks_is_a_clear_error_not_a_hang():
+    """Where Dask would wait for ever (no worker left, or every worker paused at its
+    memory limit) the driver stops after a while, and when Dask gives up on a task whose
+    workers kept dying it says what to do; both name the cause."""
+    import dask
+    from distributed.scheduler import KilledWorker
+
+    from pyglmm.engines.crossed.cluster.passes import gather
+
+    with distributed.LocalCluster(n_workers=0, dashboard_address=":0") as cluster, \
+            distributed.Client(cluster, set_as_default=False) as client:
+        with pytest.raises(RuntimeError, match=r"the fit stopped: for 1 s the Dask cluster has no "
+                                               r"worker; most often a worker over its memory limit"):
+            gather(client, [client.submit(sum, [1, 2])], poll=0.2, stall=1)
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            distributed.LocalCluster(n_workers=1, processes=True, memory_limit="2GB",
+                                     dashboard_address=":0") as cluster, \
+            distributed.Client(cluster, set_as_default=False) as client:
+        with pytest.raises(RuntimeError, match=r"gave up on its task '_exit-.*' after 1 worker\(s\) "
+                                               r"died running it \(the last with a memory limit of "
+                                               r"1.86 GiB\); most often a worker over its memory "
+                                               r"limit: give the workers more memory") as caught:
+            gather(client, [client.submit(os._exit, 1, pure=False)])
+        assert isinstance(caught.value.__cause__, KilledWorker)

@@ -98,7 +98,8 @@ def gather(client, futures, poll=2.0, stall=None):
     since = None
     while True:
         try:
-            wait(futures, timeout=poll)
+            with client.as_current():
+                wait(futures, timeout=poll)
             break
         except Waiting:
             workers = client.scheduler_info().get("workers", {})
@@ -114,15 +115,15 @@ def gather(client, futures, poll=2.0, stall=None):
     try:
         return client.gather(futures)
     except KilledWorker as exc:
-        limits = _limits(client.scheduler_info().get("workers", {}))
-        raise RuntimeError(f"the fit stopped: Dask workers died {exc.allowed_failures + 1} times "
-                           f"running one of its tasks ({exc.task!r}; memory limits: {limits}): "
-                           + _ADVICE) from exc
+        limit = _limits({0: {"memory_limit": getattr(exc.last_worker, "memory_limit", 0)}})
+        raise RuntimeError(f"the fit stopped: Dask gave up on its task {exc.task!r} after "
+                           f"{exc.allowed_failures + 1} worker(s) died running it (the last with a "
+                           f"memory limit of {limit}); " + _ADVICE) from exc
 
 
 def _limits(workers):
     limits = sorted({w.get("memory_limit") or 0 for w in workers.values()})
-    return ", ".join(f"{x / 2**30:.2f} GiB" if x else "none" for x in limits) or "no worker"
+    return ", ".join(f"{x / 2**30:.2f} GiB" if x else "none" for x in limits)
 
 
 class ClusterPasses(RowPasses):
