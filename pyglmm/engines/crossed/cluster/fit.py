@@ -103,9 +103,9 @@ def glmm_dask(parsed, formula, ddf, family, *, weights, trials, offset, dispersi
                        fam.name, named, backend)
     shared = client.submit(_value, spec, pure=False)
     parts = [client.submit(P.build, frames[i], shared, names[i], pure=False) for i in keep]
+    del frames  # each frame goes once its partition is built (it stays recomputable)
     summaries = gather(client, [client.submit(P.summary, p, pure=False) for p in parts])
     _warn_from_partitions(summaries)
-    del frames  # the built partitions hold the rows now (the raw frames stay recomputable)
     d = _design(summaries, spec, coding)
     passes = ClusterPasses(client, parts, summaries, d, _batches(client, parts))
     res = _fit(passes, fam, formula, start, opts, se, False, name, kern, 1, callback, None,
