@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -348,7 +349,7 @@ def test_warnings_raised_on_the_workers_reach_the_driver(clusters):
     assert_same_fit(got, want)
 
 
-def test_a_cluster_that_cannot_run_the_tasks_is_a_clear_error_not_a_hang():
+def test_a_cluster_that_cannot_run_the_tasks_is_a_clear_error_not_a_hang(monkeypatch):
     """Where Dask would wait for ever (no worker left, or every worker paused at its
     memory limit) the driver stops after a while, and when Dask gives up on a task whose
     workers kept dying it says what to do; both name the cause."""
@@ -362,6 +363,15 @@ def test_a_cluster_that_cannot_run_the_tasks_is_a_clear_error_not_a_hang():
         with pytest.raises(RuntimeError, match=r"the fit stopped: for 1 s the Dask cluster has no "
                                                r"worker; most often a worker over its memory limit"):
             gather(client, [client.submit(sum, [1, 2])], poll=0.2, stall=1)
+    with distributed.LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cluster, \
+            distributed.Client(cluster, set_as_default=False) as client:
+        slow = client.submit(time.sleep, 3, pure=False)
+        workers = client.scheduler_info()["workers"]
+        paused = {"workers": {a: {**w, "status": "paused", "memory_limit": 2**30} for a, w in workers.items()}}
+        monkeypatch.setattr(client, "scheduler_info", lambda **kw: paused)  # as Dask reports it
+        with pytest.raises(RuntimeError, match=r"for 1 s the Dask cluster has had every worker paused "
+                                               r"at its memory limit \(1.00 GiB\); most often"):
+            gather(client, [slow], poll=0.2, stall=1)
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
             distributed.LocalCluster(n_workers=1, processes=True, memory_limit="2GB",
                                      dashboard_address=":0") as cluster, \
