@@ -48,7 +48,14 @@ def write_files(problem, rows, files, folder):
 
 
 def _peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident memory since it started: VmHWM (Linux).  Not
+    getrusage's ru_maxrss, which a process inherits from its parent across fork and
+    exec: a worker started after the in-process fit would report the driver's peak."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run(rows, files, workers, shuffle=False, problem="seed"):

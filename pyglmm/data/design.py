@@ -119,7 +119,7 @@ class Design:
 
 def build_design(X, y, groups, family, *, feature_names, response_name, kern, nthreads,
                  weights=None, trials=None, offset=None, index=None, xcat=None, coef_order=None,
-                 check_aliases=True):
+                 whole=True):
     """Validate the pieces of a model and assemble its :class:`Design`.
 
     ``X`` is an (n, d) array of dense columns and ``xcat`` (optional, (n, m)
@@ -131,8 +131,9 @@ def build_design(X, y, groups, family, *, feature_names, response_name, kern, nt
     ``weights``, ``trials`` and ``offset`` are per-row arrays or None.
     ``kern`` (a kernel module) with ``nthreads`` reorders the rows when that
     pays (see ``SORT_ABOVE_BYTES``; one threaded gather per array) and forms X'X.
-    ``check_aliases=False`` skips the check of X'X (a part of the rows, whose
-    columns may be aliased where the whole data's are not).
+    ``whole=False``: the rows are a part of the data (a partition of a distributed
+    fit), whose columns may be aliased and whose weights may all be zero where the
+    whole data's are not: those two checks are the caller's.
     """
     X = np.ascontiguousarray(X, dtype=np.float64)
     if X.ndim != 2:
@@ -162,7 +163,7 @@ def build_design(X, y, groups, family, *, feature_names, response_name, kern, nt
     if weights is not None:
         weights = check_numeric("weights", weights)
         _check_length("weights", weights, n)
-        check_weights("weights", weights, index)
+        check_weights("weights", weights, index, whole=whole)
     y = family.check_response(y, trials, response_name, index)
     if weights is not None or trials is not None:
         prior = (weights if weights is not None else 1.0) * (trials if trials is not None else 1.0)
@@ -194,7 +195,7 @@ def build_design(X, y, groups, family, *, feature_names, response_name, kern, nt
     XtX, colsum = _gram(X, xcat, p, kern, nthreads)
     shown = np.arange(p) if coef_order is None else np.asarray(coef_order)
     problems = (aliased_columns(XtX[np.ix_(shown, shown)], [feature_names[j] for j in shown])
-                if check_aliases else [])
+                if whole else [])
     if problems:
         raise SingularMatrixError("fixed-effect columns are aliased (X'X is singular): "
                                   + "; ".join(problems))

@@ -82,15 +82,16 @@ def check_finite(name, arr, index=None, columns=None, role=None):
                             f"{_row_label(index, start + row)}")
 
 
-def named_column(data, role, name, index=None):
+def named_column(data, role, name, index=None, whole=True):
     """The column ``name`` that the user gave as ``role`` (weights, trials, offset),
-    as float64, checked with errors that name it by its role."""
+    as float64, checked with errors that name it by its role (``whole``: see
+    :func:`check_weights`)."""
     col = data[name]
     if not pd.api.types.is_numeric_dtype(col):  # bool counts as numeric
         raise DataError(f"{_column(name, role)} must be numeric, got dtype {col.dtype}")
     values = col.to_numpy(dtype=np.float64, na_value=np.nan)  # missing values become NaN
     if role == "weights":
-        check_weights(name, values, index, role=role)
+        check_weights(name, values, index, role=role, whole=whole)
     else:
         check_finite(name, values, index, role=role)
     return values
@@ -118,13 +119,14 @@ def role_values(data, role, value):
     return arr
 
 
-def check_weights(name, w, index=None, role=None):
-    """Prior weights must be finite and non-negative, and not all zero."""
+def check_weights(name, w, index=None, role=None, whole=True):
+    """Prior weights must be finite and non-negative, and not all zero unless not
+    ``whole`` (the rows are a part of the data, e.g. a partition of a distributed fit)."""
     check_finite(name, w, index, role=role)
     if (w < 0).any():
         pos = np.flatnonzero(w < 0)[0]
         raise DataError(f"{_column(name, role)} has negative weights, first at {_row_label(index, pos)}")
-    if not (w > 0).any():
+    if whole and not (w > 0).any():
         raise DataError(f"{_column(name, role)}: every weight is zero")
 
 

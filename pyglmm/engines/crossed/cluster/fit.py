@@ -7,10 +7,11 @@ Data flow (the driver is this process; the rows never come to it):
    merges them in partition order into the global levels, sorted as an
    in-process fit sorts them, and fits the fixed-effects coding.
 2. **Build.**  Every partition is read and converted once, on its worker, into
-   the kernels' layout (:func:`.partition.build`: X coded, checked, level ids)
-   and kept there; the raw frames are released.  Partitions are placed in
-   consecutive runs, one run per worker thread.  Its summary (X'X, rows, the
-   global ids of its levels) comes back.
+   the kernels' layout (:func:`.partition.build`: X coded with the categoricals
+   as codes, ``Design.xcat``; checked; level ids) and kept there; the raw frames
+   are released; Dask decides where (see ``_read``).  Its summary (X'X, rows,
+   the global ids of its levels, the warnings of its build) comes back, and each
+   worker's partitions are split into one run per worker thread (``_batches``).
 3. **Schall's loop, the standard errors and the deviance** run on the driver
    exactly as in process (:mod:`pyglmm.engines.crossed.schall`), through
    :class:`.passes.ClusterPasses`: per outer iteration one fused pass, per inner
@@ -30,6 +31,7 @@ default), which is always correct, at more bytes per pass.
 """
 
 import time
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -42,7 +44,7 @@ from ....exceptions import DataError, SingularMatrixError
 from ..api import _check_roles, _fit, _kernels, _options
 from ....families import get_family
 from . import partition as P
-from .passes import ClusterDesign, ClusterPasses, _value
+from .passes import ClusterDesign, ClusterPasses, _value, gather
 
 SHUFFLE = (None, "largest")
 
@@ -78,10 +80,10 @@ def glmm_dask(parsed, formula, ddf, family, *, weights, trials, offset, dispersi
     ddf = ddf[needed]
     names = list(partition_names) if partition_names is not None else [
         f"partition {i}" for i in range(ddf.npartitions)]
-    frames, slots = _read(client, ddf)
+    frames = _read(client, ddf)
     columns = {**{g: True for g in parsed.groups}, **{c: False for c in categorical}}
-    seen = client.gather([client.submit(P.uniques, f, columns, where, pure=False)
-                          for f, where in zip(frames, names)])
+    seen = gather(client, [client.submit(P.uniques, f, columns, where, pure=False)
+                           for f, where in zip(frames, names)])
     keep = [i for i, (_, n) in enumerate(seen) if n > 0]
     if not keep:
         raise DataError("the data have no rows")
@@ -92,24 +94,20 @@ def glmm_dask(parsed, formula, ddf, family, *, weights, trials, offset, dispersi
     if shuffle == "largest":
         big = parsed.groups[int(np.argmax([len(lv) for lv in group_levels]))]
         ddf = ddf.shuffle(on=big)
-        frames, slots = _read(client, ddf)
+        frames = _read(client, ddf)
         names = [f"partition {i} (after the shuffle by {big!r})" for i in range(ddf.npartitions)]
-        counts = client.gather([client.submit(len, f) for f in frames])
+        counts = gather(client, [client.submit(len, f) for f in frames])
         keep = [i for i, n in enumerate(counts) if n > 0]
     spec = P.ModelSpec(coding, parsed.response, tuple(parsed.groups), tuple(group_levels),
                        np.cumsum([0] + [len(lv) for lv in group_levels]).astype(np.int64),
                        fam.name, named, backend)
     shared = client.submit(_value, spec, pure=False)
-    parts = [client.submit(P.build, frames[i], shared, names[i], workers=[slots[i][1]],
-                           allow_other_workers=True, pure=False) for i in keep]
-    summaries = client.gather([client.submit(P.summary, p, pure=False) for p in parts])
-    del frames  # the built partitions hold the rows now (the raw frames stay recomputable)
+    parts = [client.submit(P.build, frames[i], shared, names[i], pure=False) for i in keep]
+    del frames  # each frame goes once its partition is built (it stays recomputable)
+    summaries = gather(client, [client.submit(P.summary, p, pure=False) for p in parts])
+    _warn_from_partitions(summaries)
     d = _design(summaries, spec, coding)
-    batches = {}  # one per worker thread: the partitions placed on it, in order
-    for position, i in enumerate(keep):
-        batches.setdefault(slots[i], []).append(position)
-    passes = ClusterPasses(client, parts, summaries, d,
-                           [(positions, worker) for (_, worker), positions in sorted(batches.items())])
+    passes = ClusterPasses(client, parts, summaries, d, _batches(client, parts))
     res = _fit(passes, fam, formula, start, opts, se, False, name, kern, 1, callback, None,
                intercept=False, offset_name=offset, has_offset=offset is not None, coding=coding,
                cluster=_cluster(client, len(parts), shuffle, passes))
@@ -117,18 +115,28 @@ def glmm_dask(parsed, formula, ddf, family, *, weights, trials, offset, dispersi
 
 
 def _read(client, ddf):
-    """Futures of the partitions of ``ddf`` and the worker each is read on: consecutive
-    runs of partitions per worker thread (threads in the order of their workers'
-    addresses), so that every pass is one task per thread over partitions it holds."""
-    threads = client.nthreads()
-    if not threads:
+    """Futures of the partitions of ``ddf``, read where Dask places them.  No task of a
+    fit is restricted to a worker: Dask keeps each task next to the data it reads (the
+    partitions report their size, ``Partition.__sizeof__``), and recomputes lost data
+    on any worker (distributed 2026.8 leaves a task restricted to a worker that died
+    waiting for ever when no worker was alive at the time, as after the restart of the
+    only worker over its memory limit)."""
+    if not client.nthreads():
         raise ValueError("the Dask cluster has no workers")
-    threads = [w for w in sorted(threads) for _ in range(max(1, threads[w]))]
-    n = ddf.npartitions
-    slots = [(i * len(threads) // n, threads[i * len(threads) // n]) for i in range(n)]
-    frames = [client.compute(part, workers=[worker], allow_other_workers=True)
-              for part, (_, worker) in zip(ddf.to_delayed(), slots)]
-    return frames, slots
+    return [client.compute(part) for part in ddf.to_delayed()]
+
+
+def _batches(client, parts):
+    """The batches of the passes: each worker's partitions (positions in ``parts``, in
+    order) in as many consecutive runs as it has threads, in order of their first
+    partition, so that every pass is one task per thread over partitions it holds."""
+    who, threads = client.who_has(parts), client.nthreads()
+    by_worker = {}
+    for i, future in enumerate(parts):
+        by_worker.setdefault(min(who.get(future.key) or [""]), []).append(i)
+    runs = [run.tolist() for worker, positions in by_worker.items()
+            for run in np.array_split(positions, min(len(positions), max(1, threads.get(worker, 1))))]
+    return sorted(runs)
 
 
 def _client():
@@ -173,22 +181,37 @@ def _levels_frame(meta, needed, levels):
     return pd.DataFrame(out)
 
 
+def _warn_from_partitions(summaries, shown=5):
+    """Raise on the driver the warnings the partitions' builds recorded on the workers:
+    per warning class one warning, naming the partitions (the first ``shown`` of them
+    with their messages)."""
+    by_class = {}
+    for s in summaries:
+        for category, message in s["warnings"]:
+            by_class.setdefault(category, []).append(f"{s['where']}: {message}")
+    for category, notes in by_class.items():
+        more = f" (and {len(notes) - shown} more partition warnings)" if len(notes) > shown else ""
+        warnings.warn("; ".join(notes[:shown]) + more, category, stacklevel=4)
+
+
 def _design(summaries, spec, coding):
     """The driver's ClusterDesign from the partitions' summaries (summed in order)."""
-    n = sum(s["n"] for s in summaries)
+    n, n_eff = sum(s["n"] for s in summaries), sum(s["n_eff"] for s in summaries)
+    if n_eff == 0:  # a partition's weights may all be zero, not the whole data's
+        raise DataError(f"weights column {spec.roles['weights']!r}: every weight is zero")
     XtX = np.sum([s["XtX"] for s in summaries], axis=0)
     colsum = np.sum([s["colsum"] for s in summaries], axis=0)
     counts = np.zeros(int(spec.offsets[-1]))
     for s in summaries:
         counts[s["ids"]] += s["counts"]
-    names = list(coding.names)
-    problems = aliased_columns(XtX, names)
+    names, shown = list(coding.design_names), coding.coef_order  # named in the user's order
+    problems = aliased_columns(XtX[np.ix_(shown, shown)], [names[j] for j in shown])
     if problems:
         raise SingularMatrixError("fixed-effect columns are aliased (X'X is singular): "
                                   + "; ".join(problems))
     has_intercept = bool(np.any((colsum != 0) & np.isclose(colsum**2, n * np.diag(XtX), rtol=1e-12)))
-    return ClusterDesign(n, sum(s["n_eff"] for s in summaries), XtX, spec.offsets, counts, names,
-                         list(spec.groups), list(spec.levels), spec.response, has_intercept)
+    return ClusterDesign(n, n_eff, XtX, spec.offsets, counts, names,
+                         list(spec.groups), list(spec.levels), spec.response, has_intercept, shown)
 
 
 def _cluster(client, n_parts, shuffle, passes):

@@ -13,7 +13,9 @@ every per-level table a pass reads or returns has the partition's levels, not
 the whole model's (at 10^6 levels and p = 35 a full table is 280 MB).
 """
 
-from dataclasses import dataclass
+import threading
+import warnings
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -26,6 +28,9 @@ from ....families import get_family
 from .. import degenerate
 
 ROLES = ("weights", "trials", "offset")
+# warnings.catch_warnings swaps process-wide state: builds on the threads of one
+# worker record their warnings one at a time
+_RECORDING = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -50,10 +55,17 @@ class Partition:
     ids: np.ndarray  # int64, global id of each local level
     backend: object
     where: str
+    warnings: list = field(default_factory=list)  # (category, message) raised by the build
 
     @property
     def kern(self):
         return kernels(self.backend)
+
+    def __sizeof__(self):
+        """The bytes of its arrays: what Dask counts (``dask.sizeof``) to run the passes'
+        tasks where the partition is and to manage (spill) the worker's memory."""
+        arrays = [v for v in vars(self.d).values() if isinstance(v, np.ndarray)]
+        return int(self.ids.nbytes + sum(a.nbytes for a in arrays)) + 1000
 
     def factor_ids(self, factor):
         """The global ids of the partition's levels of ``factor``."""
@@ -82,9 +94,21 @@ def uniques(frame, columns, where):
 
 def build(frame, spec, where):
     """The :class:`Partition` of ``frame``: validated (errors name the column, the row and
-    ``where``), X coded, level ids mapped, rows in the kernels' order."""
+    ``where``), X coded (categoricals as codes: ``FixedCoding.split``), level ids
+    mapped, rows in the kernels' order.  The warnings the build raises are recorded in
+    :attr:`Partition.warnings` (the worker's would be lost): :func:`summary` takes
+    them to the driver, which raises them."""
+    with _RECORDING, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        part = _build(frame, spec, where)
+    part.warnings = [(w.category, str(w.message)) for w in caught]
+    return part
+
+
+def _build(frame, spec, where):
     try:
-        extra = {role: None if col is None else named_column(frame, role, col, frame.index)
+        extra = {role: None if col is None else named_column(frame, role, col, frame.index,
+                                                             whole=False)
                  for role, col in spec.roles.items()}
         groups = {}
         for g, levels in zip(spec.groups, spec.levels):
@@ -95,10 +119,12 @@ def build(frame, spec, where):
                                 f"{frame.index[pos]!r} that the level pass did not see (did the data "
                                 "change during the fit?)")
             groups[g] = ids
-        d = build_design(spec.coding.matrix(frame), frame[spec.response].to_numpy(),
-                         groups, get_family(spec.family), feature_names=spec.coding.names,
-                         response_name=spec.response, index=frame.index,
-                         kern=kernels(spec.backend), nthreads=1, check_aliases=False, **extra)
+        X, xcat = spec.coding.split(frame)
+        d = build_design(X, frame[spec.response].to_numpy(), groups, get_family(spec.family),
+                         xcat=xcat, feature_names=spec.coding.design_names,
+                         coef_order=spec.coding.coef_order, response_name=spec.response,
+                         index=frame.index, kern=kernels(spec.backend), nthreads=1,
+                         whole=False, **extra)
     except DataError as exc:
         raise _in(where, exc) from None
     ids = np.concatenate([first + lv.to_numpy(np.int64) for first, lv in
@@ -162,11 +188,14 @@ def _ordered_sum(arrays):
 
 def summary(part):
     """What the driver's view of the whole design sums: n, rows of positive weight,
-    X'X, X's column sums, the global ids and row counts of the partition's levels,
-    and its local factor offsets."""
+    X'X, the column sums of the p columns (X's, then the dummies of ``xcat``), the
+    global ids and row counts of the partition's levels, its local factor offsets, and
+    the warnings of its build with its name."""
     d = part.d
-    return dict(n=d.n, n_eff=d.n_eff, XtX=d.XtX, colsum=np.ones(d.n) @ d.X, ids=part.ids,
-                counts=d.counts, offsets=d.offsets)
+    dummies = np.bincount(d.xcat[d.xcat >= 0], minlength=d.p)[d.X.shape[1]:]
+    return dict(n=d.n, n_eff=d.n_eff, XtX=d.XtX, colsum=np.concatenate([np.ones(d.n) @ d.X, dummies]),
+                ids=part.ids, counts=d.counts, offsets=d.offsets, warnings=part.warnings,
+                where=part.where)
 
 
 def stats(part, family, params, design):

@@ -42,7 +42,7 @@ class ClusterDesign:
     levels: list
     response_name: str
     has_intercept: bool
-    coef_order = None  # partitions code categoricals as dense columns, in the users' order
+    coef_order: np.ndarray  # as Design.coef_order: the partitions keep categoricals as codes
 
     # the per-level views an in-process Design has (they read only the fields above)
     p = Design.p
@@ -79,6 +79,53 @@ def _value(x):
     return x
 
 
+STALL_SECONDS = 60.0  # how long no worker may run a task before a fit stops
+_ADVICE = ("most often a worker over its memory limit: give the workers more memory "
+           "(memory_limit), use more workers, or split the data into more partitions; "
+           "the workers' logs say more")
+
+
+def gather(client, futures, poll=2.0, stall=None):
+    """``client.gather(futures)``, or a clear error where Dask would wait for ever or
+    say little: when for ``stall`` seconds (``STALL_SECONDS``) the cluster has no worker
+    or every worker is paused (over 80% of its memory limit, with nothing it can spill),
+    and, with what to do, when Dask gave up on a task whose workers kept dying
+    (``KilledWorker``)."""
+    from distributed import TimeoutError as Waiting, wait
+    from distributed.scheduler import KilledWorker
+
+    stall = STALL_SECONDS if stall is None else stall
+    since = None
+    while True:
+        try:
+            with client.as_current():
+                wait(futures, timeout=poll)
+            break
+        except Waiting:
+            workers = client.scheduler_info().get("workers", {})
+            if workers and any(w.get("status") != "paused" for w in workers.values()):
+                since = None
+                continue
+            since = time.monotonic() if since is None else since
+            if time.monotonic() - since >= stall:
+                state = ("has no worker" if not workers else
+                         f"has had every worker paused at its memory limit ({_limits(workers)})")
+                raise RuntimeError(f"the fit stopped: for {stall:.0f} s the Dask cluster {state}; "
+                                   + _ADVICE) from None
+    try:
+        return client.gather(futures)
+    except KilledWorker as exc:
+        limit = _limits({0: {"memory_limit": getattr(exc.last_worker, "memory_limit", 0)}})
+        raise RuntimeError(f"the fit stopped: Dask gave up on its task {exc.task!r} after "
+                           f"{exc.allowed_failures + 1} worker(s) died running it (the last with a "
+                           f"memory limit of {limit}); " + _ADVICE) from exc
+
+
+def _limits(workers):
+    limits = sorted({w.get("memory_limit") or 0 for w in workers.values()})
+    return ", ".join(f"{x / 2**30:.2f} GiB" if x else "none" for x in limits)
+
+
 class ClusterPasses(RowPasses):
     """The :class:`~pyglmm.engines.crossed.passes.RowPasses` of partitions on a cluster.
 
@@ -90,10 +137,10 @@ class ClusterPasses(RowPasses):
     summaries : list of dict
         Their :func:`.partition.summary`, in the same order.
     d : ClusterDesign
-    batches : list of (list of int, str)
-        Consecutive runs of partitions (positions in ``parts``) and the worker each
-        should run on (one batch per worker thread, see ``fit._read``): a pass
-        is one task per batch, which adds its partitions' tables in partition order;
+    batches : list of list of int
+        Runs of partitions (positions in ``parts``) held by one worker (one batch per
+        worker thread, see ``fit._batches``): a pass is one task per batch, which Dask
+        runs where its partitions are and which adds their tables in partition order;
         the driver adds the batches' in batch order.  The sums are thus the same
         whatever the timing and wherever the tasks run.
     """
@@ -102,8 +149,8 @@ class ClusterPasses(RowPasses):
         self.client, self.parts, self.d = client, parts, d
         self.ids = [s["ids"] for s in summaries]
         self.local_offsets = [s["offsets"] for s in summaries]
-        self.batches = [(positions, worker) for positions, worker in batches if positions]
-        self.batch_parts = [[parts[i] for i in positions] for positions, _ in self.batches]
+        self.batches = [positions for positions in batches if positions]
+        self.batch_parts = [[parts[i] for i in positions] for positions in self.batches]
         self.w0 = None  # futures of the last design pass, one per batch
         self.traffic = Traffic()
 
@@ -113,15 +160,14 @@ class ClusterPasses(RowPasses):
         return self.client.submit(_value, value, pure=False)
 
     def _run(self, fn, *args, states=None):
-        """Futures of ``fn(batch's parts, [state], *args)``, one per batch, on its worker
-        (elsewhere if that worker is gone)."""
+        """Futures of ``fn(batch's parts, [state], *args)``, one per batch (Dask runs it
+        where its partitions and state are)."""
         states = [()] * len(self.batches) if states is None else [(st,) for st in states]
-        return [self.client.submit(fn, parts, *st, *args, workers=[worker],
-                                   allow_other_workers=True, pure=False)
-                for parts, st, (_, worker) in zip(self.batch_parts, states, self.batches)]
+        return [self.client.submit(fn, parts, *st, *args, pure=False)
+                for parts, st in zip(self.batch_parts, states)]
 
     def _gather(self, kind, futures, start, sent):
-        out = self.client.gather(futures)
+        out = gather(self.client, futures)
         self.traffic.add(kind, time.perf_counter() - start, sent, _nbytes(out))
         return out
 
@@ -130,7 +176,7 @@ class ClusterPasses(RowPasses):
         start = time.perf_counter()
         out = [None] * len(self.parts)
         batch_results = self._gather(kind, self._run(P.each, fn, *args), start, sent)
-        for (positions, _), results in zip(self.batches, batch_results):
+        for positions, results in zip(self.batches, batch_results):
             for i, r in zip(positions, results):
                 out[i] = r
         return out
