@@ -24,6 +24,7 @@ from ...data.formula import parse_formula, required_columns
 from ...data.validation import (aliased_columns, check_column_roles, check_finite, check_numeric,
                                 check_weights, factorize, named_column)
 from ...exceptions import DataError, SingularMatrixError
+from ..separation import row_counts, verdict
 from .kernels_numpy import lambda_matrix, tri_index
 
 MAX_Q = 3  # random effects per cluster the kernels take
@@ -93,6 +94,22 @@ class AGQArrays:
     @property
     def m(self):
         return len(self.starts) - 1
+
+    @property
+    def n_eff(self):
+        """Rows with positive weight."""
+        return int(np.count_nonzero(self.weights > 0))
+
+    def separation_counts(self, bounds, delta):
+        """These rows' part of a separation certificate for the fixed-effects direction
+        ``delta`` (:func:`pyglmm.engines.separation.row_counts`)."""
+        keep = self.weights > 0
+        return row_counts(self.X @ delta, self.y, bounds, None if keep.all() else keep)
+
+    def certificate(self, bounds, delta):
+        """``(separated rows, complete)`` if ``delta`` separates the response on these
+        rows, else None (:mod:`pyglmm.engines.separation`)."""
+        return verdict(*self.separation_counts(bounds, delta), self.n_eff)
 
     def to_caller_order(self, values):
         out = np.empty_like(values)

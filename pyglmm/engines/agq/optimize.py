@@ -46,7 +46,8 @@ def newton_direction(g, h):
     return vec @ ((vec.T @ g) / np.maximum(np.abs(lam), floor))
 
 
-def maximize(evaluate, x0, *, bounded=(), scale=1.0, tol=1e-10, max_iter=100, callback=None):
+def maximize(evaluate, x0, *, bounded=(), scale=1.0, tol=1e-10, max_iter=100, callback=None,
+             watch=None):
     r"""Maximise ``evaluate`` by Newton's method with a backtracking line search.
 
     Iteration: the direction :math:`\delta` = :func:`newton_direction` on the free
@@ -80,6 +81,9 @@ def maximize(evaluate, x0, *, bounded=(), scale=1.0, tol=1e-10, max_iter=100, ca
     max_iter : int
     callback : callable, optional
         Called with each iteration's history dict.
+    watch : callable, optional
+        Called as ``watch(x, iteration)`` after each iteration (the separation
+        monitor, :class:`pyglmm.engines.agq.reporting.SeparationWatch`).
 
     Returns
     -------
@@ -130,6 +134,8 @@ def maximize(evaluate, x0, *, bounded=(), scale=1.0, tol=1e-10, max_iter=100, ca
         history.append(row)
         if callback is not None:
             callback(row)
+        if watch is not None:
+            watch(x, it)
     free = np.isfinite(x)
     return Optimum(x, f, g, h, free, len(history), converged, dec, history)
 
