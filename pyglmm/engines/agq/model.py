@@ -95,21 +95,15 @@ class AGQArrays:
     def m(self):
         return len(self.starts) - 1
 
-    @property
-    def n_eff(self):
-        """Rows with positive weight."""
-        return int(np.count_nonzero(self.weights > 0))
-
     def separation_counts(self, bounds, delta):
         """These rows' part of a separation certificate for the fixed-effects direction
-        ``delta`` (:func:`pyglmm.engines.separation.row_counts`)."""
-        keep = self.weights > 0
-        return row_counts(self.X @ delta, self.y, bounds, None if keep.all() else keep)
+        ``delta`` (:func:`pyglmm.engines.separation.row_counts`; every weight is positive)."""
+        return row_counts(self.X @ delta, self.y, bounds)
 
     def certificate(self, bounds, delta):
         """``(separated rows, complete)`` if ``delta`` separates the response on these
         rows, else None (:mod:`pyglmm.engines.separation`)."""
-        return verdict(*self.separation_counts(bounds, delta), self.n_eff)
+        return verdict(*self.separation_counts(bounds, delta), self.n)
 
     def to_caller_order(self, values):
         out = np.empty_like(values)

@@ -151,7 +151,7 @@ class Session:
 
     def _certificate(self, bounds, delta):
         """The sites' certificate of ``delta`` (each site uses its family's bounds)."""
-        return verdict(*self.coord.certify(delta), self.coord.positive_rows)
+        return verdict(*self.coord.certify(delta), sum(c["rows"] for c in self.coord.counts.values()))
 
     def watch(self):
         """``watch(x, iteration)`` for the optimiser's iterates (None: the sites cannot

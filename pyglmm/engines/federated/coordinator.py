@@ -52,10 +52,10 @@ class Coordinator:
         self.bytes_received = dict.fromkeys(names, 0)
         self.counts = {}
         self.nparams = None
-        # version 2 (None if a site does not send them): sums over the sites of each fixed-effect
-        # column squared, and the rows of positive weight; with them the sites answer 'certify'
-        self.column_squares = self.positive_rows = None
-        self.version1_sites = []  # the sites that did not send them
+        # version 2 (None if a site does not send it): the sums over the sites of each
+        # fixed-effect column squared; with it the sites answer 'certify'
+        self.column_squares = None
+        self.version1_sites = []  # the sites that did not send it
         self.sums = {}  # the last evaluation's sums of the conditional deviance and Pearson statistic
         self._round = 0
 
@@ -135,10 +135,10 @@ class Coordinator:
 
     def setup(self, coding, nagq):
         """Round 2: send the merged coding and K; every site's number of parameters.
-        Sums ``column_squares`` and ``positive_rows`` if every site sends them."""
+        Sums ``column_squares`` if every site sends them."""
         answers = self.broadcast(schema.message("setup", coding=coding, nagq=nagq), "ready")
         p = len(coding["names"])
-        squares, positive = np.zeros(p), 0
+        squares = np.zeros(p)
         for msg in answers:
             site = msg["site"]
             d = schema.int_field(msg, "nparams", 1, None, site)
@@ -148,11 +148,10 @@ class Coordinator:
             if "column_squares" in msg:
                 squares += schema.unpack_array(schema.field(msg, "column_squares", dict, site),
                                                "column_squares", (p,), site)
-                positive += schema.int_field(msg, "positive_rows", 0, self.counts[site]["rows"], site)
             else:  # a version-1 site: no certificates
                 self.version1_sites.append(site)
         if not self.version1_sites:
-            self.column_squares, self.positive_rows = squares, positive
+            self.column_squares = squares
         return self.nparams
 
     def evaluate(self, params, deriv):

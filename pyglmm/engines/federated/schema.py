@@ -5,8 +5,8 @@ Every message is one UTF-8 JSON object (the bytes on the wire are exactly
 
     {"schema": "pyglmm-federated", "version": 1, "kind": "<kind>", ...}
 
-Versions: 2 adds the ``certify`` request, its ``certificate`` answer and two
-optional fields of ``ready``; every other message is as in version 1 and is
+Versions: 2 adds the ``certify`` request, its ``certificate`` answer and an
+optional field of ``ready``; every other message is as in version 1 and is
 stamped 1 (:data:`KIND_VERSION`), so that a version-2 coordinator serves
 version-1 sites (which ignore the extra fields; the coordinator then cannot
 check for separation and says so) and a version-1 coordinator version-2 sites.
@@ -41,9 +41,8 @@ Answers (site -> coordinator); every answer names its ``site`` (str)
                  keyed hashes of the cluster labels, see :func:`cluster_hash`).
 ``ready``        ``nparams`` (int d), ``counts``; from version 2 also
                  ``column_squares`` (float64 ``[p]``: the sum over the site's rows
-                 of each fixed-effect column squared) and ``positive_rows`` (int:
-                 the rows of positive weight), whose presence says that the site
-                 answers ``certify``.
+                 of each fixed-effect column squared), whose presence says that
+                 the site answers ``certify``.
 ``evaluation``   ``round`` (echoed), ``loglik`` (float64 ``[]``: the sum over the
                  site's clusters of the marginal log-likelihood, nats), ``grad``
                  (float64 ``[d]``, present if deriv >= 1), ``hess`` (float64
@@ -52,9 +51,9 @@ Answers (site -> coordinator); every answer names its ``site`` (str)
                  Pearson statistic at the modes, summed over the site's rows),
                  ``counts``.
 ``certificate``  (version 2) ``round`` (echoed), ``consistent`` (bool: every row
-                 of positive weight with :math:`t = x^\top\delta \ne 0` has its
-                 response at the bound of the mean on its side), ``rows`` (int: how
-                 many rows of positive weight have :math:`t \ne 0`), ``counts``:
+                 with :math:`t = x^\top\delta \ne 0` has its response at the
+                 bound of the mean on its side), ``rows`` (int: how many rows
+                 have :math:`t \ne 0`), ``counts``:
                  aggregate counts only, no row.
 ``refusal``      ``field`` (str: the request field or data column at fault),
                  ``reason`` (str): the site declines the request.

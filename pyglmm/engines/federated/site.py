@@ -100,8 +100,7 @@ class Site:
         arrays = self._objective.arrays
         return schema.message("ready", site=self.name, nparams=self._nparams(),
                               counts=self._spec.counts,
-                              column_squares=schema.pack_array(np.einsum("ij,ij->j", arrays.X, arrays.X)),
-                              positive_rows=arrays.n_eff)
+                              column_squares=schema.pack_array(np.einsum("ij,ij->j", arrays.X, arrays.X)))
 
     def _nparams(self):
         arrays = self._objective.arrays
