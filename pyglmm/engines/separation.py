@@ -55,6 +55,7 @@ class Separation:
     limits: str  # the bounds, e.g. "0 or 1"
     stage: str = "outer iterations"  # what ``iterations`` counts
     stopped: bool = True  # the fit stopped there (else it went on to its limit)
+    delta: np.ndarray = None  # the separating direction of the fixed effects (certified)
 
     def describe(self):
         kind = "complete" if self.complete else "quasi-complete"
@@ -137,7 +138,8 @@ class SeparationMonitor:
             if found is not None:
                 names = [self.names[j] for j in self.shown if main[j]]  # the user's order
                 limits = " or ".join(f"{b:g}" for b in self.bounds if b is not None)
-                return Separation(names, *found, iteration, limits, self.stage, self.stops)
+                return Separation(names, *found, iteration, limits, self.stage, self.stops,
+                                  np.where(main, step, 0.0))
         return None
 
 

@@ -74,10 +74,11 @@ def glmm_agq(formula, data, family="binomial", *, nagq=1, weights=None, trials=N
     exact check of that direction over the rows; once it holds, the fit is
     flagged: ``result.separation`` names the columns, a
     :class:`~pyglmm.SeparationWarning` says so, their standard errors are NaN
-    and ``converged`` is False.  The optimiser still finishes (along the
-    separating direction the Newton decrement vanishes, so it stops by itself
-    within some 25 iterations), so the other estimates and the variances are
-    their limits: the fit without the separated rows.
+    and ``converged`` is False.  The fit then moves along that direction until
+    the separated rows' contributions are below ``tol`` (doubling steps), fixes
+    those coefficients there and maximises over the others, so the other
+    estimates and the variances are their limits: the fit without the
+    separated rows.
 
     Gaussian: the residual variance :math:`\sigma^2` is profiled out: Brent's
     method on :math:`\log\sigma` maximises the profile log-likelihood, each

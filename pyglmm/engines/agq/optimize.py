@@ -82,8 +82,15 @@ def maximize(evaluate, x0, *, bounded=(), scale=1.0, tol=1e-10, max_iter=100, ca
     callback : callable, optional
         Called with each iteration's history dict.
     watch : callable, optional
-        Called as ``watch(x, iteration)`` after each iteration (the separation
-        monitor, :class:`pyglmm.engines.agq.reporting.SeparationWatch`).
+        Called as ``watch(x, iteration)`` at the start (iteration 0) and after each
+        iteration (the separation monitor,
+        :class:`pyglmm.engines.agq.reporting.SeparationWatch`); it returns None or
+        a direction :math:`\delta` along which the objective is known to increase
+        without bound.  :math:`x` then moves along :math:`\delta` by steps
+        :math:`\delta, 2\delta, 4\delta, ...` while the gain is at least ``tol``
+        (so that the terms that vanish at infinity are negligible), the
+        coordinates of :math:`\delta` are fixed there (no longer optimised) and
+        Newton goes on with the others: their limit.
 
     Returns
     -------
@@ -97,8 +104,10 @@ def maximize(evaluate, x0, *, bounded=(), scale=1.0, tol=1e-10, max_iter=100, ca
     if not np.isfinite(f):
         raise FloatingPointError(f"the log-likelihood at the start is {f}")
     converged, dec = False, np.inf
+    frozen = np.zeros(len(x), bool)  # coordinates pushed to (near) infinity by ``watch``
+    x, f, g, h = _watched(evaluate, watch, x, 0, f, g, h, frozen, tol)
     for it in range(1, max_iter + 1):
-        free = np.isfinite(x)
+        free = np.isfinite(x) & ~frozen
         gf, hf = g[free], h[np.ix_(free, free)]
         step = np.zeros_like(x)
         step[free] = newton_direction(gf, hf)
@@ -134,10 +143,30 @@ def maximize(evaluate, x0, *, bounded=(), scale=1.0, tol=1e-10, max_iter=100, ca
         history.append(row)
         if callback is not None:
             callback(row)
-        if watch is not None:
-            watch(x, it)
-    free = np.isfinite(x)
+        x, f, g, h = _watched(evaluate, watch, x, it, f, g, h, frozen, tol)
+    free = np.isfinite(x) & ~frozen
     return Optimum(x, f, g, h, free, len(history), converged, dec, history)
+
+
+def _watched(evaluate, watch, x, iteration, f, g, h, frozen, tol):
+    """Ask ``watch`` about ``x``; along a direction it returns, push and freeze (see
+    :func:`maximize`).  Returns (x, f, g, h), updated if it moved."""
+    delta = None if watch is None else watch(x, iteration)
+    if delta is None:
+        return x, f, g, h
+    step = 1.0
+    for _ in range(64):
+        trial = x + step * delta
+        f_new = evaluate(trial, 0)[0]
+        if not np.isfinite(f_new) or f_new <= f:
+            break
+        x, f, gain = trial, f_new, f_new - f
+        if gain < tol:
+            break
+        step *= 2
+    frozen |= delta != 0
+    f, g, h = evaluate(x, 2)
+    return x, f, g, h
 
 
 def _release(evaluate, x, f, bounded, release_at, released):

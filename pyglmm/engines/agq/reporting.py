@@ -61,7 +61,6 @@ class SeparationWatch:
 
     ``column_squares`` are the sums over the ``n`` rows of each fixed-effect column
     squared, ``certificate(bounds, delta)`` is the certificate over all the fit's rows.
-    The fit goes on after separation is found (see :func:`pyglmm.engines.agq.glmm_agq`).
     """
 
     def __init__(self, family, column_squares, n, names, certificate):
@@ -70,13 +69,24 @@ class SeparationWatch:
         self.found = None
 
     def stage(self, name):
-        """``watch(x, iteration)`` for the iterates of one stage (``x`` starts with beta)."""
+        """``watch(x, iteration)`` for the iterates of one stage (``x`` starts with beta):
+        the separating direction (over all of ``x``, zero past beta) when separation is
+        found, or at this stage's first call if an earlier stage found it; else None
+        (see :func:`pyglmm.engines.agq.optimize.maximize`)."""
         monitor = SeparationMonitor(self.family, self.scale, self.names, self.certificate,
                                     stage=name, stops=False)
+        state = {"told": False}
 
         def watch(x, iteration):
+            p = len(self.names)
             if self.found is None:
-                self.found = monitor.check(np.asarray(x)[:len(self.names)], iteration)
+                self.found = monitor.check(np.asarray(x)[:p], iteration)
+            if self.found is None or state["told"]:
+                return None
+            state["told"] = True
+            delta = np.zeros(len(x))
+            delta[:p] = self.found.delta
+            return delta
         return watch
 
 
