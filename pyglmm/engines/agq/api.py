@@ -201,8 +201,35 @@ def glm_start(arrays, watch=None):
 def _maximize(objective, x0, scale, tol, max_iter, callback, watch=None):
     p = objective.arrays.p
     bounded = p + np.flatnonzero(objective.param.diagonal)
-    return maximize(objective, x0, bounded=bounded, scale=scale, tol=tol, max_iter=max_iter,
-                    callback=callback, watch=watch)
+    try:
+        return maximize(objective, x0, bounded=bounded, scale=scale, tol=tol, max_iter=max_iter,
+                        callback=callback, watch=watch)
+    except FloatingPointError:
+        bad = np.flatnonzero(~np.isfinite(objective.loglik))
+        if not bad.size:
+            raise
+        raise _unevaluable(objective.arrays, bad) from None
+
+
+def _unevaluable(arrays, bad):
+    r"""The DataError for clusters whose log-likelihood is not finite at the start.
+
+    The integrand's curvature :math:`H = I + \Lambda^\top Z^\top W Z\Lambda` at the
+    mode is then not positive definite to rounding: with fewer rows than random
+    effects, :math:`Z^\top WZ` has rank below q and a weight :math:`W` beyond about
+    :math:`10^{16}` (a poisson mean near :math:`e^{37}`) swamps the identity, so
+    the Laplace and quadrature terms cannot be computed in double precision (the
+    mode exists: :math:`\tilde h` is strictly concave)."""
+    labels = ", ".join(repr(label) for label in arrays.levels[bad[:5]]) + (
+        f" and {bad.size - 5} more" if bad.size > 5 else "")
+    rows = np.diff(arrays.starts)[bad]
+    rows = f"{rows.min()}" + (f"-{rows.max()}" if rows.max() > rows.min() else "")
+    return DataError(
+        f"the marginal log-likelihood of cluster(s) {labels} of {arrays.group!r} ({rows} "
+        "row(s)) cannot be computed at the start: the curvature of the random "
+        f"effects at the mode is singular to rounding (fewer rows than the {arrays.q} random "
+        "effects and a fitted mean beyond ~1e16, e.g. a huge count); drop those clusters or "
+        "the random slopes, or rescale the response")
 
 
 def _profile_sigma(objective, x0, scale, tol, max_iter, callback):
