@@ -33,7 +33,7 @@ from ..agq.model import LogCholesky, random_term
 from ..agq.optimize import maximize
 from ..agq.reporting import SINGULAR, SeparationWatch, beta_covariance, fit_notes, reporter
 from ..agq.result import AGQResult
-from ..separation import MEAN_BOUNDS, verdict
+from ..separation import verdict
 from .coordinator import Coordinator
 from .model import FAMILIES
 
@@ -151,7 +151,8 @@ class Session:
 
     def _certificate(self, bounds, delta):
         """The sites' certificate of ``delta`` (each site uses its family's bounds)."""
-        return verdict(*self.coord.certify(delta), sum(c["rows"] for c in self.coord.counts.values()))
+        rows = sum(c["rows"] for c in self.coord.counts.values())
+        return verdict(*self.coord.certify(delta), rows)
 
     def watch(self):
         """``watch(x, iteration)`` for the optimiser's iterates (None: the sites cannot
@@ -182,7 +183,7 @@ class Session:
 def _notes(session, opt, singular, group, separation):
     notes = fit_notes(opt, 0, singular, group, separation)
     old = session.coord.version1_sites
-    if session.family.name in MEAN_BOUNDS and old:
+    if old:  # (both federated families can separate)
         notes.append("separation by the fixed effects was not checked: site(s) "
                      f"{', '.join(map(repr, old))} speak schema version 1 (no 'certify' request)")
         warnings.warn(notes[-1], UserWarning, stacklevel=4)
@@ -277,7 +278,8 @@ class FederatedResult(AGQResult):
             iterations=opt.iterations, converged=opt.converged and separation is None,
             singular=singular, separation=list(diverging),
             seconds=seconds, timings={}, backend="sites", threads=1,
-            warnings=_notes(session, opt, singular, group, separation), coding=FixedCoding.from_dict(session.coding),
+            warnings=_notes(session, opt, singular, group, separation),
+            coding=FixedCoding.from_dict(session.coding),
             nagq=session.nagq, history=history, rounds=coord.rounds,
             bytes_per_site={s: {"sent": coord.bytes_sent[s], "received": coord.bytes_received[s]}
                             for s in coord.names},

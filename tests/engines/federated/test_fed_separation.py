@@ -22,6 +22,7 @@ from pyglmm.engines.federated.transports import InProcess, LocalProcess, in_proc
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "agq"))
 from test_agq_separation import M, by_cluster_covariate, data  # noqa: E402
+from test_fed_protocol import COUNTS, Scripted  # noqa: E402, I001 (tests/engines/federated is on the path)
 
 
 def sites(df):
@@ -150,23 +151,6 @@ def test_site_refuses_certify_before_setup():
     site = Site(by_cluster_covariate(), "north")
     answer = ask(site, "certify", round=1, delta=schema.pack_array([1.0]))
     assert answer["field"] == "kind" and "'certify' before 'setup'" in answer["reason"]
-
-
-class Scripted:
-    def __init__(self, name, answers):
-        self.name, self.answers = name, list(answers)
-
-    def send(self, data):
-        pass
-
-    def receive(self, timeout):
-        return schema.encode(self.answers.pop(0))
-
-    def close(self):
-        pass
-
-
-COUNTS = {"rows": 20, "clusters": 2, "events": 7}
 
 
 def certificate(name, **change):
