@@ -85,12 +85,12 @@ def maximize(evaluate, x0, *, bounded=(), scale=1.0, tol=1e-10, max_iter=100, ca
         Called as ``watch(x, iteration)`` at the start (iteration 0) and after each
         iteration (the separation monitor,
         :class:`pyglmm.engines.agq.reporting.SeparationWatch`); it returns None or
-        a direction :math:`\delta` along which the objective is known to increase
-        without bound.  :math:`x` then moves along :math:`\delta` by steps
-        :math:`\delta, 2\delta, 4\delta, ...` while the gain is at least ``tol``
-        (so that the terms that vanish at infinity are negligible), the
-        coordinates of :math:`\delta` are fixed there (no longer optimised) and
-        Newton goes on with the others: their limit.
+        ``(delta, fix)``: a direction :math:`\delta` along which the objective is
+        known to increase without bound and the coordinates to fix.  :math:`x`
+        then moves along :math:`\delta` by steps :math:`\delta, 2\delta,
+        4\delta, ...` while the gain is at least ``tol`` (so that the terms that
+        vanish at infinity are negligible), the coordinates ``fix`` are fixed there
+        (no longer optimised) and Newton goes on with the others: their limit.
 
     Returns
     -------
@@ -151,9 +151,10 @@ def maximize(evaluate, x0, *, bounded=(), scale=1.0, tol=1e-10, max_iter=100, ca
 def _watched(evaluate, watch, x, iteration, f, g, h, frozen, tol):
     """Ask ``watch`` about ``x``; along a direction it returns, push and freeze (see
     :func:`maximize`).  Returns (x, f, g, h), updated if it moved."""
-    delta = None if watch is None else watch(x, iteration)
-    if delta is None:
+    found = None if watch is None else watch(x, iteration)
+    if found is None:
         return x, f, g, h
+    delta, fix = found
     step = 1.0
     for _ in range(64):
         trial = x + step * delta
@@ -164,7 +165,7 @@ def _watched(evaluate, watch, x, iteration, f, g, h, frozen, tol):
         if gain < tol:
             break
         step *= 2
-    frozen |= delta != 0
+    frozen |= fix
     f, g, h = evaluate(x, 2)
     return x, f, g, h
 

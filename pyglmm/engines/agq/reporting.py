@@ -70,9 +70,11 @@ class SeparationWatch:
 
     def stage(self, name):
         """``watch(x, iteration)`` for the iterates of one stage (``x`` starts with beta):
-        the separating direction (over all of ``x``, zero past beta) when separation is
-        found, or at this stage's first call if an earlier stage found it; else None
-        (see :func:`pyglmm.engines.agq.optimize.maximize`)."""
+        when separation is found (or at this stage's first call if an earlier stage
+        found it) the separating direction over all of ``x`` (zero past beta) and the
+        coordinates to fix: its own, or all of them under complete separation (the
+        likelihood then tends to its supremum whatever the others are); else None (see
+        :func:`pyglmm.engines.agq.optimize.maximize`)."""
         monitor = SeparationMonitor(self.family, self.scale, self.names, self.certificate,
                                     stage=name, stops=False)
         state = {"told": False}
@@ -86,7 +88,7 @@ class SeparationWatch:
             state["told"] = True
             delta = np.zeros(len(x))
             delta[:p] = self.found.delta
-            return delta
+            return delta, np.full(len(x), True) if self.found.complete else delta != 0
         return watch
 
 
