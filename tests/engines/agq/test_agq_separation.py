@@ -168,3 +168,26 @@ def test_separation_within_clusters_only_is_not_certified(certificates):
 def test_gaussian_fits_are_never_separated():
     res = glmm_agq("y ~ x + w + (1|g)", by_cluster_covariate(), family="gaussian")
     assert res.separation == [] and res.converged
+
+
+def test_the_optimiser_pushes_along_a_certified_direction_and_fixes_coordinates():
+    """maximize's watch protocol on f(x) = -exp(-x0) - (x1 - 1)^2 (x0 diverges; with x2 the
+    objective does not vary at all, as every parameter under complete separation)."""
+    from pyglmm.engines.agq.optimize import maximize
+
+    def evaluate(x, deriv):
+        e = np.exp(-x[0])
+        return (-e - (x[1] - 1) ** 2, np.array([e, -2 * (x[1] - 1), 0.0]),
+                np.diag([-e, -2.0, 0.0]))
+
+    def watch(fix):
+        def w(x, iteration):
+            return (np.array([1.0, 0.0, 0.0]), np.array(fix)) if iteration == 2 else None
+        return w
+    # x0 pushed until its gain is below tol, then fixed; x1 optimised; x2 fixed too
+    opt = maximize(evaluate, np.zeros(3), tol=1e-10, watch=watch([True, False, True]))
+    assert opt.converged and opt.iterations <= 5 and opt.free.tolist() == [False, True, False]
+    assert np.exp(-opt.x[0]) < 1e-9 and opt.x[1] == pytest.approx(1.0)
+    # with x2 left free its zero curvature never lets Newton converge: the iteration limit
+    opt = maximize(evaluate, np.zeros(3), tol=1e-10, max_iter=20, watch=watch([True, False, False]))
+    assert not opt.converged and opt.iterations == 20
