@@ -3,12 +3,13 @@ against the actual-data AGQ fit, by moment order K, and the coverage of 95% Wald
 intervals over replicates of the paper's design.
 
     python benchmarks/summaries_evidence.py table [REFERENCE_DIR [CASE ...]]  # sites_* cases if given
-    python benchmarks/summaries_evidence.py coverage REPLICATES
+    python benchmarks/summaries_evidence.py coverage REPLICATES [--m 30] [--n 100]
 
 Prints markdown tables.  The actual-data fit is pyglmm's AGQ engine (nagq = 7),
 which matches glmer nAGQ = 7 (tests/engines/agq).
 """
 
+import argparse
 import pathlib
 import sys
 import warnings
@@ -102,12 +103,26 @@ def _coverage_table(replicates, m, n, fits, hits, sigma, done):
     for key in fits:
         cov = hits[key] / max(done[key], 1)
         print(f"| {key} | {done[key]} | " + " | ".join(f"{c:.2f}" for c in cov)
-              + f" | {np.mean(sigma[key]):.3f} |", flush=True)
+              + (f" | {np.mean(sigma[key]):.3f} |" if sigma[key] else " | - |"), flush=True)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("table", help="the fits by moment order K against the actual-data fit")
+    t.add_argument("reference", nargs="?", help="folder of the sites_* CSV files (../shared/reference)")
+    t.add_argument("cases", nargs="*", help=f"sites_* cases (default: {', '.join(SITES)}); naming "
+                                             "cases leaves out the paper's design")
+    c = sub.add_parser("coverage", help="coverage of 95%% Wald intervals over replicates")
+    c.add_argument("replicates", type=int)
+    c.add_argument("--m", type=int, default=30, help="clusters (default 30)")
+    c.add_argument("--n", type=int, default=100, help="rows per cluster (default 100)")
+    args = ap.parse_args(argv)
+    if args.command == "table":
+        table(args.reference, args.cases or SITES, paper=not args.cases)
+    else:
+        coverage(args.replicates, args.m, args.n)
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "table":
-        table(sys.argv[2] if len(sys.argv) > 2 else None, sys.argv[3:] or SITES,
-              paper=len(sys.argv) <= 3)
-    else:
-        coverage(int(sys.argv[2]))
+    main()

@@ -198,6 +198,13 @@ class Binomial(Family):
             raise DataError(f"response {name!r} must lie in [0, trials] with trials > 0: "
                             f"{show_value(y[pos])} successes of {show_value(trials[pos])} trials at "
                             f"{row_label(index, pos)}")
+        fractional = (y != np.floor(y)) | (trials != np.floor(trials))
+        if fractional.any():
+            pos = np.flatnonzero(fractional)
+            warnings.warn(f"response {name!r}: {pos.size} row(s) have non-integer successes or trials, "
+                          f"first {show_value(y[pos[0]])} of {show_value(trials[pos[0]])} at "
+                          f"{row_label(index, pos[0])}; fitting them as quasi-binomial proportions",
+                          UserWarning, stacklevel=4)
         return y / trials
 
 

@@ -111,3 +111,14 @@ def test_poisson_warns_about_non_integer_counts_naming_column_and_row():
     assert record[0].filename == __file__  # attributed to the caller's line
     assert res.converged
 
+
+
+@pytest.mark.filterwarnings("ignore::pyglmm.SingularFitWarning")  # this toy binomial model is singular
+def test_binomial_warns_about_non_integer_successes_or_trials():
+    df = poisson_frame()
+    df["n"] = df["count"] + 2.0
+    df.loc[515, "n"] = 4.5
+    with pytest.warns(UserWarning, match=r"response 'count': 1 row\(s\) have non-integer successes or trials, "
+                                         r"first .* of 4.5 at row 515") as record:
+        pyglmm.glmm("count ~ x + (1|u) + (1|v)", df, trials="n")
+    assert record[0].filename == __file__

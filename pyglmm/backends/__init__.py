@@ -15,6 +15,7 @@ numba kernels run, BLAS is held to one thread (:func:`blas_single_thread`).
 
 import contextlib
 import importlib
+import numbers
 import os
 
 BACKENDS = ("cpp", "numba", "numpy")
@@ -107,7 +108,7 @@ def get_num_threads():
 def set_num_threads(n):
     """Set the kernels' thread count (``None`` restores the default)."""
     global _num_threads
-    if n is not None and (int(n) != n or n < 1):
+    if n is not None and not (isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 1):
         raise ValueError(f"number of threads must be a positive integer, got {n!r}")
     _num_threads = None if n is None else int(n)
 

@@ -50,6 +50,13 @@ def positive_int(text):
     return value
 
 
+def non_negative_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
+    return value
+
+
 def add_common(p):
     """Options every fitting subcommand has."""
     p.add_argument("--backend", choices=_backend.BACKENDS, help="kernel backend (default: fastest available)")

@@ -4,7 +4,7 @@ import sys
 import time
 
 from .. import backends as _backend
-from .common import add_common, positive_int, progress_to_stderr, write_json
+from .common import add_common, non_negative_int, positive_int, progress_to_stderr, write_json
 
 DEMO_FORMULA = "y ~ x1 + x2 + x3 + x4 + x5 + x6 + x7 + (1|row) + (1|col)"
 ROWS_PER_S = 1.1358  # E(N)/S = (1 + Upsilon)/2 in the paper's design
@@ -15,7 +15,7 @@ def add_parser(sub):
     demo.add_argument("--rows", type=positive_int, default=1_135_800,
                       help="approximate rows (default ~1.1M)")
     demo.add_argument("--beta", choices=["trend", "zero"], default="trend")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=non_negative_int, default=0)
     add_common(demo)
     demo.set_defaults(func=run)
 

@@ -123,6 +123,8 @@ class FixedCoding:
             if not term.forced_categorical and col.dtype.kind in "Mm":
                 raise DataError(f"column {term.column!r} has dtype {col.dtype}: write "
                                 f"C({term.column}) to code it as categorical, or convert it to numbers")
+            if not term.forced_categorical:
+                _refuse_numbers_as_text(term.column, col)
             terms.append(CodedTerm(term.name, term.column, _fit_levels(term.column, col),
                                    full=full_rank_left))
             full_rank_left = False
@@ -272,6 +274,29 @@ def _column(frame, name):
 def _is_numeric(col):
     return (pd.api.types.is_bool_dtype(col) or pd.api.types.is_numeric_dtype(col)) \
         and not pd.api.types.is_complex_dtype(col)
+
+
+def _refuse_numbers_as_text(name, col):
+    """A column used without ``C()`` that holds numbers as objects, or text of which
+    most distinct values read as numbers (a CSV column with one stray token), is
+    refused: coding it as categorical would be a silent change of model."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        return
+    uniques = pd.Series(pd.unique(col)).dropna()
+    if col.dtype == object and pd.api.types.infer_dtype(uniques) in ("integer", "floating", "mixed-integer-float"):
+        raise DataError(f"column {name!r} holds numbers with dtype object: convert it "
+                        f"(pd.to_numeric) or write C({name}) to code it as categorical")
+    if not len(uniques) or not all(isinstance(v, str) for v in uniques.iloc[:1000]):
+        return
+    numbers = pd.to_numeric(uniques, errors="coerce")
+    if numbers.notna().all():
+        raise DataError(f"column {name!r} holds numbers as text (e.g. {uniques.iloc[0]!r}): convert it "
+                        f"(pd.to_numeric) or write C({name}) to code it as categorical")
+    if numbers.notna().mean() > 0.5:
+        odd = uniques[numbers.isna()].iloc[0]
+        row = col.index[int(np.argmax((col == odd).to_numpy()))]
+        raise DataError(f"column {name!r} reads as numbers except for values such as {odd!r} (first at row "
+                        f"{show_value(row)}): fix or drop those rows, or write C({name}) to code it as categorical")
 
 
 def _fit_levels(name, col):

@@ -66,6 +66,9 @@ def parse_formula(formula):
     lhs, rhs = (part.strip() for part in formula.split("~"))
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", lhs):
         raise ValueError(f"the response must be a column name, got {lhs!r}")
+    if "||" in rhs:
+        raise ValueError(f"formula {formula!r}: uncorrelated random effects (lme4's '||') are not supported; "
+                         "write (1|g) or a correlated term such as (1 + x|g)")
     terms = []
     for effect, group in _RANDOM.findall(rhs):
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", group):

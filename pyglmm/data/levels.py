@@ -4,12 +4,17 @@ A label matches a level when both are the same value once written in the
 fitted levels' type, converted only where that is lossless and unambiguous:
 
 * numbers match numbers by value (``3``, ``3.0`` and ``np.int32(3)`` are one
-  label; ``3.5`` matches no integer level);
+  label; ``3.5`` matches no integer level); a float beyond 2**53 is refused
+  for integer levels of that size, which it cannot name exactly;
 * strings given for numeric levels match the number's canonical spelling
-  (``"3"`` for 3, ``"2.5"`` for 2.5, ``"3"`` or ``"3.0"`` for 3.0; not ``"03"``);
+  (``"3"`` for 3, ``"2.5"`` for 2.5, ``"3"`` or ``"3.0"`` for 3.0); a string
+  that reads as a number another way (``"03"``, or ``"3.0"`` for the integer
+  3) is refused, not taken for a new level;
 * numbers given for string levels match the strings that spell a number
-  canonically (``3`` matches ``"3"``; if two fitted strings spell one number,
-  such as ``"3"`` and ``"3.0"``, the data are refused as ambiguous);
+  canonically (``3`` matches ``"3"``); they are refused when two fitted
+  strings spell one number (``"3"`` and ``"3.0"``) or when a fitted string
+  reads as a number only through its own spelling (``"007"``: a CSV reader
+  that dropped the zeros would leave those groups unmatched);
 * datetimes match datetimes whatever their resolution; strings given for
   datetime levels (and datetimes for string levels) are read as ISO 8601;
 * booleans match booleans (and the strings ``"True"`` and ``"False"``);
@@ -73,6 +78,8 @@ class FactorLevels:
             levels = pd.Index(levels.astype(levels.categories.dtype))
         self.factor, self.levels, self.base = factor, pd.Index(levels), int(base)
         self.kind = label_kind(self.levels)
+        # integer levels a float cannot hold exactly (no np.abs: it wraps at int64's minimum)
+        self.big_ints = self.kind == "int" and bool(np.any((self.levels > EXACT) | (self.levels < -EXACT)))
         self._lookups = {}
         self.spelled = {"labels": 0, "matched": 0, "example": None}
 
@@ -84,6 +91,8 @@ class FactorLevels:
         if kind == "str" and isinstance(values, pd.Series) and isinstance(values.dtype, pd.StringDtype):
             codes, uniques = pd.factorize(values)  # several times faster than hashing every row
             return self._via_codes(codes, pd.Index(uniques), values)
+        if kind == "float" and self.big_ints:
+            self._check_exact(values)
         lookup, spelled = self._lookup(kind, values)
         ids = lookup(values)
         if missing is not None:
@@ -91,6 +100,15 @@ class FactorLevels:
         if spelled:
             self._count_spelled(ids, values)
         return ids
+
+    def _check_exact(self, values):
+        """Float labels for integer levels beyond 2**53 must not be matched: there a float
+        stands for several integers (2**60 + 1 reads as 2**60)."""
+        beyond = np.abs(values) > EXACT
+        if beyond.any():
+            raise DataError(f"grouping column {self.factor!r}: the label {show_value(values[np.argmax(beyond)])} "
+                            "is a float beyond 2**53, which cannot name one of the fitted integer levels "
+                            "exactly; read the column as integers (e.g. a nullable Int64 column)")
 
     def _via_codes(self, codes, uniques, values):
         """Ids of labels given as codes into ``uniques`` (-1: missing)."""
@@ -121,7 +139,8 @@ class FactorLevels:
             return _numeric_lookup(keys, pos, self.base, kind)
         if fitted in ("int", "float", "bool") and kind == "str":
             keys, pos = _spellings(self.levels)
-            return _keyed(pd.Index(keys, dtype=object), pos, self.base)
+            spelled = _keyed(pd.Index(keys, dtype=object), pos, self.base)
+            return spelled if fitted == "bool" else lambda labels: self._numbers_spelled(spelled, labels)
         if fitted in ("datetime", "datetimetz") and kind == "str":
             native = _keyed(self.levels, positions, self.base)
             return lambda labels: native(self._dates(labels))
@@ -132,12 +151,40 @@ class FactorLevels:
             return _keyed(self.levels, positions, self.base)
         raise self._mismatch(_about(values), "cannot be matched to")
 
+    def _numbers_spelled(self, lookup, labels):
+        """Ids of string labels for numeric levels.  A label that reads as a number but
+        matched no level, and is either not that number's canonical spelling (``"007"``)
+        or spells a fitted level's value another way (``"7.0"`` for 7), is refused rather
+        than taken for an unseen level."""
+        ids = lookup(labels)
+        unmatched = (ids < 0) & ~np.asarray(pd.isna(labels))
+        if unmatched.any():
+            given = pd.Series(np.asarray(labels, dtype=object)[unmatched]).drop_duplicates()
+            numbers = pd.to_numeric(given, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            values = np.where(np.isfinite(numbers), numbers, 0.5)  # 0.5: a stand-in that is never read
+            fitted = self._lookup("float", values)[0](values) >= 0
+            odd = np.isfinite(numbers) & (np.array([_canonical_number(v) is None for v in given]) | fitted)
+            if odd.any():
+                raise DataError(f"grouping column {self.factor!r}: the label {given[odd].iloc[0]!r} reads as "
+                                f"the number {numbers[odd][0].item()!r} but is not how the fitted levels "
+                                f"({self.levels.dtype}, e.g. {show_value(self.levels[0])}) write it; "
+                                "convert the column to the fitted type")
+        return ids
+
     def _numbers_in_strings(self, values):
-        """Fitted string levels that spell a number canonically, as (numbers, positions)."""
+        """Fitted string levels that spell a number canonically, as (numbers, positions).
+        A level that reads as a number only through another spelling (``"007"``) makes
+        numbers unmatchable: the data may have lost its spelling (a CSV reader drops
+        leading zeros), so they are refused."""
         keys, pos, seen = [], [], {}
         for g, s in enumerate(self.levels):
             x = _canonical_number(s)
             if x is None:
+                if _reads_as_number(s):
+                    raise DataError(f"grouping column {self.factor!r}: numbers cannot be matched to its "
+                                    f"fitted levels, which are strings such as {s!r} that read as numbers "
+                                    "only through their own spelling (leading zeros, signs, exponents); "
+                                    "read the column as strings (e.g. dtype=str)")
                 continue
             if x in seen:
                 raise DataError(f"grouping column {self.factor!r}: numbers cannot be matched to its "
@@ -197,6 +244,19 @@ class FactorLevels:
                          f"{show_value(self.levels[0])}); convert the column to the fitted type")
 
 
+def label_text(label):
+    """A label's text as sites compare it across their own dtypes: a number by its
+    value (``3``, ``3.0`` and ``np.int32(3)`` are ``"3"``; ``2.5`` is ``"2.5"``),
+    anything else by ``str``."""
+    if isinstance(label, np.generic):
+        label = label.item()
+    if isinstance(label, (int, float)) and not isinstance(label, bool):
+        if isinstance(label, float) and math.isfinite(label) and label == int(label) and abs(label) < 2**63:
+            return str(int(label))
+        return repr(label) if isinstance(label, float) else str(label)
+    return str(label)
+
+
 def _about(values):
     """'dtype, e.g. label' of a chunk of labels (its first present label)."""
     present = ~np.asarray(pd.isna(values))
@@ -250,6 +310,13 @@ def _canonical_number(s):
     if s == repr(x) or (x == int(x) and s == str(int(x))):
         return x
     return None
+
+
+def _reads_as_number(s):
+    try:
+        return isinstance(s, str) and math.isfinite(float(s))
+    except ValueError:
+        return False
 
 
 def _spellings(levels):

@@ -25,12 +25,14 @@ def _column(name, role=None):
     return f"{role} column {name!r}" if role else f"column {name!r}"
 
 
-def check_column_roles(data, response, groups=(), fixed=(), **named):
+def check_column_roles(data, response, groups=(), fixed=(), slopes=(), **named):
     """Raise if a column the model reads is missing, naming it by its role.
 
     ``named`` maps roles (``weights``, ``trials``, ``offset``) to the column
     names the user gave (None or an array: not a column); ``fixed`` lists the
-    variables of the fixed effects and ``groups`` the grouping factors.
+    variables of the fixed effects, ``groups`` the grouping factors and
+    ``slopes`` the random terms (:class:`~pyglmm.data.formula.RandomTerm`) whose
+    slopes are columns too.  Each missing column is named once, by its first role.
     """
     if not isinstance(data, pd.DataFrame):
         raise TypeError(f"data must be a pandas DataFrame, got {type(data).__name__}")
@@ -38,10 +40,13 @@ def check_column_roles(data, response, groups=(), fixed=(), **named):
     wanted += [(f"{role} column {col!r}", col) for role, col in named.items() if isinstance(col, str)]
     wanted += [(f"grouping factor {g!r} (in (1|{g}))", g) for g in groups]
     wanted += [(f"fixed-effect variable {v!r}", v) for v in fixed]
+    wanted += [(f"random slope {c!r} (in ({' + '.join(t.names).replace('(Intercept)', '1')}|{t.group}))", c)
+               for t in slopes for c in t.slopes]
     have = [str(c) for c in data.columns]
-    missing = []
+    missing, seen = [], set()
     for label, col in wanted:
-        if col not in data.columns:
+        if col not in data.columns and col not in seen:
+            seen.add(col)
             close = difflib.get_close_matches(str(col), have, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             missing.append(f"{label} is not in the data{hint}")
@@ -91,6 +96,28 @@ def named_column(data, role, name, index=None):
     return values
 
 
+def role_values(data, role, value):
+    """Per-row values the user gave as ``role`` (weights, trials, offset): a column name,
+    or an array or Series of one number per row of ``data`` (a Series must carry the
+    data's index: values are never matched by position behind the user's back); None
+    stays None.  Returns float64, checked with errors that name the role."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return named_column(data, role, value, data.index)
+    if isinstance(value, pd.Series) and not value.index.equals(data.index):
+        raise DataError(f"{role}: the Series' index is not the data's (same labels in the same "
+                        f"order); align it first ({role}.reindex(data.index)) or pass a column name")
+    arr = check_numeric(role, np.asarray(value), role=role)
+    if len(arr) != len(data):
+        raise DataError(f"{role} has {len(arr)} rows, the data have {len(data)}")
+    if role == "weights":
+        check_weights(role, arr, data.index)
+    else:
+        check_finite(role, arr, data.index, role=role)
+    return arr
+
+
 def check_weights(name, w, index=None, role=None):
     """Prior weights must be finite and non-negative, and not all zero."""
     check_finite(name, w, index, role=role)
@@ -107,6 +134,8 @@ def factorize(name, values):
         values = pd.Series(values)
     if np.ndim(values) != 1:
         raise DataError(f"grouping column {name!r} must be 1-dimensional, got shape {np.shape(values)}")
+    if getattr(values, "dtype", None) == object:
+        _check_label_types(name, values)
     codes, levels = pd.factorize(values, sort=True, use_na_sentinel=True)
     if (codes < 0).any():
         pos = int(np.flatnonzero(codes < 0)[0])
@@ -116,6 +145,37 @@ def factorize(name, values):
     if len(levels) >= 2**31:
         raise DataError(f"grouping column {name!r} has too many levels ({len(levels)})")
     return codes.astype(np.int32), pd.Index(levels, name=name)
+
+
+def _check_label_types(name, values):
+    """Labels of one grouping column must be of one kind: ``5`` and ``"5"`` as two
+    levels would silently split a group (and could not be saved)."""
+    kind = pd.api.types.infer_dtype(values, skipna=True)
+    if kind in ("string", "integer", "floating", "mixed-integer-float", "boolean", "empty",
+                "datetime", "date", "bytes", "decimal"):
+        return
+    arr = np.asarray(values, dtype=object)
+    for pos, label in enumerate(arr):
+        try:
+            hash(label)
+        except TypeError:
+            index = values.index if isinstance(values, pd.Series) else None
+            raise DataError(f"grouping column {name!r} holds an unhashable label ({type(label).__name__}) "
+                            f"at {_row_label(index, pos)}") from None
+    examples = {}  # one label per kind: numbers (of any type) are one kind
+    for label in arr:
+        if not _missing(label):
+            examples.setdefault("number" if isinstance(label, (int, float, np.number)) else
+                                type(label).__name__, label)
+    if len(examples) > 1:
+        shown = list(examples.items())[:2]
+        raise DataError(f"grouping column {name!r} mixes label types ({', '.join(examples)}), e.g. "
+                        + " and ".join(show_value(v) for _, v in shown)
+                        + ": one group spelled two ways would be two levels; convert the column to one type")
+
+
+def _missing(label):
+    return label is None or label is pd.NA or label is pd.NaT or (isinstance(label, float) and label != label)
 
 
 PIVOT_TOL = 1e-9  # a column whose relative residual (1 - R^2) is below this is dependent

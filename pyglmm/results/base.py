@@ -106,8 +106,10 @@ class GLMMResult:
       likelihood-based tool);
     * :attr:`params` and the variances are PQL estimates: for binary data with
       few rows per level they are shrunk towards zero (near glmer's
-      ``nAGQ=0``); for gaussian data they are close to REML, and for counts
-      that are not small, to maximum likelihood;
+      ``nAGQ=0``); for gaussian data they are close to maximum likelihood
+      (lmer's ``REML = FALSE``: the diagonal trace treats :math:`\beta` as
+      known, so with few levels the variances are below REML's, as ML's
+      are), and for counts that are not small, to maximum likelihood;
     * :attr:`bse`, :meth:`cov_params`, :attr:`zvalues`, :attr:`pvalues` and
       :meth:`conf_int` are Wald quantities from the working model at the
       converged weights with the variances taken as known (eq. 24 of Ghosh,
@@ -255,7 +257,7 @@ class GLMMResult:
         (lower) and 1 (upper), as statsmodels' (approximate for PQL)."""
         from scipy.special import ndtri
 
-        if not 0 < alpha < 1:
+        if not (isinstance(alpha, (int, float, np.floating)) and 0 < alpha < 1):
             raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}")
         q = ndtri(1 - alpha / 2)
         bse = self.bse

@@ -7,7 +7,7 @@ import pandas as pd
 from .. import backends as _backend
 from ..data.design import check_level_ids
 from ..data.levels import FactorLevels, item
-from ..data.validation import check_finite, show_value
+from ..data.validation import check_finite, check_numeric, show_value
 from ..exceptions import DataError
 from ..families import get_family
 
@@ -228,9 +228,7 @@ def predict(res, newdata=None, *, X=None, groups=None, offset=None, type="link",
         X, index, groups = _array_inputs(res, X, groups)
         n = X.shape[0]
     if offset is not None:
-        offset = np.asarray(offset, dtype=np.float64)
-        if offset.shape != (n,):
-            raise ValueError(f"offset has {len(offset)} rows, {'newdata' if X is None else 'X'} has {n}")
+        offset = _offset_values(offset, n, index, "newdata" if X is None else "X")
     eta = np.empty(n)
     for start in range(0, n, chunk_size):
         rows = slice(start, min(n, start + chunk_size))
@@ -246,6 +244,17 @@ def predict(res, newdata=None, *, X=None, groups=None, offset=None, type="link",
     out = pd.Series(eta, index=index, name="eta" if type == "link" else "mu", copy=False)
     out.attrs["population_rows"] = dict(scorer.population_rows)
     return out
+
+
+def _offset_values(offset, n, index, what):
+    """``offset=`` as float64 (n,): a Series must carry the rows' index."""
+    if isinstance(offset, pd.Series) and index is not None and not offset.index.equals(index):
+        raise DataError(f"offset: the Series' index is not {what}'s (same labels in the same order); "
+                        "align it first (offset.reindex(...)) or pass its values")
+    values = np.asarray(offset)
+    if values.shape != (n,):
+        raise DataError(f"offset must hold one number per row of {what} ({n}), got shape {values.shape}")
+    return check_numeric("offset", values, role="offset")
 
 
 def _array_inputs(res, X, groups):

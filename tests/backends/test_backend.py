@@ -64,8 +64,9 @@ def test_thread_setting(monkeypatch):
     monkeypatch.setenv("PYGLMM_NUM_THREADS", "many")
     with pytest.raises(ValueError, match="PYGLMM_NUM_THREADS must be a positive integer"):
         pyglmm.get_num_threads()
-    with pytest.raises(ValueError, match="number of threads must be a positive integer, got 0"):
-        pyglmm.set_num_threads(0)
+    for bad in (0, "a", 2.5, True):
+        with pytest.raises(ValueError, match=f"number of threads must be a positive integer, got {bad!r}"):
+            pyglmm.set_num_threads(bad)
 
 
 @pytest.mark.skipif(os.environ.get("PYGLMM_REQUIRE_CPP") != "1", reason="C++ not required here")

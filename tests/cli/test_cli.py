@@ -113,9 +113,10 @@ def test_installed_entry_point():
     assert bad.returncode == 1 and "grouping factor 'nope' (in (1|nope)) is not in the data" in bad.stderr
 
 
-@pytest.mark.parametrize("args", [["demo", "--rows", "0"], ["demo", "--threads", "-1"]])
-def test_bad_numbers_are_usage_errors(args, capsys):
+@pytest.mark.parametrize("args,kind", [(["demo", "--rows", "0"], "positive"), (["demo", "--threads", "-1"], "positive"),
+                                       (["demo", "--seed", "-1"], "non-negative")])
+def test_bad_numbers_are_usage_errors(args, kind, capsys):
     with pytest.raises(SystemExit) as exc:
         main(args)
     assert exc.value.code == 2
-    assert f"argument {args[1]}: must be a positive integer, got {args[2]}" in capsys.readouterr().err
+    assert f"argument {args[1]}: must be a {kind} integer, got {args[2]}" in capsys.readouterr().err

@@ -326,3 +326,18 @@ def test_integer_codes_of_a_narrow_dtype_over_a_wide_range():
     levels = np.unique(values).astype(np.int64)[::3]
     codes = _integer_codes(levels, values)
     np.testing.assert_array_equal(codes, pd.Index(levels).get_indexer(values.astype(np.int64)))
+
+
+@pytest.mark.parametrize("values,message", [
+    (["1", "2", "?", "3"] * 5, r"column 'dose' reads as numbers except for values such as '\?' \(first at row 2\)"),
+    (["1", "2", "3"] * 5, r"column 'dose' holds numbers as text \(e.g. '1'\)"),
+    (pd.Series([1.5, 2.0, 3.25] * 5, dtype=object), r"column 'dose' holds numbers with dtype object"),
+])
+def test_numbers_read_as_text_are_refused_without_C(values, message):
+    """A CSV column with one stray token would otherwise become a categorical silently."""
+    frame = pd.DataFrame({"dose": values})
+    with pytest.raises(DataError, match=message):
+        FixedCoding.from_data("dose", frame)
+    assert FixedCoding.from_data("C(dose)", frame).names[1].startswith("C(dose)[T.")  # asked for: categorical
+    words = pd.DataFrame({"dose": ["low", "high", "1"] * 5})  # text with a number among words: categorical
+    assert len(FixedCoding.from_data("dose", words).names) == 3

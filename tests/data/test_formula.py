@@ -28,3 +28,8 @@ def test_names_and_columns():
 def test_unsupported_random_terms_are_named(effect):
     with pytest.raises(ValueError, match=rf"random-effect term \({effect.replace('(', '.').replace(')', '.')}\|g\)"):
         parse_formula(f"y ~ x + ({effect}|g)")
+
+
+def test_double_bar_is_refused_as_unsupported():
+    with pytest.raises(ValueError, match=r"uncorrelated random effects \(lme4's '\|\|'\) are not supported"):
+        parse_formula("y ~ x + (1 + x || g)")

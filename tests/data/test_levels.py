@@ -1,5 +1,7 @@
 """Matching new labels to a factor's fitted levels (pyglmm.data.levels), lookup by lookup."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -33,8 +35,36 @@ def test_integer_lookups_match_pandas(scale):
     np.testing.assert_array_equal(fl.ids(labels.astype(object)), got)
     small = labels[np.abs(labels) < 2**31]
     np.testing.assert_array_equal(fl.ids(small.astype(np.int32)), want(levels, small))
-    exact = labels[np.abs(labels) <= 2**53]
+    exact = labels[(labels >= -2**53) & (labels <= 2**53)]  # not np.abs: it wraps at int64's minimum
     np.testing.assert_array_equal(fl.ids(exact.astype(np.float64)), want(levels, exact))
+
+
+def test_floats_beyond_2_53_are_refused_for_integer_levels():
+    """2**60 + 1 read as a float is 2**60: it would silently take that level's effect."""
+    fl = FactorLevels("user", pd.Index([2**60, 2**60 + 1, 7]), BASE)
+    np.testing.assert_array_equal(fl.ids(np.array([2**60 + 1, 7])), [BASE + 1, BASE + 2])
+    np.testing.assert_array_equal(fl.ids(np.array([7.0, 2.0**53])), [BASE + 2, -1])
+    with pytest.raises(DataError, match=r"grouping column 'user': the label 1\.152921504606847e\+18 is a "
+                                        r"float beyond 2\*\*53"):
+        fl.ids(np.array([7.0, 2.0**60]))
+
+
+def test_numbers_are_refused_for_string_levels_spelled_otherwise():
+    """Zero-padded ids read back from a CSV as numbers would match "10".."19" and leave
+    "000".."009" at the population level: refused instead."""
+    fl = FactorLevels("store", pd.Index([f"{i:03d}" for i in range(10)] + [str(i) for i in range(10, 20)]), BASE)
+    with pytest.raises(DataError, match=r"grouping column 'store': numbers cannot be matched .* such as '000'"):
+        fl.ids(np.arange(20))
+    np.testing.assert_array_equal(fl.ids(np.array(["007", "15", "new"], dtype=object)), [BASE + 7, BASE + 15, -1])
+
+
+def test_strings_spelling_a_number_otherwise_are_refused_for_numeric_levels():
+    fl = FactorLevels("g", pd.Index([1, 7, 30]), BASE)
+    np.testing.assert_array_equal(fl.ids(np.array(["7", "30", "new", None], dtype=object)), [BASE + 1, BASE + 2, -1, -1])
+    for label in ("007", "7.0", "+7"):
+        with pytest.raises(DataError, match=rf"grouping column 'g': the label {re.escape(repr(label))} reads as "
+                                            r"the number 7\.0 but is not how the fitted levels \(int64"):
+            fl.ids(np.array(["1", label], dtype=object))
 
 
 def test_integer_extremes_and_unsigned():
@@ -76,11 +106,15 @@ def test_integers_beyond_2_53_do_not_round_onto_float_levels():
 
 def test_strings_spelling_numbers():
     ints = FactorLevels("g", pd.Index([3, 10, 42]), BASE)
-    np.testing.assert_array_equal(ints.ids(["42", "3", "03", "3.0", " 3", "x", None]),
-                                  [BASE + 2, BASE, -1, -1, -1, -1, -1])
+    np.testing.assert_array_equal(ints.ids(["42", "3", "7", "x", None]), [BASE + 2, BASE, -1, -1, -1])
+    for other in ("03", "3.0", " 3", "1e1", "07"):  # another spelling of a fitted level, or of a number
+        with pytest.raises(DataError, match=rf"grouping column 'g': the label {re.escape(repr(other))} reads as"):
+            ints.ids(["42", other])
     floats = FactorLevels("g", pd.Index([2.5, 3.0]), BASE)
-    np.testing.assert_array_equal(floats.ids(["3", "3.0", "2.5", "2.50"]), [BASE + 1, BASE + 1, BASE, -1])
-    strings = FactorLevels("g", pd.Index(["2.5", "3", "a", "07"]), BASE)
+    np.testing.assert_array_equal(floats.ids(["3", "3.0", "2.5", "4"]), [BASE + 1, BASE + 1, BASE, -1])
+    with pytest.raises(DataError, match=r"the label '2\.50' reads as the number 2\.5"):
+        floats.ids(["2.50"])
+    strings = FactorLevels("g", pd.Index(["2.5", "3", "a"]), BASE)
     np.testing.assert_array_equal(strings.ids(np.array([3, 7, 2])), [BASE + 1, -1, -1])
     np.testing.assert_array_equal(strings.ids(np.array([2.5, 3.0, np.nan])), [BASE, BASE + 1, -1])
 
@@ -131,14 +165,14 @@ def test_labels_of_an_unmatchable_type_are_refused(levels, labels, pieces):
 
 def test_spelled_labels_are_refused_only_when_no_chunk_matched():
     fl = FactorLevels("g", pd.Index([1, 2, 3]), BASE)
-    np.testing.assert_array_equal(fl.ids(["x", "01"]), [-1, -1])  # a chunk of new (or misspelt) labels
+    np.testing.assert_array_equal(fl.ids(["x", "9"]), [-1, -1])  # a chunk of new (or misspelt) labels
     np.testing.assert_array_equal(fl.ids(pd.Series(["2", None], dtype="category")), [BASE + 1, -1])
     fl.check_spelled()  # one label matched over the chunks: the others are new levels
     assert fl.spelled["labels"] == 3 and fl.spelled["matched"] == 1
     fresh = FactorLevels("g", pd.Index([1, 2, 3]), BASE)
-    fresh.ids(["x", "01"])
+    fresh.ids(["x", "9"])
     fresh.ids([None])
-    with pytest.raises(DataError, match=r"grouping column 'g': its labels in the data \(<U2, e.g. 'x'\) "
+    with pytest.raises(DataError, match=r"grouping column 'g': its labels in the data \(<U1, e.g. 'x'\) "
                                         r"do not match the fitted levels \(int64, e.g. 1\)"):
         fresh.check_spelled()
     numbers = FactorLevels("g", pd.Index([1, 2, 3]), BASE)  # numbers match by value: no spelling
@@ -152,3 +186,10 @@ def test_all_missing_or_no_rows_is_not_a_type_error():
     np.testing.assert_array_equal(fl.ids(pd.Series([np.nan, np.nan])), [-1, -1])
     assert fl.ids(np.array([], dtype=object)).size == 0
     assert fl.ids(pd.Series([], dtype="str")).size == 0
+
+
+def test_label_text_compares_numbers_by_value():
+    from pyglmm.data.levels import label_text
+
+    assert [label_text(v) for v in (3, 3.0, np.int32(3), np.float32(3.0), 2.5, "3", "3.0", True, 2.0**60)] == \
+        ["3", "3", "3", "3", "2.5", "3", "3.0", "True", str(2**60)]

@@ -194,3 +194,27 @@ def test_bad_iteration_and_thread_options(df):
         fit(df, max_inner_iter=50.5)
     with pytest.raises(ValueError, match="threads must be a positive integer, got 0"):
         fit(df, threads=0, backend="numba" if "numba" in pyglmm.available_backends() else None)
+
+
+@pytest.mark.parametrize("engine", [dict(), dict(nagq=2, formula="y ~ x + (1|user)")])
+@pytest.mark.parametrize("role", ["weights", "offset"])
+def test_a_series_must_carry_the_datas_index(df, engine, role):
+    """A Series is never matched by position behind the user's back (its index is the
+    data's reversed here); aligned, it is used as given."""
+    values = pd.Series(np.linspace(0.5, 1.5, len(df)), index=df.index[::-1])
+    with pytest.raises(DataError, match=rf"{role}: the Series' index is not the data's"):
+        fit(df, **{**engine, role: values})
+    aligned = values.reindex(df.index)
+    a, b = fit(df, **{**engine, role: aligned}), fit(df, **{**engine, role: aligned.to_numpy()})
+    np.testing.assert_array_equal(a.params, b.params)
+
+
+def test_grouping_labels_of_mixed_types_are_refused(df):
+    mixed = df.assign(user=df.user.astype(object))
+    mixed.loc[mixed.index[::2], "user"] = mixed.user[::2].astype(str)  # 5 and "5": one group spelled two ways
+    with pytest.raises(DataError, match=r"grouping column 'user' mixes label types \((number|str), (number|str)\)"):
+        fit(mixed)
+    odd = df.assign(user=df.user.astype(object))
+    odd.at[1003, "user"] = [1, 2]
+    with pytest.raises(DataError, match=r"grouping column 'user' holds an unhashable label \(list\) at row 1003"):
+        fit(odd)

@@ -55,8 +55,9 @@ def test_fixed_effect_inference(binary):
         assert list(ci.columns) == [0, 1] and list(ci.index) == list(res.params.index)
         np.testing.assert_allclose(ci[0], res.params - q * res.bse, rtol=1e-12)
         np.testing.assert_allclose(ci[1], res.params + q * res.bse, rtol=1e-12)
-    with pytest.raises(ValueError, match="alpha must lie in"):
-        res.conf_int(1.5)
+    for bad in (1.5, "a", None):
+        with pytest.raises(ValueError, match="alpha must lie in"):
+            res.conf_int(bad)
     assert res.nobs == res.n_obs == 11236
 
 
@@ -201,6 +202,18 @@ def test_loaded_model_has_estimates_but_no_per_row_outputs(binary, tmp_path):
         with pytest.raises(AttributeError, match=f"{name} is not available: a loaded model"):
             getattr(back, name)
     np.testing.assert_allclose(back.predict(df, type="response"), res.fittedvalues, rtol=1e-14)
+
+
+def test_a_dask_fit_says_where_its_rows_are(binary):
+    """A fit of a Dask DataFrame keeps no rows; the message points to the lazy predict."""
+    import dataclasses
+
+    _, res = binary
+    remote = dataclasses.replace(res, rows=None, cluster={"workers": 2, "threads": 2, "partitions": 4})
+    for name in ("fittedvalues", "resid_deviance"):
+        with pytest.raises(AttributeError, match=rf"{name} is not available: the rows of a Dask fit stay "
+                                                 r"on the workers; .*predict\(ddf"):
+            getattr(remote, name)
 
 
 @pytest.mark.parametrize("which", ["binary", "poisson"])

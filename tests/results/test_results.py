@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 import pyglmm
+from pyglmm import DataError
 from cases import case_formula, load_case, small_crossed
 
 
@@ -123,10 +124,15 @@ def test_predict_arrays():
     with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
         res.predict(X=X, groups=groups, chunk_size=0)
     with_offset = pyglmm.glmm_from_arrays(X, y, groups, offset=0.1 * X[:, 0])
-    with pytest.raises(ValueError, match="offset has 3 rows, X has 400"):
+    with pytest.raises(ValueError, match=r"offset must hold one number per row of X \(400\), got shape \(3,\)"):
         with_offset.predict(X=X, groups=groups, offset=np.zeros(3))
     with pytest.raises(ValueError, match="fitted with an offset: pass offset="):
         with_offset.predict(X=X, groups=groups)
+    frame = pd.DataFrame(X, index=np.arange(400) * 3)
+    with pytest.raises(DataError, match=r"offset: the Series' index is not X's"):
+        with_offset.predict(X=frame, groups=groups, offset=pd.Series(np.zeros(400)))
+    with pytest.raises(DataError, match=r"offset must hold one number per row of X \(400\), got shape \(\)"):
+        with_offset.predict(X=X, groups=groups, offset=0.0)
     with pytest.raises(ValueError, match="X must be 2-dimensional"):
         res.predict(X=X[:, 0], groups=groups)
     bad = X.copy()

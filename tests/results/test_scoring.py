@@ -160,10 +160,15 @@ def test_labels_of_another_type_are_refused_not_scored_as_unseen(fitted, given, 
         assert piece in str(err.value), (piece, str(err.value))
 
 
-def test_some_labels_of_another_spelling_are_unseen(arrays_fit):
+def test_labels_of_another_spelling_are_refused(arrays_fit):
+    """'03' is not how the integer level 3 is written: scoring it at the population level
+    (as an unseen level) would be a silent wrong number; a new label such as '999' is unseen."""
     X, groups, res = arrays_fit
     g0 = groups["g0"].astype(str).astype(object)
-    g0[:10] = ["0" + s for s in g0[:10]]  # '03' is not the integer 3
+    g0[:10] = ["0" + s for s in g0[:10]]
+    with pytest.raises(DataError, match=rf"grouping column 'g0': the label '0{groups['g0'][0]}' reads as"):
+        res.predict(X=X, groups={**groups, "g0": g0})
+    g0[:10] = "999"
     eta = res.predict(X=X, groups={**groups, "g0": g0})
     assert eta.attrs["population_rows"] == {"g0": 10, "g1": 0}
     want = res.predict(X=X, groups=groups).to_numpy()

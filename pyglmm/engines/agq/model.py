@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 
 from ...data.coding import FixedCoding
-from ...data.formula import parse_formula, required_columns
+from ...data.formula import parse_fixed, parse_formula
 from ...data.validation import (aliased_columns, check_column_roles, check_finite, check_numeric,
-                                check_weights, factorize, named_column)
+                                factorize, role_values)
 from ...exceptions import DataError, SingularMatrixError
 from ..separation import row_counts, verdict
 from .kernels_numpy import lambda_matrix, tri_index
@@ -140,15 +140,10 @@ def build_arrays(formula, data, family, *, weights=None, trials=None, offset=Non
     parsed = parse_formula(formula)
     term = random_term(parsed)
     named = {"weights": weights, "trials": trials, "offset": offset}
-    special = {parsed.response, *parsed.groups}
-    fixed = [c for c in required_columns(parsed) if c not in special]
-    check_column_roles(data, parsed.response, parsed.groups, fixed + list(term.slopes), **named)
+    fixed = [t.column for t in parse_fixed(parsed.fixed)[1]]
+    check_column_roles(data, parsed.response, parsed.groups, fixed, slopes=[term], **named)
     index = data.index
-    extra = {k: (named_column(data, k, v, index) if isinstance(v, str) else
-                 None if v is None else _per_row(k, v, len(data), index))
-             for k, v in named.items()}
-    if extra["weights"] is not None:
-        check_weights("weights", extra["weights"], index)
+    extra = {k: role_values(data, k, v) for k, v in named.items()}
     if extra["trials"] is not None and family.name != "binomial":
         raise DataError(f"trials are for the binomial family, not {family.name}")
     y = check_numeric(parsed.response, data[parsed.response].to_numpy(), role="response")
@@ -180,14 +175,6 @@ def build_arrays(formula, data, family, *, weights=None, trials=None, offset=Non
     return AGQArrays(X, take(Z), take(y), take(prior), take(off), starts, levels, order,
                      list(coding.names), list(term.names), term.group, parsed.response, family,
                      coding)
-
-
-def _per_row(role, values, n, index):
-    arr = check_numeric(role, np.asarray(values), role=role)
-    if len(arr) != n:
-        raise DataError(f"{role} has {len(arr)} rows, expected {n}")
-    check_finite(role, arr, index, role=role)
-    return arr
 
 
 class LogCholesky:

@@ -14,7 +14,7 @@ from ...exceptions import ConvergenceWarning, DataError, SeparationWarning, Sing
 from ...families import get_family
 from ...data.coding import FixedCoding
 from ...data.formula import parse_formula, required_columns
-from ...data.validation import check_column_roles, named_column
+from ...data.validation import check_column_roles, role_values
 from ...results.base import RowData, compact
 from .inference import beta_covariance, naive_comparison
 from .cluster import is_dask_frame
@@ -136,8 +136,7 @@ def glmm(formula, data, family="binomial", *, weights=None, trials=None, offset=
     named = {"weights": weights, "trials": trials, "offset": offset}
     _check_roles(data, parsed, named)
     coding = FixedCoding.from_data(parsed.fixed, data)
-    extra = {k: (named_column(data, k, v, data.index) if isinstance(v, str) else v)
-             for k, v in named.items()}
+    extra = {k: role_values(data, k, v) for k, v in named.items()}
     fam = get_family(family)
     opts = _options(fam, dispersion, tol, inner_tol, var_tol, max_iter, max_inner_iter)
     name, kern, threads = _kernels(backend, threads)

@@ -97,6 +97,12 @@ class CrossedResult(GLMMResult):
     def _loglik(self, name):
         raise AttributeError(f"{name} is not available: " + NO_LIKELIHOOD)
 
+    def _rows(self, name):
+        if self.rows is None and self.cluster is not None:
+            raise AttributeError(f"{name} is not available: the rows of a Dask fit stay on the workers; "
+                                 "score them lazily with predict(ddf, type='response')")
+        return super()._rows(name)
+
 
 def format_naive(res):
     """The naive-regression comparison of Section 6 as text."""

@@ -132,8 +132,13 @@ def combine(summaries):
     if not checked:
         raise ValueError("summaries is empty: give at least one site's message")
     first_source, first = checked[0]
-    owner = {}
+    owner, sites = {}, {}
     for source, m in checked:
+        if m["site"] in sites:
+            raise ValueError(f"site file {source}: site name {m['site']!r} is also the name in "
+                             f"{sites[m['site']]}; each site's message must be given once (and sites "
+                             "must have distinct names)")
+        sites[m["site"]] = source
         for key in ("formula", "response", "cluster", "order", "columns", "categorical", "coding"):
             if m[key] != first[key]:
                 raise ValueError(f"site file {source}: field '{key}' differs from {first_source}'s; "

@@ -43,6 +43,7 @@ from itertools import combinations_with_replacement
 import numpy as np
 import pandas as pd
 
+from ...data.levels import label_text
 from ...exceptions import DataError
 
 MAX_ORDER = 4
@@ -188,7 +189,7 @@ def _clusters(col, name):
         row = col.index[np.flatnonzero(col.isna().to_numpy())[0]]
         raise DataError(f"cluster column {name!r} is missing in row {row!r}")
     codes, uniques = pd.factorize(col, sort=True)
-    labels = [str(u.item() if isinstance(u, np.generic) else u) for u in uniques]
+    labels = [label_text(u) for u in uniques]  # 3 and 3.0 at two sites are one cluster
     if len(set(labels)) != len(labels):
         raise DataError(f"cluster column {name!r}: two clusters have the same label as text")
     return labels, codes.astype(np.int64)

@@ -66,6 +66,8 @@ def test_engine_errors_name_what_is_wrong(cbpp):
         pyglmm.glmm("y ~ x + (1|g)", df.assign(y=0), nagq=1)
     with pytest.raises(DataError, match="trials column 'nope'"):
         pyglmm.glmm("incidence ~ C(period) + (1|herd)", cbpp, trials="nope", nagq=1)
+    with pytest.raises(DataError, match=r"^random slope 't' \(in \(1 \+ t\|g\)\) is not in the data; the data"):
+        pyglmm.glmm("y ~ x + (1 + t|g)", df, nagq=1)  # named once, as what it is
 
 
 def test_singular_fit_is_on_the_boundary_and_reported():

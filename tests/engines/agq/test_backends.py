@@ -9,6 +9,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from numpy.polynomial.hermite_e import hermegauss
 
+from bindingcheck import array_cases, assert_verdicts, collect, entry, print_verdicts, put, set_, spawn
+
 from pyglmm import backends
 from pyglmm.engines.agq import kernels_numpy as kn
 
@@ -188,32 +190,6 @@ def binding_inputs():
 
 OUTPUTS = {"modes", "loglik_out", "grad_out", "hess_out", "condvar_out"}
 DEFINING = {"X", "starts", "nodes"}  # a short one is reported through another argument (cases below)
-WRONG_DTYPE = {np.dtype(np.float64): np.float32, np.dtype(np.int64): np.int32}
-
-
-def _set(name, fn):
-    def mutate(args):
-        args[name] = fn(args[name])
-    return mutate
-
-
-def _put(name, value):
-    return _set(name, lambda _: value)
-
-
-def _entry(name, index, value):
-    def mutate(args):
-        args[name] = args[name].copy()
-        args[name][index] = value
-    return mutate
-
-
-def _readonly(a):
-    a = a.copy()
-    a.flags.writeable = False
-    return a
-
-
 def _four_effects(args):
     n, m = args["X"].shape[0], len(args["starts"]) - 1
     args.update(Z=np.ones((n, 4)), theta=np.ones(10), modes=np.zeros((m, 4)), grad_out=np.empty(12),
@@ -223,101 +199,54 @@ def _four_effects(args):
 def binding_cases():
     """(case, regex the ValueError's message must match (None: the call succeeds), mutation)."""
     args = binding_inputs()
-    cases = [("valid", None, lambda a: None)]
-    for name, value in args.items():
-        if not isinstance(value, np.ndarray):
-            continue
-        cases.append((f"{name}: wrong dtype", rf"^{name}: wrong dtype",
-                      _set(name, lambda a, t=WRONG_DTYPE[value.dtype]: a.astype(t))))
-        cases.append((f"{name}: not C-contiguous", rf"^{name}: array must be C-contiguous",
-                      _set(name, lambda a: np.repeat(a, 2, axis=a.ndim - 1)[..., ::2])))
-        if name not in DEFINING:
-            cases.append((f"{name}: short", rf"^{name}: wrong shape", _set(name, lambda a: a[:-1].copy())))
-        if name in OUTPUTS:
-            cases.append((f"{name}: read-only", rf"^{name}: array is read-only", _set(name, _readonly)))
+    cases = array_cases(args, OUTPUTS, DEFINING)
     n = args["X"].shape[0]
     cases += [
-        ("family: -1", r"^family: unknown family id -1", _put("family", -1)),
-        ("family: 3", r"^family: unknown family id 3", _put("family", 3)),
-        ("deriv: 3", r"^deriv: must be 0, 1 or 2, got 3", _put("deriv", 3)),
-        ("deriv: -1", r"^deriv: must be 0, 1 or 2, got -1", _put("deriv", -1)),
-        ("nthreads: 0", r"^nthreads: must be at least 1", _put("nthreads", 0)),
-        ("dispersion: nan", r"^dispersion: must be finite", _put("dispersion", np.nan)),
+        ("family: -1", r"^family: unknown family id -1", put("family", -1)),
+        ("family: 3", r"^family: unknown family id 3", put("family", 3)),
+        ("deriv: 3", r"^deriv: must be 0, 1 or 2, got 3", put("deriv", 3)),
+        ("deriv: -1", r"^deriv: must be 0, 1 or 2, got -1", put("deriv", -1)),
+        ("nthreads: 0", r"^nthreads: must be at least 1", put("nthreads", 0)),
+        ("dispersion: nan", r"^dispersion: must be finite", put("dispersion", np.nan)),
         ("dispersion: 0, gaussian", r"^dispersion: must be positive",
          lambda a: a.update(family=GAUSSIAN, dispersion=0.0)),
-        ("dispersion: 0, binomial (ignored)", None, _put("dispersion", 0.0)),
-        ("X: short", r"^Z: wrong shape", _set("X", lambda a: a[:-1].copy())),
+        ("dispersion: 0, binomial (ignored)", None, put("dispersion", 0.0)),
+        ("X: short", r"^Z: wrong shape", set_("X", lambda a: a[:-1].copy())),
         ("Z: 4 random effects", r"^Z: 4 random effects per cluster", _four_effects),
-        ("Z: none", r"^Z: 0 random effects per cluster", _set("Z", lambda a: a[:, :0].copy())),
-        ("starts: empty", r"^starts: must hold at least one entry", _put("starts", np.zeros(0, np.int64))),
-        ("starts: not from 0", r"^starts: must start at 0, got 1", _entry("starts", 0, 1)),
-        ("starts: decreasing", r"^starts: decrease at position 3 \(10 then 9\)", _entry("starts", 3, 9)),
+        ("Z: none", r"^Z: 0 random effects per cluster", set_("Z", lambda a: a[:, :0].copy())),
+        ("starts: empty", r"^starts: must hold at least one entry", put("starts", np.zeros(0, np.int64))),
+        ("starts: not from 0", r"^starts: must start at 0, got 1", entry("starts", 0, 1)),
+        ("starts: decreasing", r"^starts: decrease at position 3 \(10 then 9\)", entry("starts", 3, 9)),
         ("starts: not to n", rf"^starts: must end at the number of rows n = {n}, got {n - 1}",
-         _entry("starts", -1, n - 1)),
+         entry("starts", -1, n - 1)),
         ("starts: beyond n", rf"^starts: must end at the number of rows n = {n}, got {n + 5}",
-         _entry("starts", -1, n + 5)),
-        ("starts: short", r"^modes: wrong shape", _set("starts", lambda a: np.r_[a[:-2], a[-1]])),
+         entry("starts", -1, n + 5)),
+        ("starts: short", r"^modes: wrong shape", set_("starts", lambda a: np.r_[a[:-2], a[-1]])),
         ("nodes: none", r"^nodes: must hold at least one node",
          lambda a: a.update(nodes=np.zeros(0), gh_weights=np.zeros(0))),
-        ("nodes: short", r"^gh_weights: wrong shape", _set("nodes", lambda a: a[:-1].copy())),
-        ("nodes: nan", r"^nodes: entry 1 is nan", _entry("nodes", 1, np.nan)),
-        ("gh_weights: 0", r"^gh_weights: entry 1 is 0", _entry("gh_weights", 1, 0.0)),
-        ("weights: 0", r"^weights: entry 7 is 0", _entry("weights", 7, 0.0)),
-        ("weights: -1", r"^weights: entry 7 is -1", _entry("weights", 7, -1.0)),
-        ("weights: nan", r"^weights: entry 7 is nan", _entry("weights", 7, np.nan)),
-        ("beta: nan", r"^beta: entry 1 is nan", _entry("beta", 1, np.nan)),
-        ("theta: inf", r"^theta: entry 2 is inf", _entry("theta", 2, np.inf)),
-        ("modes: nan (a start at 0)", None, _entry("modes", (1, 0), np.nan)),
-        ("theta: zero diagonal", None, _entry("theta", 2, 0.0)),
+        ("nodes: short", r"^gh_weights: wrong shape", set_("nodes", lambda a: a[:-1].copy())),
+        ("nodes: nan", r"^nodes: entry 1 is nan", entry("nodes", 1, np.nan)),
+        ("gh_weights: 0", r"^gh_weights: entry 1 is 0", entry("gh_weights", 1, 0.0)),
+        ("weights: 0", r"^weights: entry 7 is 0", entry("weights", 7, 0.0)),
+        ("weights: -1", r"^weights: entry 7 is -1", entry("weights", 7, -1.0)),
+        ("weights: nan", r"^weights: entry 7 is nan", entry("weights", 7, np.nan)),
+        ("beta: nan", r"^beta: entry 1 is nan", entry("beta", 1, np.nan)),
+        ("theta: inf", r"^theta: entry 2 is inf", entry("theta", 2, np.inf)),
+        ("modes: nan (a start at 0)", None, entry("modes", (1, 0), np.nan)),
+        ("theta: zero diagonal", None, entry("theta", 2, 0.0)),
     ]
     return cases
 
 
 def run_binding_cases():
-    """Calls the C++ binding with each case's arguments (positionally) and prints a JSON verdict per case."""
-    import json
-
-    fn = backends.kernels("cpp", engine="agq").cluster_eval
-    for case, _, mutate in binding_cases():
-        args = binding_inputs()
-        mutate(args)
-        try:
-            fn(*args.values())
-            verdict = dict(case=case, error=None, message="")
-        except Exception as exc:  # noqa: BLE001 - the verdict reports any class
-            verdict = dict(case=case, error=type(exc).__name__, message=str(exc))
-        print(json.dumps(verdict), flush=True)
+    """In the child: the verdicts of the C++ binding's cases (positional calls)."""
+    print_verdicts(backends.kernels("cpp", engine="agq").cluster_eval, binding_cases(), binding_inputs)
 
 
 @pytest.mark.skipif("cpp" not in COMPILED, reason="C++ backend not built")
 def test_binding_refuses_wrong_arguments():
     """All bad calls run in one subprocess, so that a crash fails this test instead of pytest."""
-    import json
-    import os
-    import re
-    import subprocess
-    import sys
-    import tempfile
-
-    here = os.path.dirname(os.path.abspath(__file__))
-    child = f"import sys; sys.path.insert(0, {here!r}); import test_backends; test_backends.run_binding_cases()"
-    # cwd outside the source tree: the child imports the installed pyglmm (with its C++
-    # extension), not the source tree's package, as pytest does
-    proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=300,
-                          cwd=tempfile.gettempdir())
-    got = {v["case"]: v for v in map(json.loads, proc.stdout.splitlines())}
-    cases = binding_cases()
-    missing = [c for c, _, _ in cases if c not in got]
-    assert proc.returncode == 0 and not missing, (
-        f"crashed (exit code {proc.returncode}) on case {missing[:1]}: {proc.stderr[-2000:]}")
-    wrong = []
-    for case, pattern, _ in cases:
-        v = got[case]
-        ok = v["error"] is None if pattern is None else (
-            v["error"] == "ValueError" and re.search(pattern, v["message"]) is not None)
-        if not ok:
-            wrong.append(f"{case}: expected {pattern!r}, got {v['error']}: {v['message']!r}")
-    assert not wrong, "\n".join(wrong)
+    assert_verdicts(binding_cases(), *collect(spawn("test_backends", "run_binding_cases()"), timeout=300))
 
 
 @pytest.mark.parametrize("backend", COMPILED)

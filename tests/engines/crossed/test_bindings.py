@@ -9,15 +9,11 @@ twins', and the guard on the total number of levels (32-bit level ids).
 import importlib.machinery
 import importlib.util
 import inspect
-import json
 import os
-import re
-import subprocess
-import sys
-import tempfile
 
 import numpy as np
 import pytest
+from bindingcheck import array_cases, assert_verdicts, collect, print_verdicts, put, set_, spawn
 
 # pyglmm is imported inside the tests: the subprocesses import this module for
 # its cases and load only the extension (importing pyglmm takes seconds).
@@ -77,26 +73,6 @@ DEFINING = {"linear_predictor": {"X", "b"}, "take_rows": {"X", "order"}, "order_
             "stats_pass": {"X", "b"}, "group_cross_sums": {"codes", "table", "out"},
             "club_backfit": {"codes", "beta", "b"}, "sandwich_pass": {"X", "ZU"},
             "schall_update": {"b", "lam"}}
-WRONG_DTYPE = {np.dtype(np.float64): np.float32, np.dtype(np.int32): np.int64,
-               np.dtype(np.int64): np.int32}
-
-
-def _strided(a):
-    """The same values, not C-contiguous (every other element of a wider array)."""
-    wide = np.repeat(a, 2, axis=a.ndim - 1)
-    return wide[..., ::2]
-
-
-def _set(name, fn):
-    def mutate(args):
-        args[name] = fn(args[name])
-    return mutate
-
-
-def _put(name, value):
-    return _set(name, lambda _: value)
-
-
 def _code(row, col, value):
     def mutate(args):
         args["codes"] = args["codes"].copy()
@@ -105,39 +81,22 @@ def _code(row, col, value):
 
 
 def _offsets(values):
-    return _put("offsets", np.array(values, dtype=np.int64))
-
-
-def _readonly(a):
-    a = a.copy()
-    a.flags.writeable = False
-    return a
+    return put("offsets", np.array(values, dtype=np.int64))
 
 
 def _cases(binding):
     """(case, regex the ValueError's message must match, mutation of the valid arguments).
     A regex of None: the call must succeed."""
     args = _inputs()[binding]
-    cases = [("valid", None, lambda a: None)]
-    for name, value in args.items():
-        if not isinstance(value, np.ndarray):
-            continue
-        cases.append((f"{name}: wrong dtype", rf"^{name}: wrong dtype",
-                      _set(name, lambda a, t=WRONG_DTYPE[value.dtype]: a.astype(t))))
-        cases.append((f"{name}: not C-contiguous", rf"^{name}: array must be C-contiguous",
-                      _set(name, _strided)))
-        if name not in DEFINING[binding]:
-            cases.append((f"{name}: short", rf"^{name}: wrong shape", _set(name, lambda a: a[:-1].copy())))
-        if name in OUTPUTS[binding]:
-            cases.append((f"{name}: read-only", rf"^{name}: array is read-only", _set(name, _readonly)))
+    cases = array_cases(args, OUTPUTS[binding], DEFINING[binding])
     if "nthreads" in args:
-        cases.append(("nthreads: 0", r"^nthreads: must be at least 1", _put("nthreads", 0)))
+        cases.append(("nthreads: 0", r"^nthreads: must be at least 1", put("nthreads", 0)))
     if "family" in args:
-        cases += [("family: -1", r"^family: unknown family id -1", _put("family", -1)),
-                  ("family: 99", r"^family: unknown family id 99", _put("family", 99))]
+        cases += [("family: -1", r"^family: unknown family id -1", put("family", -1)),
+                  ("family: 99", r"^family: unknown family id 99", put("family", 99))]
     if "scale" in args:
-        cases += [("scale: nan", r"^scale: must be finite", _put("scale", np.nan)),
-                  ("scale: inf", r"^scale: must be finite", _put("scale", np.inf))]
+        cases += [("scale: nan", r"^scale: must be finite", put("scale", np.nan)),
+                  ("scale: inf", r"^scale: must be finite", put("scale", np.inf))]
     if "codes" in args:  # the bad code sits in the last row: the second row block of the scan
         below = -2 if binding == "linear_predictor" else -1
         cases += [("codes: beyond the levels", rf"^codes: row {N - 1}, column 1 holds {Q}: outside",
@@ -157,7 +116,7 @@ def _cases(binding):
 
 
 def _resize(name, rows):
-    return _set(name, lambda a: np.ascontiguousarray(a[:rows]) if rows <= len(a) else
+    return set_(name, lambda a: np.ascontiguousarray(a[:rows]) if rows <= len(a) else
                 np.concatenate([a, a[: rows - len(a)]]))
 
 
@@ -173,40 +132,40 @@ EXTRA = {
         ("order: negative", r"^order: index out of range: order\[3\] = -1",
          lambda a: a["order"].__setitem__(3, -1)),
         ("out: not X's dtype", r"^out: wrong dtype float64, expected int32",
-         _put("X", np.zeros((N, P), dtype=np.int32))),
+         put("X", np.zeros((N, P), dtype=np.int32))),
     ],
     "order_rows": [
-        ("factor: k", r"^factor: 2 is not a column of codes", _put("factor", 2)),
-        ("lo: -1", r"^lo: .*\[-1, 4\)", _put("lo", -1)),
+        ("factor: k", r"^factor: 2 is not a column of codes", put("factor", 2)),
+        ("lo: -1", r"^lo: .*\[-1, 4\)", put("lo", -1)),
         ("q: short", rf"^codes: row \d+, column 1 holds {Q - 1}: outside factor 1's levels",
-         _put("q", LEVELS[1] - 1)),
+         put("q", LEVELS[1] - 1)),
         ("order: long", r"^order: wrong shape", _resize("order", N + 1)),
     ],
     "irls_quantities": [("y: long", r"^y: wrong shape", _resize("y", N + 1))],
     "stats_pass": [
-        ("S: wrong width", r"^S: wrong shape", _put("S", np.empty((Q, P + 1)))),
+        ("S: wrong width", r"^S: wrong shape", put("S", np.empty((Q, P + 1)))),
         ("no design, still checked", r"^S: wrong shape",
          lambda a: a.update(design=False, S=np.empty((Q - 1, P + 2)))),
     ],
     "group_cross_sums": [
-        ("factor: k", r"^factor: 2 is not a column of codes", _put("factor", 2)),
-        ("factor: -1", r"^factor: -1 is not a column of codes", _put("factor", -1)),
-        ("lo: -1", r"^lo: .*\[-1, 6\)", _put("lo", -1)),
-        ("lo: beyond the table", rf"^lo: .*\[{Q - 6}, {Q + 1}\)", _put("lo", Q - 6)),
+        ("factor: k", r"^factor: 2 is not a column of codes", put("factor", 2)),
+        ("factor: -1", r"^factor: -1 is not a column of codes", put("factor", -1)),
+        ("lo: -1", r"^lo: .*\[-1, 6\)", put("lo", -1)),
+        ("lo: beyond the table", rf"^lo: .*\[{Q - 6}, {Q + 1}\)", put("lo", Q - 6)),
         ("table: fewer rows than levels", r"^codes: .*outside \[0, rows of table\)",
          _resize("table", Q - 1)),
         ("out: fewer rows than the factor's levels", r"^codes: .*rows of out", _resize("out", LEVELS[0] - 1)),
-        ("out: wrong width", r"^out: wrong shape", _put("out", np.empty((LEVELS[0], M + 1)))),
+        ("out: wrong width", r"^out: wrong shape", put("out", np.empty((LEVELS[0], M + 1)))),
         ("codes: the factor's levels outside [lo, lo + rows of out)",
-         r"^codes: row \d+, column 1 holds \d+: outside the factor's levels", _put("factor", 1)),
+         r"^codes: row \d+, column 1 holds \d+: outside the factor's levels", put("factor", 1)),
     ],
     "club_backfit": [
-        ("tol: -1", r"^tol: must be non-negative", _put("tol", -1.0)),
-        ("tol: nan", r"^tol: must be finite", _put("tol", np.nan)),
-        ("max_iter: -1", r"^max_iter: must be non-negative", _put("max_iter", -1)),
+        ("tol: -1", r"^tol: must be non-negative", put("tol", -1.0)),
+        ("tol: nan", r"^tol: must be finite", put("tol", np.nan)),
+        ("max_iter: -1", r"^max_iter: must be non-negative", put("max_iter", -1)),
         ("chol: zero on the diagonal", r"^chol: factor 1's Cholesky factor has diagonal entry 2 = 0",
          lambda a: a["chol"].__setitem__((1, 2, 2), 0.0)),
-        ("chol: wrong shape", r"^chol: wrong shape", _put("chol", np.stack([np.eye(P)] * (K + 1)))),
+        ("chol: wrong shape", r"^chol: wrong shape", put("chol", np.stack([np.eye(P)] * (K + 1)))),
         ("D: zero", r"^D: entry 4 is 0", lambda a: a["D"].__setitem__(4, 0.0)),
         ("D: nan", r"^D: entry 4 is nan", lambda a: a["D"].__setitem__(4, np.nan)),
         ("b: short", r"^offsets: must end at", _resize("b", Q - 1)),
@@ -215,7 +174,7 @@ EXTRA = {
     "sandwich_pass": [
         ("ZU: fewer rows than levels, no A", r"^codes: .*outside \[0, rows of ZU\)",
          lambda a: a.update(A=np.empty((0, 0)), ZU=np.empty((Q - 1, P)))),
-        ("ZU: wrong width", r"^ZU: wrong shape", _put("ZU", np.empty((Q, P + 1)))),
+        ("ZU: wrong width", r"^ZU: wrong shape", put("ZU", np.empty((Q, P + 1)))),
     ],
     "schall_update": [
         ("lam: zero", r"^lam: entry 1 is 0", lambda a: a["lam"].__setitem__(1, 0.0)),
@@ -240,21 +199,8 @@ def _load_core():
 
 
 def run_cases(binding):
-    """Calls ``binding`` with each case's arguments (positionally, as the old bindings
-    took them) and prints a JSON verdict per case."""
-    fn = getattr(_load_core().crossed, binding)
-    for case, _, mutate in _cases(binding):
-        args = _inputs()[binding]
-        mutate(args)
-        try:
-            fn(*args.values())
-            verdict = dict(case=case, error=None, message="")
-        except Exception as exc:  # noqa: BLE001 - the verdict reports any class
-            verdict = dict(case=case, error=type(exc).__name__, message=str(exc))
-        print(json.dumps(verdict), flush=True)
-
-
-CHILD = "import sys; sys.path.insert(0, {tests!r}); import test_bindings; test_bindings.run_cases({binding!r})"
+    """In the child: the verdicts of ``binding``'s cases (positional calls, as the old bindings took them)."""
+    print_verdicts(getattr(_load_core().crossed, binding), _cases(binding), lambda: _inputs()[binding])
 
 
 @pytest.fixture(scope="module")
@@ -264,37 +210,13 @@ def verdicts():
 
     if "cpp" not in _backend.available_backends():
         pytest.skip("C++ backend not built")
-    here = os.path.dirname(os.path.abspath(__file__))
-    procs = {b: subprocess.Popen([sys.executable, "-c", CHILD.format(tests=here, binding=b)],
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                 cwd=tempfile.gettempdir())
-             for b in BINDINGS}
-    out = {}
-    for b, proc in procs.items():
-        stdout, stderr = proc.communicate(timeout=120)
-        out[b] = (proc.returncode, {v["case"]: v for v in map(json.loads, stdout.splitlines())}, stderr)
-    return out
+    procs = {b: spawn("test_bindings", f"run_cases({b!r})") for b in BINDINGS}
+    return {b: collect(proc, timeout=120) for b, proc in procs.items()}
 
 
 @pytest.mark.parametrize("binding", BINDINGS)
 def test_binding_refuses_wrong_arguments(verdicts, binding):
-    returncode, got, stderr = verdicts[binding]
-    cases = _cases(binding)
-    names = [c for c, _, _ in cases]
-    missing = [c for c in names if c not in got]
-    assert returncode == 0 and not missing, (
-        f"{binding} crashed (exit code {returncode}) on case {missing[:1]} (after "
-        f"{len(got)} of {len(names)}): {stderr[-2000:]}")
-    wrong = []
-    for case, pattern, _ in cases:
-        v = got[case]
-        if pattern is None:
-            ok = v["error"] is None
-        else:
-            ok = v["error"] == "ValueError" and re.search(pattern, v["message"]) is not None
-        if not ok:
-            wrong.append(f"{case}: expected {pattern!r}, got {v['error']}: {v['message']!r}")
-    assert not wrong, "\n".join(wrong)
+    assert_verdicts(_cases(binding), *verdicts[binding])
 
 
 @pytest.mark.parametrize("binding", BINDINGS)

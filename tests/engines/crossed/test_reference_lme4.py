@@ -90,6 +90,10 @@ def test_gaussian_matches_lmer():
     assert np.max(np.abs(z)) < 0.0015, z  # measured 0.00131
     sigma = relative(res.sigma[["row", "col"]], [ref["sigma_row"], ref["sigma_col"]])
     assert np.all(np.abs(sigma) < [0.0070, 0.0090]), sigma  # measured -0.00634, -0.00814
+    ml = fits["lmer_ML"]  # Schall's update with the diagonal trace is ML-like: nearer ML than REML
+    sigma_ml = relative(res.sigma[["row", "col"]], [ml["sigma_row"], ml["sigma_col"]])
+    assert np.all(np.abs(sigma_ml) < [0.0020, 0.0070]), sigma_ml  # measured -0.00170, -0.00640
+    assert np.all(np.abs(sigma_ml) < np.abs(sigma))
     # lmer's residual sd is stored to 4 digits (1.017): +-5e-5 of rounding
     assert abs(relative(np.sqrt(res.dispersion), ref["sigma"])) < 0.0004  # measured 0.00035
     se = relative(res.se, ref["se"])

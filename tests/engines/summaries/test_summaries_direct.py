@@ -137,6 +137,12 @@ def test_sites_split_give_the_same_fit_and_clusters_may_not_repeat(case, tmp_pat
         fit_summaries([parts[0], site_summary(df[df.cluster < 3], FORMULA, "cluster", 3, site="b")])
     with pytest.raises(ValueError, match=r"message 1 \(site 'b'\): field 'order' differs"):
         fit_summaries([parts[0], site_summary(df[df.cluster >= 12], FORMULA, "cluster", 2, site="b")])
+    # a cluster's label compares by value across the sites' dtypes: 3 and 3.0 are one cluster
+    floats = site_summary(df[df.cluster < 3].astype({"cluster": float}), FORMULA, "cluster", 3, site="b")
+    with pytest.raises(ValueError, match=r"site 'b'.*cluster '0' also appears in message 0"):
+        fit_summaries([parts[0], floats])
+    with pytest.raises(ValueError, match=r"message 1 \(site 'a'\): site name 'a' is also the name in message 0"):
+        fit_summaries([parts[0], site_summary(df[df.cluster >= 12], FORMULA, "cluster", 3, site="a")])
 
 
 def test_result_prints_saves_and_loads(case, tmp_path):
