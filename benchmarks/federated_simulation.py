@@ -12,7 +12,9 @@ puts the "large" sd of 2 on the variance: both fixed here, see
 shared/notes/federated.md).  Methods: Laplace (K = 1) and adaptive
 Gauss-Hermite with K = 2 and 5.  Printed per setting and method: the mean over
 the 10 coefficients of |bias|, of the empirical SE and of the coverage of 95%
-Wald intervals; sigma's mean; the share of singular (sigma = 0) fits; Newton
+Wald intervals; sigma's mean; the share of singular (sigma = 0) fits; the number
+of fits flagged as (quasi-)separated (``result.separation``: some coefficient has
+no finite estimate; its SE is NaN, so its interval counts as not covering); Newton
 rounds and seconds per fit (mean, in-process, including the protocol); and the
 paper's Table 2 (steps and seconds of its LA and GH code).
 """
@@ -72,6 +74,7 @@ def run(reps, seed, methods=(1, 2, 5)):
                 rows.append({"setting": setting, "nagq": nagq, "rep": rep, "failed": "",
                              "seconds": time.perf_counter() - start, "rounds": res.rounds,
                              "sigma": float(res.sigma.iloc[0]), "singular": bool(res.singular),
+                             "separated": bool(res.separation),
                              **{f"est_{k}": v for k, v in zip(NAMES, res.coef)},
                              **{f"cover_{k}": float(a <= b <= c) for k, a, b, c in
                                 zip(NAMES, lo, BETA, hi)}})
@@ -90,6 +93,7 @@ def summarise(fits):
                     "mean emp SE": np.mean(est.std(0, ddof=1)),
                     "coverage": g[[f"cover_{k}" for k in NAMES]].to_numpy().mean(),
                     "mean sigma": g.sigma.mean(), "singular": g.singular.mean(),
+                    "separated": int(g.separated.sum()),
                     "rounds": g.rounds.mean(), "seconds": g.seconds.mean(),
                     "paper steps": paper[0] if nagq == 1 else paper[2] if nagq == 2 else np.nan,
                     "paper s": paper[1] if nagq == 1 else paper[3] if nagq == 2 else np.nan})

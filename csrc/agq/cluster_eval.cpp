@@ -144,11 +144,13 @@ bool Cluster<Q>::find_mode() {
     std::copy(w.g, w.g + q, w.step);
     solve_cols(w.L, w.step, q, 1);
     double smax = 0.0, vmax = 0.0;
+    bool finite = true;  // a NaN step (H not positive definite to rounding) is no convergence
     for (int c = 0; c < q; ++c) {
+      finite = finite && std::isfinite(w.step[c]);
       smax = std::max(smax, std::fabs(w.step[c]));
       vmax = std::max(vmax, std::fabs(v[c]));
     }
-    const bool small = smax < kModeTol * (1.0 + vmax);
+    const bool small = finite && smax < kModeTol * (1.0 + vmax);
     const double slack = 1e-12 * std::max(1.0, std::fabs(f));
     bool accepted = false;
     double fn = 0.0;

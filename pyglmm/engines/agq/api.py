@@ -1,25 +1,22 @@
 r"""Maximum-likelihood fit of a GLMM with one grouping factor by adaptive
 Gauss–Hermite quadrature: :func:`glmm_agq`."""
 
-import logging
 import time
-import warnings
 from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 
 from ... import backends as _backend
-from ...exceptions import ConvergenceWarning, DataError, SingularFitWarning
+from ...exceptions import DataError
 from ...families import get_family
 from ...results.base import RowData, compact, sigma_of
-from .kernels_numpy import lambda_matrix, tri_index
+from .kernels_numpy import lambda_matrix
 from .model import ClusterObjective, build_arrays, evaluate_clusters, gh_rule
 from .optimize import maximize
+from .reporting import SINGULAR, SeparationWatch, beta_covariance, fit_notes, reporter
 from .result import AGQResult
 
-logger = logging.getLogger("pyglmm")
-SINGULAR = 1e-4  # lme4's isSingular: a diagonal of Lambda (relative to sigma for gaussian) below this
 START_ITER = 25  # IRLS steps of the start's GLM fit
 
 
@@ -66,6 +63,22 @@ def glmm_agq(formula, data, family="binomial", *, nagq=1, weights=None, trials=N
     freed again if :math:`10^{-3}` is better at convergence); a diagonal below
     :math:`10^{-4}` is a singular fit (lme4's ``isSingular``), reported in
     ``result.singular`` with a :class:`~pyglmm.SingularFitWarning`.
+
+    Separation (binomial, poisson): a direction :math:`\delta` of the fixed
+    effects with :math:`x_i^\top\delta > 0` only on rows at the upper bound of the
+    mean and :math:`< 0` only on rows at the lower bound makes the marginal
+    likelihood increase without end along :math:`\delta` whatever the random
+    effects' covariance (:mod:`pyglmm.engines.separation`), so those estimates
+    have no finite value.  The iterates of the start and of Newton's method are
+    watched (O(p) each) and a coefficient that keeps moving one way prompts an
+    exact check of that direction over the rows; once it holds, the fit is
+    flagged: ``result.separation`` names the columns, a
+    :class:`~pyglmm.SeparationWarning` says so, their standard errors are NaN
+    and ``converged`` is False.  The fit then moves along that direction until
+    the separated rows' contributions are below ``tol`` (doubling steps), fixes
+    those coefficients there and maximises over the others, so the other
+    estimates and the variances are their limits: the fit without the
+    separated rows.
 
     Gaussian: the residual variance :math:`\sigma^2` is profiled out: Brent's
     method on :math:`\log\sigma` maximises the profile log-likelihood, each
@@ -114,7 +127,7 @@ def glmm_agq(formula, data, family="binomial", *, nagq=1, weights=None, trials=N
 
     Warns
     -----
-    ConvergenceWarning, SingularFitWarning
+    ConvergenceWarning, SeparationWarning, SingularFitWarning
     """
     start = time.perf_counter()
     fam = get_family(family)
@@ -128,19 +141,22 @@ def glmm_agq(formula, data, family="binomial", *, nagq=1, weights=None, trials=N
     threads = 1 if name == "numpy" else int(threads or _backend.get_num_threads())
     timings = {"design": time.perf_counter() - start}
     t0 = time.perf_counter()
-    beta0, scale = glm_start(arrays)
+    watch = SeparationWatch(fam.name, np.einsum("ij,ij->j", arrays.X, arrays.X), arrays.n,
+                            arrays.fixed_names, arrays.certificate)
+    beta0, scale = glm_start(arrays, watch.stage("iterations of the GLM start"))
     objective = ClusterObjective(kern, arrays, nagq, scale**2 if fam.name == "gaussian" else 1.0,
                                  threads)
     x0 = np.r_[beta0, objective.param.rho(_identity_theta(arrays.q) * scale)]
-    callback = _reporter(callback)
+    callback = reporter(callback)
     with _backend.blas_single_thread(name):
         if fam.name == "gaussian":
             opt = _profile_sigma(objective, x0, scale, tol, max_iter, callback)
         else:
-            opt = _maximize(objective, x0, 1.0, tol, max_iter, callback)
+            opt = _maximize(objective, x0, 1.0, tol, max_iter, callback,
+                            watch.stage("Newton iterations"))
         timings["optimise"] = time.perf_counter() - t0
         return _result(formula, arrays, objective, opt, se, name, threads, start, timings,
-                       weights, trials, offset, data)
+                       weights, trials, offset, data, watch.found)
 
 
 def _check_response(arrays):
@@ -157,19 +173,22 @@ def _identity_theta(q):
     return np.array([float(a == b) for a in range(q) for b in range(a + 1)])
 
 
-def glm_start(arrays):
+def glm_start(arrays, watch=None):
     r"""Start values: the GLM fit without random effects by IRLS (``START_ITER``
-    steps at most), and a scale: :math:`\hat\sigma` of that fit for gaussian, else 1."""
+    steps at most), and a scale: :math:`\hat\sigma` of that fit for gaussian, else 1.
+    ``watch(beta, iteration)`` sees each IRLS iterate."""
     fam, X, y, a, o = arrays.family, arrays.X, arrays.y, arrays.weights, arrays.offset
     smoothed = {"binomial": (a * y + 0.5) / (a + 1), "poisson": y + 0.1}.get(fam.name, y)
     eta, beta = fam.linkfun(smoothed), np.zeros(arrays.p)
-    for _ in range(START_ITER):
+    for it in range(1, START_ITER + 1):
         mu = fam.irls_mean(eta)
         var = fam.variance(mu)
         sw = np.sqrt(a * var)
         new = np.linalg.lstsq(X * sw[:, None], (eta - o + (y - mu) / var) * sw, rcond=None)[0]
         done = np.max(np.abs(new - beta)) < 1e-8 * (1 + np.max(np.abs(new)))
         beta, eta = new, o + X @ new
+        if watch is not None:
+            watch(beta, it)
         if done:
             break
     scale = 1.0
@@ -179,11 +198,38 @@ def glm_start(arrays):
     return beta, scale
 
 
-def _maximize(objective, x0, scale, tol, max_iter, callback):
+def _maximize(objective, x0, scale, tol, max_iter, callback, watch=None):
     p = objective.arrays.p
     bounded = p + np.flatnonzero(objective.param.diagonal)
-    return maximize(objective, x0, bounded=bounded, scale=scale, tol=tol, max_iter=max_iter,
-                    callback=callback)
+    try:
+        return maximize(objective, x0, bounded=bounded, scale=scale, tol=tol, max_iter=max_iter,
+                        callback=callback, watch=watch)
+    except FloatingPointError:
+        bad = np.flatnonzero(~np.isfinite(objective.loglik))
+        if not bad.size:
+            raise
+        raise _unevaluable(objective.arrays, bad) from None
+
+
+def _unevaluable(arrays, bad):
+    r"""The DataError for clusters whose log-likelihood is not finite at the start.
+
+    The integrand's curvature :math:`H = I + \Lambda^\top Z^\top W Z\Lambda` at the
+    mode is then not positive definite to rounding: with fewer rows than random
+    effects, :math:`Z^\top WZ` has rank below q and a weight :math:`W` beyond about
+    :math:`10^{16}` (a poisson mean near :math:`e^{37}`) swamps the identity, so
+    the Laplace and quadrature terms cannot be computed in double precision (the
+    mode exists: :math:`\tilde h` is strictly concave)."""
+    labels = ", ".join(repr(label) for label in arrays.levels[bad[:5]]) + (
+        f" and {bad.size - 5} more" if bad.size > 5 else "")
+    rows = np.diff(arrays.starts)[bad]
+    rows = f"{rows.min()}" + (f"-{rows.max()}" if rows.max() > rows.min() else "")
+    return DataError(
+        f"the marginal log-likelihood of cluster(s) {labels} of {arrays.group!r} ({rows} "
+        "row(s)) cannot be computed at the start: the curvature of the random "
+        f"effects at the mode is singular to rounding (fewer rows than the {arrays.q} random "
+        "effects and a fitted mean beyond ~1e16, e.g. a huge count); drop those clusters or "
+        "the random slopes, or rescale the response")
 
 
 def _profile_sigma(objective, x0, scale, tol, max_iter, callback):
@@ -214,18 +260,8 @@ def _profile_sigma(objective, x0, scale, tol, max_iter, callback):
     return replace(opt, iterations=warm["iterations"])  # Newton iterations of all the inner fits
 
 
-def _reporter(callback):
-    """Each Newton iteration's record to the "pyglmm" logger (INFO) and ``callback``."""
-    def report(row):
-        logger.info("Newton iteration %3d: loglik %.10g, decrement %.3g, step %g",
-                    row["iteration"], row["loglik"], row["decrement"], row["step"])
-        if callback is not None:
-            callback(row)
-    return report
-
-
 def _result(formula, arrays, objective, opt, se, name, threads, start, timings, weights, trials,
-            offset, data):
+            offset, data, separation):
     fam, p, q = arrays.family, arrays.p, arrays.q
     beta, theta = opt.x[:p], objective.param.theta(opt.x[p:])
     t0 = time.perf_counter()
@@ -235,7 +271,9 @@ def _result(formula, arrays, objective, opt, se, name, threads, start, timings, 
     sigma_res = np.sqrt(objective.dispersion) if fam.name == "gaussian" else 1.0
     diag = theta[objective.param.diagonal]
     singular = [arrays.group] if np.any(np.abs(diag) < SINGULAR * sigma_res) else []
-    cov = _beta_covariance(hess, p, theta, q, fam.name == "gaussian", arrays.fixed_names) if se else None
+    diverging = [] if separation is None else separation.columns
+    cov = beta_covariance(hess, p, theta, q, fam.name == "gaussian", arrays.fixed_names,
+                          separation) if se else None
     timings["covariance"] = time.perf_counter() - t0
     lam = lambda_matrix(theta, q)
     b = objective.modes @ lam.T                                   # (m, q): Lambda v
@@ -253,7 +291,7 @@ def _result(formula, arrays, objective, opt, se, name, threads, start, timings, 
     else:
         b_frame = pd.DataFrame(b, index=arrays.levels, columns=names)
         var_frame = pd.DataFrame(b_var, index=arrays.levels, columns=names)
-    notes = _warn(opt, failed, singular, arrays.group)
+    notes = fit_notes(opt, failed, singular, arrays.group, separation)
     y_given, index = data[arrays.response].to_numpy(), data.index
     given = {k: (data[v].to_numpy() if isinstance(v, str) else v)
              for k, v in (("trials", trials), ("weights", weights))}
@@ -268,43 +306,12 @@ def _result(formula, arrays, objective, opt, se, name, threads, start, timings, 
         b={arrays.group: b_frame}, b_var={arrays.group: var_frame},
         re_cov=None if names == ["(Intercept)"] else re_cov, loglik=float(loglik.sum()),
         n_obs=arrays.n, n_levels={arrays.group: arrays.m}, df_resid=0.0, pearson_chi2=pearson,
-        deviance=float(deviance), iterations=opt.iterations, converged=opt.converged and not failed,
-        singular=singular, seconds=0.0, timings=timings, backend=name, threads=threads,
+        deviance=float(deviance), iterations=opt.iterations,
+        converged=opt.converged and not failed and separation is None, singular=singular,
+        separation=list(diverging), seconds=0.0, timings=timings, backend=name, threads=threads,
         warnings=notes, intercept=False, offset_name=offset if isinstance(offset, str) else None,
         has_offset=offset is not None, coding=arrays.coding, rows=rows, nagq=objective.nagq,
         history=history)
     res.df_resid = float(arrays.n - res.df_model)
     res.seconds = time.perf_counter() - start
     return res
-
-
-def _beta_covariance(hess, p, theta, q, gaussian, names):
-    r"""cov(beta): the beta block of the inverse of minus the Hessian over beta and the
-    entries of theta, leaving out the columns of Lambda whose diagonal is on the
-    boundary (0: their entries are not identified there); gaussian: the inverse of
-    the beta block (the information given the variances, as lmer's ``vcov``)."""
-    from ...data.validation import checked_inverse
-
-    tri = tri_index(q)
-    zero_columns = {b for (a, b), value in zip(tri, theta) if a == b and value == 0}
-    free = np.r_[np.ones(p, bool), [not gaussian and b not in zero_columns for _, b in tri]]
-    labels = list(names) + [f"theta[{i}]" for i in np.flatnonzero(free[p:])]
-    inv = checked_inverse(-hess[np.ix_(free, free)], labels, "the observed information")
-    return pd.DataFrame(inv[:p, :p], names, names)
-
-
-def _warn(opt, failed, singular, group):
-    notes = []
-    if not opt.converged:
-        notes.append(f"Newton's method did not converge in {opt.iterations} iterations (Newton "
-                     f"decrement {opt.decrement:.3g})")
-    if failed:
-        notes.append(f"the mode search did not converge in {failed} cluster(s)")
-    for note in notes:
-        warnings.warn(note, ConvergenceWarning, stacklevel=4)
-    if singular:
-        note = (f"boundary (singular) fit: the covariance of the random effects of {group!r} is "
-                "singular (a diagonal of its Cholesky factor is ~0); consider simplifying the term")
-        warnings.warn(note, SingularFitWarning, stacklevel=4)
-        notes.append(note)
-    return notes

@@ -38,6 +38,8 @@ from numba import njit, prange
 
 from ..crossed.numba_blocks import set_threads
 from .kernels_numpy import gh_grid
+# numba's on-disk cache of this module's kernels holds numba_mode's functions compiled in and is
+# keyed on this file only: a change to numba_mode.py needs a change here (or a cleared __pycache__)
 from .numba_mode import (_cholesky, _find_mode, _lower_inverse, _mode_derivatives, _row, _row_const,
                          _row_s)
 

@@ -60,6 +60,7 @@ along parameter ``i``.
 """
 
 import numpy as np
+from scipy.linalg import solve_triangular
 from scipy.special import gammaln
 
 GAUSSIAN, BINOMIAL, POISSON = 0, 1, 2
@@ -135,6 +136,22 @@ def _h_terms(family, dispersion, y, a, off, R, v):
     return l0.sum() - 0.5 * v @ v, l1, l2
 
 
+def cholesky(H):
+    """The lower Cholesky factor of ``H``; all NaN if ``H`` is not positive definite to
+    rounding (as the compiled twins: their factor's NaN then propagates to the cluster's
+    outputs, which :func:`pyglmm.engines.agq.glmm_agq` turns into an error naming it)."""
+    try:
+        return np.linalg.cholesky(H)
+    except np.linalg.LinAlgError:
+        return np.full_like(H, np.nan)
+
+
+def chol_solve(L, B):
+    """:math:`(LL^\top)^{-1}B` by two triangular solves (NaN in, NaN out)."""
+    half = solve_triangular(L, B, lower=True, check_finite=False)
+    return solve_triangular(L.T, half, lower=False, check_finite=False)
+
+
 def find_mode(family, dispersion, y, a, off, R, v):
     r"""Mode of :math:`\tilde h` by Newton with step halving from ``v``
     (``off`` = :math:`o + X\beta`, ``R`` = :math:`Z\Lambda`).
@@ -151,7 +168,7 @@ def find_mode(family, dispersion, y, a, off, R, v):
     for _ in range(MODE_MAX_ITER):
         g = R.T @ l1 - v
         H = np.eye(q) - (R.T * l2) @ R
-        step = np.linalg.solve(H, g)
+        step = chol_solve(cholesky(H), g)
         small = np.max(np.abs(step), initial=0.0) < MODE_TOL * (1.0 + np.max(np.abs(v), initial=0.0))
         slack = 1e-12 * max(1.0, abs(f))  # rounding of h~ near the mode is no decrease
         for _ in range(50):
@@ -186,8 +203,8 @@ def eval_cluster(family, dispersion, X, Z, y, a, o, beta, lam, dLam, z, logw, v0
     order = (2, 3, 4)[deriv]
     lm = row_terms(family, dispersion, y, a, off + R @ v, order)
     H = np.eye(q) - (R.T * lm[2]) @ R
-    L = np.linalg.cholesky(H)
-    Linv = np.linalg.inv(L)
+    L = cholesky(H)
+    Linv = solve_triangular(L, np.eye(q), lower=True, check_finite=False)
     S = Linv.T
     condvar = Linv.T @ Linv
     # nodes v_k = v + S z_k, their rows' terms, LSE
@@ -210,7 +227,7 @@ def eval_cluster(family, dispersion, X, Z, y, a, o, beta, lam, dLam, z, logw, v0
     B = Xpad + ZL @ v                                # (n, d): d eta / d psi at fixed v
     # mode derivatives: m_i = H^{-1} d^2 h / dv dpsi_i
     Hvpsi = np.einsum("n,na,ni->ai", l2, R, B) + np.einsum("n,nia->ai", l1, ZL)
-    M = np.linalg.solve(H, Hvpsi)                   # (q, d)
+    M = chol_solve(L, Hvpsi)                         # (q, d)
     s = B + R @ M                                    # (n, d): total d eta / d psi_i at the mode
     # dH/dpsi_i = -T3[v, v, U_i], U_i = (e_i, m_i)
     l3 = lm[3]
@@ -237,7 +254,7 @@ def eval_cluster(family, dispersion, X, Z, y, a, o, beta, lam, dLam, z, logw, v0
     T = np.einsum("n,nia,nj->aij", l2, ZL, s)
     T3v = (np.einsum("n,na,ni,nj->aij", l3, R, s, s) + T + T.transpose(0, 2, 1)
            + np.einsum("n,nij,na->aij", l2, Q, R))
-    MM = np.linalg.solve(H, T3v.reshape(q, d * d)).reshape(q, d, d)
+    MM = chol_solve(L, T3v.reshape(q, d * d)).reshape(q, d, d)
     # d^2 H / dpsi_i dpsi_j = -(T4[v, v, U_i, U_j] + T3[v, v, (0, m_ij)])
     T = np.einsum("n,nia,nb,nj->ijab", l3, ZL, R, s)
     T = T + T.transpose(1, 0, 2, 3)

@@ -24,6 +24,7 @@ from ...data.formula import parse_fixed, parse_formula
 from ...data.validation import (aliased_columns, check_column_roles, check_finite, check_numeric,
                                 factorize, role_values)
 from ...exceptions import DataError, SingularMatrixError
+from ..separation import row_counts, verdict
 from .kernels_numpy import lambda_matrix, tri_index
 
 MAX_Q = 3  # random effects per cluster the kernels take
@@ -93,6 +94,16 @@ class AGQArrays:
     @property
     def m(self):
         return len(self.starts) - 1
+
+    def separation_counts(self, bounds, delta):
+        """These rows' part of a separation certificate for the fixed-effects direction
+        ``delta`` (:func:`pyglmm.engines.separation.row_counts`; every weight is positive)."""
+        return row_counts(self.X @ delta, self.y, bounds)
+
+    def certificate(self, bounds, delta):
+        """``(separated rows, complete)`` if ``delta`` separates the response on these
+        rows, else None (:mod:`pyglmm.engines.separation`)."""
+        return verdict(*self.separation_counts(bounds, delta), self.n)
 
     def to_caller_order(self, values):
         out = np.empty_like(values)

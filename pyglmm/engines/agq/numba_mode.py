@@ -170,11 +170,13 @@ def _find_mode(family, dispersion, y, a, r0, n, off, R, q, v, g, H, L, vn, gn, H
         for c in range(q):
             step[c, 0] = g[c]
         _solve_cols(L, step, q, 1)
-        smax, vmax = 0.0, 0.0
+        # a NaN step (H not positive definite to rounding) is no convergence
+        smax, vmax, finite = 0.0, 0.0, True
         for c in range(q):
+            finite = finite and math.isfinite(step[c, 0])
             smax = max(smax, abs(step[c, 0]))
             vmax = max(vmax, abs(v[c]))
-        small = smax < MODE_TOL * (1.0 + vmax)
+        small = finite and smax < MODE_TOL * (1.0 + vmax)
         slack = 1e-12 * max(1.0, abs(f))
         accepted = False
         fn = 0.0

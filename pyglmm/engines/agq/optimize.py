@@ -46,7 +46,8 @@ def newton_direction(g, h):
     return vec @ ((vec.T @ g) / np.maximum(np.abs(lam), floor))
 
 
-def maximize(evaluate, x0, *, bounded=(), scale=1.0, tol=1e-10, max_iter=100, callback=None):
+def maximize(evaluate, x0, *, bounded=(), scale=1.0, tol=1e-10, max_iter=100, callback=None,
+             watch=None):
     r"""Maximise ``evaluate`` by Newton's method with a backtracking line search.
 
     Iteration: the direction :math:`\delta` = :func:`newton_direction` on the free
@@ -80,6 +81,16 @@ def maximize(evaluate, x0, *, bounded=(), scale=1.0, tol=1e-10, max_iter=100, ca
     max_iter : int
     callback : callable, optional
         Called with each iteration's history dict.
+    watch : callable, optional
+        Called as ``watch(x, iteration)`` at the start (iteration 0) and after each
+        iteration (the separation monitor,
+        :class:`pyglmm.engines.agq.reporting.SeparationWatch`); it returns None or
+        ``(delta, fix)``: a direction :math:`\delta` along which the objective is
+        known to increase without bound and the coordinates to fix.  :math:`x`
+        then moves along :math:`\delta` by steps :math:`\delta, 2\delta,
+        4\delta, ...` while the gain is at least ``tol`` (so that the terms that
+        vanish at infinity are negligible), the coordinates ``fix`` are fixed there
+        (no longer optimised) and Newton goes on with the others: their limit.
 
     Returns
     -------
@@ -93,8 +104,10 @@ def maximize(evaluate, x0, *, bounded=(), scale=1.0, tol=1e-10, max_iter=100, ca
     if not np.isfinite(f):
         raise FloatingPointError(f"the log-likelihood at the start is {f}")
     converged, dec = False, np.inf
+    frozen = np.zeros(len(x), bool)  # coordinates pushed to (near) infinity by ``watch``
+    x, f, g, h = _watched(evaluate, watch, x, 0, f, g, h, frozen, tol)
     for it in range(1, max_iter + 1):
-        free = np.isfinite(x)
+        free = np.isfinite(x) & ~frozen
         gf, hf = g[free], h[np.ix_(free, free)]
         step = np.zeros_like(x)
         step[free] = newton_direction(gf, hf)
@@ -130,8 +143,31 @@ def maximize(evaluate, x0, *, bounded=(), scale=1.0, tol=1e-10, max_iter=100, ca
         history.append(row)
         if callback is not None:
             callback(row)
-    free = np.isfinite(x)
+        x, f, g, h = _watched(evaluate, watch, x, it, f, g, h, frozen, tol)
+    free = np.isfinite(x) & ~frozen
     return Optimum(x, f, g, h, free, len(history), converged, dec, history)
+
+
+def _watched(evaluate, watch, x, iteration, f, g, h, frozen, tol):
+    """Ask ``watch`` about ``x``; along a direction it returns, push and freeze (see
+    :func:`maximize`).  Returns (x, f, g, h), updated if it moved."""
+    found = None if watch is None else watch(x, iteration)
+    if found is None:
+        return x, f, g, h
+    delta, fix = found
+    step = 1.0
+    for _ in range(64):
+        trial = x + step * delta
+        f_new = evaluate(trial, 0)[0]
+        if not np.isfinite(f_new) or f_new <= f:
+            break
+        x, f, gain = trial, f_new, f_new - f
+        if gain < tol:
+            break
+        step *= 2
+    frozen |= fix
+    f, g, h = evaluate(x, 2)
+    return x, f, g, h
 
 
 def _release(evaluate, x, f, bounded, release_at, released):

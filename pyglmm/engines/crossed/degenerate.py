@@ -24,8 +24,9 @@ Watched during the fit:
   direction :math:`\delta` of the fixed effects with :math:`x_i^\top\delta > 0`
   only on rows at the upper bound of the mean and :math:`< 0` only on rows at
   the lower bound proves that the fixed effects have no finite estimate (the
-  random effects are penalised and cannot stop it), so the loop stops and the
-  result is flagged and warned about;
+  random effects cannot stop it: :mod:`pyglmm.engines.separation`, shared with
+  the AGQ and federated engines), so the loop stops and the result is flagged
+  and warned about;
 * an estimated dispersion that collapses to 0 (:func:`exact_fit_error`): the
   model reproduces the response exactly (a constant gaussian response, one
   constant within every level of a factor, or an exact linear function of the
@@ -33,22 +34,15 @@ Watched during the fit:
   fit computes anyway, it costs nothing up front.
 """
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from ...exceptions import DataError
+from .. import separation
+from ..separation import MEAN_BOUNDS, Separation  # noqa: F401 (the crossed engine's names)
 
-# Range of the mean of the families whose fits can separate: (lower, upper); None: unbounded.
-MEAN_BOUNDS = {"binomial": (0.0, 1.0), "poisson": (0.0, None)}
 PHI_EXACT = 1e-14  # estimated dispersion / initial scale below this: the model fits exactly
 CONSTANT = 1e-9  # spread / size of values below this: they are constant
 SCREEN = 1 << 16  # rows checked first for a mix of outcomes (the rest only if they show none)
-# A coefficient whose steps shrink by less than this factor looks divergent.  Under quasi-
-# separation the steps tend to one unit of the linear predictor (measured ratios 0.89-0.93),
-# under complete separation they grow; IRLS steps towards a finite estimate shrink faster
-# (measured 0.52 at most at the third step on the seed design).
-SLOW = 0.75
 
 
 def _positive_rows(d):
@@ -153,81 +147,16 @@ def _exact_fit_cause(d):
     return f"the fixed and random effects reproduce {what} exactly"
 
 
-@dataclass
-class Separation:
-    """The fixed effects that (quasi-)separate the response, as found by the monitor."""
-
-    columns: list  # names of the fixed-effect columns whose estimates diverge
-    rows: int  # rows whose fitted means tend to a bound of their range
-    complete: bool  # every row (of positive weight) is separated
-    iterations: int  # outer iterations done when the fit stopped
-    limits: str  # the bounds, e.g. "0 or 1"
-
-    def describe(self):
-        kind = "complete" if self.complete else "quasi-complete"
-        cols = ", ".join(map(repr, self.columns))
-        return (f"{kind} separation by {cols}: the fitted means of {self.rows} row(s) tend to "
-                f"{self.limits} as the estimates of {cols} diverge; the fit stopped after "
-                f"{self.iterations} outer iterations. Those estimates have no finite value (their "
-                "standard errors are NaN): drop or merge the separating columns or levels")
-
-
-class SeparationMonitor:
-    """Stops Schall's loop as soon as the fixed effects certainly separate the response.
-
-    :meth:`check` costs O(p) per iteration; only a coefficient whose last three
-    steps share one sign, shrink by less than ``SLOW`` each and are not small beside
-    the coefficient prompts a certificate (one pass over X).  After a certificate
-    fails the next one waits 1, 2, 4, ... iterations, so that a slowly converging
-    fit pays a few passes at most.
-    """
-
-    STEPS = 3
+class SeparationMonitor(separation.SeparationMonitor):
+    """:class:`pyglmm.engines.separation.SeparationMonitor` for Schall's loop on design
+    ``d``: the columns' scale from ``d.XtX``, their names in the user's order, and
+    ``certificate`` (default: :func:`separation_certificate` on d's rows)."""
 
     def __init__(self, d, family, certificate=None):
-        self.d, self.bounds = d, MEAN_BOUNDS.get(family.name)
-        # separation_certificate's pass over the rows (for d's rows when not given)
-        self.certificate = certificate or (lambda bounds, delta: separation_certificate(d, bounds, delta))
-        self.scale = np.sqrt(np.diag(d.XtX) / d.n)  # root mean square of each column
-        self.betas, self.next_check, self.wait = [], 0, 1
-
-    def check(self, beta, iteration):
-        """Record ``beta``, the fixed effects after ``iteration`` outer iterations;
-        return a :class:`Separation` once separation is certain, else None."""
-        if self.bounds is None:
-            return None
-        self.betas = (self.betas + [beta.copy()])[-(self.STEPS + 1):]
-        if len(self.betas) <= self.STEPS or iteration < self.next_check:
-            return None
-        steps = np.diff(self.betas, axis=0)
-        last = np.abs(steps[-1])
-        same_sign = np.all(np.sign(steps) == np.sign(steps[-1]), axis=0) & (last > 0)
-        slow = np.all(np.abs(steps[1:]) >= SLOW * np.abs(steps[:-1]), axis=0)
-        # a diverging coefficient moves by a fair share of its size (about 1/iteration
-        # when it grows linearly), and visibly on the scale of the linear predictor
-        moving = (last >= 0.02 * np.abs(beta)) & (last * self.scale >= 1e-3)
-        if not np.any(same_sign & slow & moving):
-            return None
-        found = self._certify(steps[-1], iteration)
-        if found is None:
-            self.next_check, self.wait = iteration + self.wait, 2 * self.wait
-        return found
-
-    def _certify(self, step, iteration):
-        """Try the last step with its coordinates below 10% or 1% of the largest (on the
-        scale of the columns) set to 0, then the step as it is."""
-        size = np.abs(step) * self.scale
-        masks = [size >= share * size.max() for share in (0.1, 0.01, 0.0)]
-        for i, main in enumerate(masks):
-            if any(np.array_equal(main, m) for m in masks[:i]):
-                continue
-            found = self.certificate(self.bounds, np.where(main, step, 0.0))
-            if found is not None:
-                shown = range(self.d.p) if self.d.coef_order is None else self.d.coef_order
-                names = [self.d.feature_names[j] for j in shown if main[j]]  # the user's order
-                limits = " or ".join(f"{b:g}" for b in self.bounds if b is not None)
-                return Separation(names, *found, iteration, limits)
-        return None
+        self.d = d
+        super().__init__(family.name, np.sqrt(np.diag(d.XtX) / d.n), d.feature_names,
+                         certificate or (lambda bounds, delta: separation_certificate(d, bounds, delta)),
+                         shown=d.coef_order)
 
 
 def separation_certificate(d, bounds, delta):
@@ -242,19 +171,9 @@ def separation_certificate(d, bounds, delta):
     return certificate_verdict(*certificate_counts(d, bounds, delta), d.n_eff)
 
 
-def certificate_verdict(consistent, rows, n_eff):
-    """:func:`separation_certificate` from :func:`certificate_counts` (summed over parts)."""
-    return (rows, rows == n_eff) if consistent and rows else None
+certificate_verdict = separation.verdict  # the verdict from counts summed over parts
 
 
 def certificate_counts(d, bounds, delta):
     """(whether every row with t != 0 sits at its bound, how many rows have t != 0)."""
-    t = d.x_dot(delta)
-    keep = _positive_rows(d)
-    if keep is not None:
-        t = np.where(keep, t, 0.0)
-    lo, hi = bounds
-    up, down = t > 0, t < 0  # exact: rows off the columns of delta give exact zeros
-    consistent = not ((up.any() and (hi is None or np.any(d.y[up] != hi)))
-                      or (down.any() and (lo is None or np.any(d.y[down] != lo))))
-    return consistent, int(np.count_nonzero(up) + np.count_nonzero(down))
+    return separation.row_counts(d.x_dot(delta), d.y, bounds, _positive_rows(d))

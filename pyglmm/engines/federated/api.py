@@ -16,6 +16,7 @@ Hessian (each site sends its sums of :math:`\ell_c`, :math:`\nabla\ell_c` and
 
 import logging
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,11 +28,12 @@ from ...data.validation import aliased_columns
 from ...exceptions import DataError, SingularMatrixError
 from ...families import get_family
 from ...results.base import sigma_of
-from ..agq.api import SINGULAR, _beta_covariance, _reporter, _warn
 from ..agq.kernels_numpy import lambda_matrix
 from ..agq.model import LogCholesky, random_term
 from ..agq.optimize import maximize
+from ..agq.reporting import SINGULAR, SeparationWatch, beta_covariance, fit_notes, reporter
 from ..agq.result import AGQResult
+from ..separation import verdict
 from .coordinator import Coordinator
 from .model import FAMILIES
 
@@ -85,14 +87,26 @@ def fit_federated(connections, formula, family="binomial", nagq=1, timeout=60.0,
         A site refused, failed, timed out or sent an invalid answer (named).
     SingularMatrixError
         The pooled fixed-effects design is rank deficient (columns named).
+
+    Warns
+    -----
+    ConvergenceWarning, SeparationWarning, SingularFitWarning
+        As :func:`pyglmm.engines.agq.glmm_agq`.  Separation is detected exactly as
+        there: the coordinator watches Newton's iterates and asks the sites, in a
+        ``certify`` round, whether a suspect direction of the fixed effects
+        separates their rows' response (each answers two counts); the result names
+        the columns in ``separation`` and their standard errors are NaN.  With a
+        site that speaks schema version 1 only, separation cannot be checked and
+        the result says so in its warnings.
     """
     start = time.perf_counter()
     columns = {"weights": weights, "trials": trials, "offset": offset}
     with Session(connections, formula, family, nagq, timeout, columns) as session:
         opt = maximize(session.evaluate, session.x0, bounded=session.bounded, tol=tol,
-                       max_iter=max_iter, callback=_reporter(callback))
+                       max_iter=max_iter, callback=reporter(callback), watch=session.watch())
         final = session.evaluate(opt.x, 2) + (session.evaluate.sums,)
-    return FederatedResult.build(session, opt, final, transport, time.perf_counter() - start)
+    return FederatedResult.build(session, opt, final, transport, time.perf_counter() - start,
+                                 session.separation)
 
 
 class Session:
@@ -129,6 +143,26 @@ class Session:
         self.bounded = self.p + np.flatnonzero(self.param.diagonal)
         self.x0 = np.r_[np.zeros(self.p), self.param.rho(_identity(self.param.q))]
         self.evaluate = _Rounds(self.coord)
+        self._watch = None
+        if self.coord.column_squares is not None:
+            n = sum(c["rows"] for c in self.coord.counts.values())
+            self._watch = SeparationWatch(self.family.name, self.coord.column_squares, n,
+                                          self.names, self._certificate)
+
+    def _certificate(self, bounds, delta):
+        """The sites' certificate of ``delta`` (each site uses its family's bounds)."""
+        rows = sum(c["rows"] for c in self.coord.counts.values())
+        return verdict(*self.coord.certify(delta), rows)
+
+    def watch(self):
+        """``watch(x, iteration)`` for the optimiser's iterates (None: the sites cannot
+        certify separation)."""
+        return None if self._watch is None else self._watch.stage("Newton iterations")
+
+    @property
+    def separation(self):
+        """The :class:`~pyglmm.engines.separation.Separation` found, or None."""
+        return None if self._watch is None else self._watch.found
 
     def __enter__(self):
         try:
@@ -144,6 +178,16 @@ class Session:
 
     def __exit__(self, *exc):
         self.coord.close()
+
+
+def _notes(session, opt, singular, group, separation):
+    notes = fit_notes(opt, 0, singular, group, separation)
+    old = session.coord.version1_sites
+    if old:  # (both federated families can separate)
+        notes.append("separation by the fixed effects was not checked: site(s) "
+                     f"{', '.join(map(repr, old))} speak schema version 1 (no 'certify' request)")
+        warnings.warn(notes[-1], UserWarning, stacklevel=4)
+    return notes
 
 
 def _q_of(t):
@@ -204,17 +248,18 @@ class FederatedResult(AGQResult):
     engine = "federated"
 
     @classmethod
-    def build(cls, session, opt, final, transport, seconds):
+    def build(cls, session, opt, final, transport, seconds, separation=None):
         """The result at the optimum ``opt`` (:class:`~pyglmm.engines.agq.optimize.Optimum`)
         of a :class:`Session`; ``final`` = (loglik, grad, hess, sums) there (``hess``
-        the one whose inverse is the covariance)."""
+        the one whose inverse is the covariance); ``separation`` what the watch found."""
         fam, term, coord, param = session.family, session.term, session.coord, session.param
         p, names = session.p, session.names
         theta = param.theta(opt.x[p:])
         loglik, _, hess, sums = final
         group = term.group
         singular = [group] if np.any(np.abs(theta[param.diagonal]) < SINGULAR) else []
-        cov = _beta_covariance(hess, p, theta, param.q, False, names)
+        diverging = [] if separation is None else separation.columns
+        cov = beta_covariance(hess, p, theta, param.q, False, names, separation)
         lam = lambda_matrix(theta, param.q)
         terms = list(term.names)
         re_cov = {group: pd.DataFrame(lam @ lam.T, terms, terms)}
@@ -230,9 +275,11 @@ class FederatedResult(AGQResult):
             re_cov=None if terms == ["(Intercept)"] else re_cov,
             loglik=float(loglik), n_obs=n, n_levels={group: m}, df_resid=0.0,
             pearson_chi2=sums["pearson"], deviance=sums["deviance"],
-            iterations=opt.iterations, converged=opt.converged, singular=singular,
+            iterations=opt.iterations, converged=opt.converged and separation is None,
+            singular=singular, separation=list(diverging),
             seconds=seconds, timings={}, backend="sites", threads=1,
-            warnings=_warn(opt, 0, singular, group), coding=FixedCoding.from_dict(session.coding),
+            warnings=_notes(session, opt, singular, group, separation),
+            coding=FixedCoding.from_dict(session.coding),
             nagq=session.nagq, history=history, rounds=coord.rounds,
             bytes_per_site={s: {"sent": coord.bytes_sent[s], "received": coord.bytes_received[s]}
                             for s in coord.names},

@@ -52,6 +52,10 @@ class Coordinator:
         self.bytes_received = dict.fromkeys(names, 0)
         self.counts = {}
         self.nparams = None
+        # version 2 (None if a site does not send it): the sums over the sites of each
+        # fixed-effect column squared; with it the sites answer 'certify'
+        self.column_squares = None
+        self.version1_sites = []  # the sites that did not send it
         self.sums = {}  # the last evaluation's sums of the conditional deviance and Pearson statistic
         self._round = 0
 
@@ -130,13 +134,24 @@ class Coordinator:
         return merge_codings(codings, self.names)
 
     def setup(self, coding, nagq):
-        """Round 2: send the merged coding and K; every site's number of parameters."""
+        """Round 2: send the merged coding and K; every site's number of parameters.
+        Sums ``column_squares`` if every site sends them."""
         answers = self.broadcast(schema.message("setup", coding=coding, nagq=nagq), "ready")
+        p = len(coding["names"])
+        squares = np.zeros(p)
         for msg in answers:
-            d = schema.int_field(msg, "nparams", 1, None, msg["site"])
+            site = msg["site"]
+            d = schema.int_field(msg, "nparams", 1, None, site)
             if self.nparams is not None and d != self.nparams:
-                schema.fail(msg["site"], "nparams", f"{d} but site {self.names[0]!r} has {self.nparams}")
+                schema.fail(site, "nparams", f"{d} but site {self.names[0]!r} has {self.nparams}")
             self.nparams = d
+            if "column_squares" in msg:
+                squares += schema.unpack_array(schema.field(msg, "column_squares", dict, site),
+                                               "column_squares", (p,), site)
+            else:  # a version-1 site: no certificates
+                self.version1_sites.append(site)
+        if not self.version1_sites:
+            self.column_squares = squares
         return self.nparams
 
     def evaluate(self, params, deriv):
@@ -170,6 +185,22 @@ class Coordinator:
                 sums[key] += float(schema.unpack_array(schema.field(msg, key, dict, site), key, (), site))
         self.sums = sums
         return loglik, grad, hess
+
+    def certify(self, delta):
+        """One round: whether the fixed-effects direction ``delta`` separates the response
+        at every site, and on how many rows in all (:func:`pyglmm.engines.separation.row_counts`
+        summed over the sites)."""
+        self._round += 1
+        answers = self.broadcast(schema.message("certify", round=self._round,
+                                                delta=schema.pack_array(delta)), "certificate")
+        consistent, rows = True, 0
+        for msg in answers:
+            site = msg["site"]
+            if schema.field(msg, "round", int, site) != self._round:
+                schema.fail(site, "round", f"{msg['round']} but round {self._round} was asked")
+            consistent &= schema.field(msg, "consistent", bool, site)
+            rows += schema.int_field(msg, "rows", 0, self.counts[site]["rows"], site)
+        return consistent, rows
 
     def close(self):
         """Tell every site the fit is over (no answer expected) and release the connections."""

@@ -24,8 +24,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from ..agq.api import _reporter
 from ..agq.optimize import maximize
+from ..agq.reporting import reporter
 from .api import FederatedResult, Session
 
 CRITERIA = ("aic", "bic")
@@ -74,7 +74,7 @@ def penalty_path(connections, formula, lambdas, family="binomial", nagq=1, timeo
         for lam in lambdas:
             evaluate = _Penalized(session.evaluate, lam * pen)
             opt = maximize(evaluate, x, bounded=session.bounded, tol=tol, max_iter=max_iter,
-                           callback=_reporter(callback))
+                           callback=reporter(callback))
             x = opt.x
             ll, _, hess = session.evaluate(x, 2)
             pll, _, hess_pen = evaluate(x, 2)

@@ -1,9 +1,16 @@
-"""The federated protocol's messages: a small, versioned, pickle-free schema.
+r"""The federated protocol's messages: a small, versioned, pickle-free schema.
 
 Every message is one UTF-8 JSON object (the bytes on the wire are exactly
 :func:`encode`'s output) with three common fields::
 
     {"schema": "pyglmm-federated", "version": 1, "kind": "<kind>", ...}
+
+Versions: 2 adds the ``certify`` request, its ``certificate`` answer and an
+optional field of ``ready``; every other message is as in version 1 and is
+stamped 1 (:data:`KIND_VERSION`), so that a version-2 coordinator serves
+version-1 sites (which ignore the extra fields; the coordinator then cannot
+check for separation and says so) and a version-1 coordinator version-2 sites.
+A message is accepted with any supported version at least its kind's.
 
 Floating-point values travel exactly: every float64 scalar, vector or matrix is
 an *array field* ``{"dtype": "float64", "shape": [...], "data": "<base64>"}``,
@@ -21,6 +28,9 @@ Requests (coordinator -> site)
                  log-Cholesky parameters, the log of a diagonal entry of the
                  covariance's Cholesky factor ``-inf`` on the boundary), ``deriv``
                  (int 0, 1 or 2).
+``certify``      (version 2) ``round`` (int >= 1), ``delta`` (float64 ``[p]``: a
+                 direction of the fixed effects): does it separate the response
+                 at the site (:mod:`pyglmm.engines.separation`)?
 ``close``        no field: the site may exit.
 
 Answers (site -> coordinator); every answer names its ``site`` (str)
@@ -29,7 +39,10 @@ Answers (site -> coordinator); every answer names its ``site`` (str)
                  data-dependent content is the categorical levels present at the
                  site), ``counts``, ``cluster_hashes`` (sorted list of 64-hex-digit
                  keyed hashes of the cluster labels, see :func:`cluster_hash`).
-``ready``        ``nparams`` (int d), ``counts``.
+``ready``        ``nparams`` (int d), ``counts``; from version 2 also
+                 ``column_squares`` (float64 ``[p]``: the sum over the site's rows
+                 of each fixed-effect column squared), whose presence says that
+                 the site answers ``certify``.
 ``evaluation``   ``round`` (echoed), ``loglik`` (float64 ``[]``: the sum over the
                  site's clusters of the marginal log-likelihood, nats), ``grad``
                  (float64 ``[d]``, present if deriv >= 1), ``hess`` (float64
@@ -37,6 +50,11 @@ Answers (site -> coordinator); every answer names its ``site`` (str)
                  ``pearson`` (float64 ``[]``: the conditional model's deviance and
                  Pearson statistic at the modes, summed over the site's rows),
                  ``counts``.
+``certificate``  (version 2) ``round`` (echoed), ``consistent`` (bool: every row
+                 with :math:`t = x^\top\delta \ne 0` has its response at the
+                 bound of the mean on its side), ``rows`` (int: how many rows
+                 have :math:`t \ne 0`), ``counts``:
+                 aggregate counts only, no row.
 ``refusal``      ``field`` (str: the request field or data column at fault),
                  ``reason`` (str): the site declines the request.
 
@@ -55,10 +73,11 @@ import numpy as np
 from ...exceptions import DataError
 
 SCHEMA = "pyglmm-federated"
-VERSION = 1
+VERSION = 2  # the newest version this module speaks (every version up to it is read)
 MAX_NAGQ = 25
-REQUESTS = ("describe", "setup", "evaluate", "close")
-ANSWERS = ("description", "ready", "evaluation", "refusal")
+REQUESTS = ("describe", "setup", "evaluate", "certify", "close")
+ANSWERS = ("description", "ready", "evaluation", "certificate", "refusal")
+KIND_VERSION = {"certify": 2, "certificate": 2}  # the version that added a kind (others: 1)
 
 
 class FederatedError(DataError):
@@ -119,8 +138,9 @@ def unpack_array(field, name, shape, site=None, neginf=False):
 
 
 def message(kind, **fields):
-    """A message dict of ``kind`` with the common fields."""
-    return {"schema": SCHEMA, "version": VERSION, "kind": kind, **fields}
+    """A message dict of ``kind`` with the common fields, stamped with the version that
+    added its kind (:data:`KIND_VERSION`)."""
+    return {"schema": SCHEMA, "version": KIND_VERSION.get(kind, 1), "kind": kind, **fields}
 
 
 def encode(msg):
@@ -143,10 +163,14 @@ def decode(data, kinds, site=None):
         fail(site, "(message)", f"must be a JSON object, got {type(msg).__name__}")
     if msg.get("schema") != SCHEMA:
         fail(site, "schema", f"must be {SCHEMA!r}, got {msg.get('schema')!r}")
-    if msg.get("version") != VERSION or isinstance(msg.get("version"), bool):
-        fail(site, "version", f"version {msg.get('version')!r} is not supported (this is version {VERSION})")
+    version = msg.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= VERSION:
+        fail(site, "version", f"version {version!r} is not supported (this is version {VERSION})")
     if msg.get("kind") not in kinds:
         fail(site, "kind", f"{msg.get('kind')!r} is not one of {', '.join(kinds)}")
+    if version < KIND_VERSION.get(msg["kind"], 1):
+        fail(site, "version", f"{msg['kind']!r} needs version {KIND_VERSION[msg['kind']]}, the "
+                              f"message says {version}")
     return msg
 
 

@@ -1,9 +1,11 @@
 """A federated site: holds its own rows and answers the coordinator's requests.
 
 A :class:`Site` never sends a row: it answers ``describe`` with its counts, the
-keyed hashes of its cluster labels and the categorical levels present, and
+keyed hashes of its cluster labels and the categorical levels present,
 ``evaluate`` with the sums over its clusters of the AGQ log-likelihood, its
-gradient and Hessian (:mod:`pyglmm.engines.federated.schema`).  It refuses, in
+gradient and Hessian, and ``certify`` with two counts: whether a direction of
+the fixed effects separates its rows' response, and on how many rows
+(:mod:`pyglmm.engines.federated.schema`).  It refuses, in
 a ``refusal`` answer naming the field or column, any request it cannot or will
 not serve: another schema version, a malformed field, a formula column it does
 not have, K outside [1, MAX_NAGQ], parameters that are NaN or infinite (but
@@ -13,7 +15,10 @@ smaller than ``min_cluster_size`` rows.
 
 import logging
 
+import numpy as np
+
 from ...exceptions import DataError
+from ..separation import MEAN_BOUNDS
 from . import model, schema
 from .schema import FederatedError
 
@@ -52,7 +57,7 @@ class Site:
     def handle(self, request):
         """The answer (bytes) to one request (bytes); a refusal if it cannot be served."""
         try:
-            msg = schema.decode(request, ("describe", "setup", "evaluate"))
+            msg = schema.decode(request, ("describe", "setup", "evaluate", "certify"))
             return schema.encode(getattr(self, "_" + msg["kind"])(msg))
         except FederatedError as exc:
             return self._refusal(exc.field, exc.reason)
@@ -92,8 +97,10 @@ class Site:
         coding = schema.field(msg, "coding", dict)
         nagq = schema.int_field(msg, "nagq", 1, schema.MAX_NAGQ)
         self._objective = self._spec.objective(coding, nagq)
+        arrays = self._objective.arrays
         return schema.message("ready", site=self.name, nparams=self._nparams(),
-                              counts=self._spec.counts)
+                              counts=self._spec.counts,
+                              column_squares=schema.pack_array(np.einsum("ij,ij->j", arrays.X, arrays.X)))
 
     def _nparams(self):
         arrays = self._objective.arrays
@@ -114,6 +121,17 @@ class Site:
         if deriv == 2:
             out["hess"] = schema.pack_array(hess)
         return schema.message("evaluation", site=self.name, counts=self._spec.counts, **out)
+
+
+    def _certify(self, msg):
+        if self._objective is None:
+            schema.fail(None, "kind", "'certify' before 'setup'")
+        rnd = schema.int_field(msg, "round", 1, None)
+        arrays = self._objective.arrays
+        delta = schema.unpack_array(schema.field(msg, "delta", dict), "delta", (arrays.p,))
+        consistent, rows = arrays.separation_counts(MEAN_BOUNDS[self._spec.family.name], delta)
+        return schema.message("certificate", site=self.name, counts=self._spec.counts, round=rnd,
+                              consistent=bool(consistent), rows=int(rows))
 
 
 def serve(site, receive, send):

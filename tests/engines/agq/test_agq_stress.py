@@ -96,3 +96,45 @@ def test_many_clusters_are_finite(name):
     df = simulate(100_000, [1, 2, 3], 1.0, seed=7)
     res, _ = finite_fit(df, nagq=3, backend=name)
     assert res.converged and res.n_levels["g"] == 100_000
+
+
+# --- a curvature singular to rounding: one row, q = 2, a poisson mean near e^40 -------------
+
+def huge_count():
+    """30 ordinary poisson clusters and cluster 'big' with one row whose count is e^40."""
+    df = simulate(30, [6], 0.5, family="poisson", seed=8)
+    big = pd.DataFrame({"y": [float(np.round(np.exp(40.0)))], "x": [0.0], "t": [0.7], "g": ["big"],
+                        "off": [0.0]})
+    return pd.concat([df.assign(g=df.g.astype(str)), big], ignore_index=True)
+
+
+def test_kernels_agree_where_the_curvature_is_singular_to_rounding():
+    """At eta ~ 40 in the one-row cluster, H = I + mu r r' (mu ~ 2e17) is not positive
+    definite in double precision: every backend gives that cluster NaN and counts its mode
+    search as failed (the numpy reference once raised LinAlgError), the others agree."""
+    from pyglmm.engines.agq.model import build_arrays, evaluate_clusters
+    from pyglmm.families import get_family
+
+    arrays = build_arrays("y ~ x + (1 + t|g)", huge_count(), get_family("poisson"))
+    big = list(arrays.levels).index("big")
+    out = {}
+    for name in backends.available_backends("agq"):
+        modes = np.zeros((arrays.m, arrays.q))
+        ll, _, _, _, failed = evaluate_clusters(backends.kernels(name, "agq"), arrays,
+                                                np.array([40.0, 0.0]), np.array([1.0, 0.0, 1.0]),
+                                                1, modes, 0)
+        assert np.isnan(ll[big]) and failed == 1, name
+        out[name] = np.delete(ll, big)
+        assert np.isfinite(out[name]).all()
+    for name, ll in out.items():
+        np.testing.assert_allclose(ll, out["numpy"], rtol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("name", backends.BACKENDS)
+def test_a_cluster_that_cannot_be_evaluated_is_named(name):
+    if name not in backends.available_backends("agq"):
+        pytest.skip(f"no {name} kernels for the agq engine")
+    with pytest.raises(pyglmm.DataError, match=r"^the marginal log-likelihood of cluster\(s\) 'big' "
+                                               r"of 'g' \(1 row\(s\)\) cannot be computed at the "
+                                               "start: .*singular to rounding \\(fewer rows than the 2 random effects"):
+        pyglmm.glmm("y ~ x + (1 + t|g)", huge_count(), "poisson", engine="agq", backend=name)

@@ -190,6 +190,8 @@ def test_separated_data_do_not_blame_a_site():
     x = np.random.default_rng(0).standard_normal(60)
     df = pd.DataFrame({"x": x, "y": (x > 0).astype(int), "g": np.repeat(np.arange(6), 10),
                        "s": np.repeat([0, 1], 30)})
-    with pytest.warns(pyglmm.SingularFitWarning):
+    with pytest.warns(pyglmm.SingularFitWarning), \
+            pytest.warns(pyglmm.SeparationWarning, match="^complete separation by 'x'"):
         fed = fit_federated(in_process({str(k): v for k, v in df.groupby("s")}), "y ~ x + (1|g)")
     assert fed.coef["x"] > 100 and np.isfinite(fed.pearson_chi2) and np.isfinite(fed.deviance)
+    assert fed.separation == ["x"] and np.isnan(fed.cov_params().to_numpy()).all()
