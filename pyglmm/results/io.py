@@ -114,18 +114,21 @@ def dumps(obj, **options):
     """Strict JSON text of ``obj`` (``json.dumps`` with ``options``): a non-finite
     float (NaN, an infinity) is written as ``null``, which every JSON parser reads,
     where ``json.dumps`` would write ``NaN`` or ``Infinity``."""
-    try:
-        return json.dumps(obj, allow_nan=False, **options)
-    except ValueError:  # a non-finite float somewhere: the slower copy with nulls
-        return json.dumps(_nulls(obj), allow_nan=False, **options)
+    return json.dumps(_nulls(obj), allow_nan=False, **options)
 
 
 def _nulls(obj):
+    """``obj`` with its non-finite floats replaced by None (copies only what holds one)."""
     if isinstance(obj, float):  # numpy's float64 too
-        return float(obj) if math.isfinite(obj) else None
+        return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
         return {k: _nulls(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
+        try:  # a finite sum: numbers, none NaN or infinite (one C pass over a long list)
+            if math.isfinite(sum(obj)):
+                return obj
+        except TypeError:  # not only numbers
+            pass
         return [_nulls(v) for v in obj]
     return obj
 
@@ -303,7 +306,8 @@ def _coef_cov(rows, names, separation):
     bad[diverging, :] = bad[:, diverging] = False
     if bad.any():
         i, j = np.argwhere(bad)[0]
-        raise ValueError(f"model file: field 'cov' entry ({names[i]!r}, {names[j]!r}) is {float(cov[i, j])!r}, "
+        raise ValueError(f"model file: field 'cov' entry ({names[i]!r}, {names[j]!r}) is "
+                         f"{float(cov[i, j])!r}, "
                          "not a finite number (only the rows and columns of the columns in "
                          "'separation' may be NaN)")
     _check_symmetric(cov, "cov", names)
@@ -336,7 +340,7 @@ def _check_sigma_of(sigma, re_cov):
         if not math.isclose(value, expected[label], rel_tol=1e-9, abs_tol=1e-300):
             raise ValueError(f"model file: field 'sigma' entry {label!r} is {value!r}, but the "
                              f"covariance in 'random_effects' gives the standard deviation "
-                             f"{expected[label]!r}")
+                             f"{float(expected[label])!r}")
 
 
 def _random_effects_from_json(f, saved, n_levels):
@@ -353,7 +357,7 @@ def _random_effects_from_json(f, saved, n_levels):
     if "terms" not in saved:
         mode = _floats(mode, f"{where}.mode", len(index))
         cond_var = _floats(cond_var, f"{where}.cond_var", len(index))
-        at = lambda i: f"for level {index[i]!r}"  # noqa: E731
+        at = lambda i: f"for level {_label(index[i])!r}"  # noqa: E731
         _check_numbers(mode, f"{where}.mode", at)
         _check_numbers(cond_var, f"{where}.cond_var", at, minimum=0.0)
         return (pd.Series(mode, index=index, name=f), pd.Series(cond_var, index=index, name=f), None)
@@ -367,9 +371,13 @@ def _random_effects_from_json(f, saved, n_levels):
     for key, minimum in (("mode", None), ("cond_var", 0.0)):
         values = float_matrix(mode if key == "mode" else cond_var, f"{where}.{key}", len(index), q)
         _check_numbers(values, f"{where}.{key}",
-                       lambda i: f"for level {index[i // q]!r}, effect {terms[i % q]!r}", minimum)
+                       lambda i: f"for level {_label(index[i // q])!r}, effect {terms[i % q]!r}", minimum)
         frames.append(pd.DataFrame(values, index=index, columns=terms))
     return frames[0], frames[1], pd.DataFrame(cov, terms, terms)
+
+
+def _label(level):
+    return level.item() if isinstance(level, np.generic) else level
 
 
 def _check_covariance(cov, field, names):

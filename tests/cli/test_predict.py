@@ -158,7 +158,8 @@ def test_output_that_would_overwrite_the_data_or_the_model_is_refused(model, cap
     err = error_of(capsys, tmp / "model.json", data, "--out", data)
     assert f"--out {data} is the data file {data}: scoring would overwrite it" in err
     (tmp_path / "link.csv").symlink_to(data)
-    err = error_of(capsys, tmp / "model.json", tmp_path / "link.csv", "--out", tmp_path / ".." / tmp_path.name / "data.csv")
+    other_spelling = tmp_path / ".." / tmp_path.name / "data.csv"
+    err = error_of(capsys, tmp / "model.json", tmp_path / "link.csv", "--out", other_spelling)
     assert f"is the data file {tmp_path / 'link.csv'}: scoring would overwrite it" in err
     assert data.read_bytes() == before
     model_copy = tmp_path / "model.csv"  # a model saved under a .csv name is still a model
@@ -166,7 +167,8 @@ def test_output_that_would_overwrite_the_data_or_the_model_is_refused(model, cap
     err = error_of(capsys, model_copy, data, "--out", model_copy)
     assert f"--out {model_copy} is the model file {model_copy}: scoring would overwrite it" in err
     # with --scheduler, the output directory must not hold the input files (refused before connecting)
-    err = error_of(capsys, tmp / "model.json", tmp_path, "--out", tmp_path, "--scheduler", "tcp://127.0.0.1:9")
+    err = error_of(capsys, tmp / "model.json", tmp_path, "--out", tmp_path,
+                   "--scheduler", "tcp://127.0.0.1:9")
     assert f"--out {tmp_path} is the directory of the data file {data}" in err
     assert data.read_bytes() == before
 

@@ -104,11 +104,6 @@ def _set(*path_and_value):
     return edit
 
 
-def _entry(*path_and_value):
-    """Set one entry of a list (the last key is its index)."""
-    return _set(*path_and_value)
-
-
 def _both(*edits):
     def edit(d):
         for e in edits:
@@ -121,61 +116,66 @@ TAMPERED = [
     ("crossed", _set("coef", "x1", NAN), r"field 'coef' entry 'x1' is nan, not a finite number"),
     ("crossed", _set("coef", "cat[T.b]", -INF), r"field 'coef' entry 'cat\[T\.b\]' is -inf, not a finite"),
     ("crossed", _set("coef", "x1", None), r"field 'coef' must map names to numbers"),
-    ("crossed", _entry("random_effects", "g1", "mode", 3, NAN),
+    ("crossed", _set("random_effects", "g1", "mode", 3, NAN),
      r"field 'random_effects\.g1\.mode' entry for level 'L11' is nan, not a finite number"),
-    ("crossed", _entry("random_effects", "g2", "cond_var", 0, -5.0),
+    ("crossed", _set("random_effects", "g2", "cond_var", 0, -5.0),
      r"field 'random_effects\.g2\.cond_var' entry for level 0 is -5\.0, not a finite number >= 0"),
-    ("crossed", _entry("random_effects", "g2", "cond_var", 1, INF),
+    ("crossed", _set("random_effects", "g2", "cond_var", 1, INF),
      r"field 'random_effects\.g2\.cond_var' entry for level 1 is inf"),
     ("crossed", _set("sigma", "g1", -1.0), r"field 'sigma' entry 'g1' is -1\.0, not a finite number >= 0"),
     ("crossed", _set("sigma", "g2", NAN), r"field 'sigma' entry 'g2' is nan"),
     ("crossed", _set("dispersion", -1.0), r"field 'dispersion' is -1\.0, not a finite number >= 0"),
     ("crossed", _set("dispersion", INF), r"field 'dispersion' is inf, not a finite number"),
-    ("crossed", _entry("cov", 0, 1, NAN), r"field 'cov' entry \('Intercept', 'x1'\) is nan, not a "
+    ("crossed", _set("cov", 0, 1, NAN), r"field 'cov' entry \('Intercept', 'x1'\) is nan, not a "
                                           r"finite number \(only the rows and columns of the columns in "
                                           r"'separation' may be NaN\)"),
-    ("crossed", _entry("cov", 2, 2, None), r"field 'cov' entry \('cat\[T\.b\]', 'cat\[T\.b\]'\) is nan"),
-    ("crossed", _entry("cov", 0, 1, 99.0), r"field 'cov' is not symmetric: entry \('Intercept', 'x1'\) "
+    ("crossed", _set("cov", 2, 2, None), r"field 'cov' entry \('cat\[T\.b\]', 'cat\[T\.b\]'\) is nan"),
+    ("crossed", _set("cov", 0, 1, 99.0), r"field 'cov' is not symmetric: entry \('Intercept', 'x1'\) "
                                            r"is 99\.0, but \('x1', 'Intercept'\) is "),
-    ("crossed", _entry("cov", 1, 1, -0.5), r"field 'cov' entry \('x1', 'x1'\) is -0\.5, not a number >= 0"),
-    ("separated", _entry("cov", 0, 1, NAN), r"field 'cov' entry \('Intercept', 'x1'\) is nan"),
-    ("separated", _set("separation", ["x9"]), r"field 'separation' names \['x9'\], which are not coefficients"),
+    ("crossed", _set("cov", 1, 1, -0.5), r"field 'cov' entry \('x1', 'x1'\) is -0\.5, not a number >= 0"),
+    ("separated", _set("cov", 0, 1, NAN), r"field 'cov' entry \('Intercept', 'x1'\) is nan"),
+    ("separated", _set("separation", ["x9"]),
+     r"field 'separation' names \['x9'\], which are not coefficients"),
     ("separated", _set("separation", []), r"field 'cov' entry \('Intercept', 'x3'\) is nan"),
     ("crossed", _set("family", "poisson"), r"field 'link' is 'logit', but pyglmm fits the poisson family "
                                            r"with the log link only"),
     ("crossed", _set("link", "probit"), r"field 'link' is 'probit', but pyglmm fits the binomial family "
                                         r"with the logit link only"),
-    ("crossed", _set("family", "gamma"), r"field 'family' is 'gamma', not one of binomial, poisson, gaussian"),
+    ("crossed", _set("family", "gamma"),
+     r"field 'family' is 'gamma', not one of binomial, poisson, gaussian"),
     ("crossed", _set("dispersion_mode", "guess"), r"field 'dispersion_mode' is 'guess'"),
     ("crossed", _set("formula", "y ~ x2 + cat + (1|g1) + (1|g2)"),
      r"field 'formula' \('y ~ x2 \+ cat \+ \(1\|g1\) \+ \(1\|g2\)'\) has the fixed part 'x2 \+ cat', but "
      r"'coding\.formula' is 'x1 \+ cat'"),
     ("crossed", _set("formula", "y ~ x1 + cat + (1|g1)"),
      r"field 'formula' \(.*\) has the grouping factors \['g1'\], but 'random_effects' holds \['g1', 'g2'\]"),
-    ("crossed", _set("formula", "y ~ x1 + cat + (1|g2) + (1|g1)"), r"field 'formula' .* has the grouping factors \['g2', 'g1'\]"),
+    ("crossed", _set("formula", "y ~ x1 + cat + (1|g2) + (1|g1)"),
+     r"field 'formula' .* has the grouping factors \['g2', 'g1'\]"),
     ("crossed", _set("formula", "y ~ x1 + cat + (1 + x2|g1) + (1|g2)"),
      r"field 'random_effects\.g1\.terms' is \['\(Intercept\)'\], but the formula .* gives the factor 'g1' "
      r"the effects \['\(Intercept\)', 'x2'\]"),
     ("crossed", _set("formula", "not a formula"), r"field 'formula': formula must look like"),
     ("crossed", _set("coding", None), r"field 'formula' is 'y ~ x1 \+ cat \+ \(1\|g1\) \+ \(1\|g2\)', but a "
                                       r"fit from arrays with the coefficients in 'coef'"),
-    ("arrays", _set("formula", "y ~ 1 + x2 + x1 + (1|g1) + (1|g2)"), r"field 'formula' is 'y ~ 1 \+ x2 \+ x1"),
+    ("arrays", _set("formula", "y ~ 1 + x2 + x1 + (1|g1) + (1|g2)"),
+     r"field 'formula' is 'y ~ 1 \+ x2 \+ x1"),
     ("crossed", _set("offset_name", "x2"), r"field 'offset_name' is 'x2', but 'has_offset' is false"),
     ("offset", _set("has_offset", False), r"field 'offset_name' is 'o', but 'has_offset' is false"),
     ("crossed", _set("n_obs", 0), r"field 'n_obs' is 0, not an integer >= 1"),
     ("crossed", _set("iterations", -1), r"field 'iterations' is -1, not an integer >= 0"),
     ("crossed", _set("timings", {"design": "fast"}), r"field 'timings' must map names to numbers"),
     # random slopes: the q x q covariance, the effects, the formula's random part
-    ("slopes", _both(_entry("random_effects", "g", "cov", 0, 1, 5.0), _entry("random_effects", "g", "cov", 1, 0, 5.0)),
+    ("slopes", _both(_set("random_effects", "g", "cov", 0, 1, 5.0),
+                     _set("random_effects", "g", "cov", 1, 0, 5.0)),  # correlation 5
      r"field 'random_effects\.g\.cov' is not a covariance matrix \(not positive semi-definite: smallest "
      r"eigenvalue -[0-9.]+; variances .*, correlation of '\(Intercept\)' and 't' [0-9.]+\)"),
-    ("slopes", _entry("random_effects", "g", "cov", 0, 1, 0.1),
+    ("slopes", _set("random_effects", "g", "cov", 0, 1, 0.1),
      r"field 'random_effects\.g\.cov' is not symmetric: entry \('\(Intercept\)', 't'\) is 0\.1"),
-    ("slopes", _entry("random_effects", "g", "cov", 1, 1, NAN),
+    ("slopes", _set("random_effects", "g", "cov", 1, 1, NAN),
      r"field 'random_effects\.g\.cov' entry \('t', 't'\) is nan, not a finite number"),
-    ("slopes", _entry("random_effects", "g", "mode", 2, 1, INF),
+    ("slopes", _set("random_effects", "g", "mode", 2, 1, INF),
      r"field 'random_effects\.g\.mode' entry for level 3, effect 't' is inf, not a finite number"),
-    ("slopes", _entry("random_effects", "g", "cond_var", 0, 0, -1e-3),
+    ("slopes", _set("random_effects", "g", "cond_var", 0, 0, -1e-3),
      r"field 'random_effects\.g\.cond_var' entry for level 1, effect '\(Intercept\)' is -0\.001"),
     ("slopes", _set("sigma", "g:t", 0.5),
      r"field 'sigma' entry 'g:t' is 0\.5, but the covariance in 'random_effects' gives the standard "
@@ -196,7 +196,7 @@ TAMPERED = [
 
 
 @pytest.mark.parametrize("name,edit,message", TAMPERED)
-def test_tampered_files_are_refused_naming_the_field_and_entry(fits, tmp_path, name, edit, message):
+def test_tampered_files_are_refused_naming_the_field_and_set(fits, tmp_path, name, edit, message):
     res, _ = fits[name]
     d = _saved(res)
     edit(d)
