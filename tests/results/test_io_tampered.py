@@ -244,3 +244,4 @@ def test_dumps_writes_null_only_for_non_finite_floats():
     value = {"a": [1.5, NAN, -INF, INF, 0, True, None, "NaN"], "b": (np.float64(NAN), np.float64(2.0))}
     assert _strict(io.dumps(value)) == {"a": [1.5, None, None, None, 0, True, None, "NaN"], "b": [None, 2.0]}
     assert io.dumps({"a": [1.5]}) == json.dumps({"a": [1.5]})
+    assert _strict(io.dumps([[1e308, 1e308], [2**70, NAN]])) == [[1e308, 1e308], [2**70, None]]  # sum overflows
