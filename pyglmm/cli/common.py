@@ -2,7 +2,6 @@
 
 import argparse
 import contextlib
-import json
 import logging
 import sys
 
@@ -30,8 +29,11 @@ def progress_to_stderr(verbose):
 
 
 def write_json(res, path):
-    with open(path, "w") as fh:
-        json.dump(res.to_dict(), fh, indent=1)
+    """Write the fit's key numbers (``res.to_dict()``) as strict JSON (NaN as ``null``)."""
+    from ..results.io import dumps
+
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(dumps(res.to_dict(), indent=1))
 
 
 def emit(res, args):

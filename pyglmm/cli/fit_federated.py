@@ -1,10 +1,9 @@
 """``pyglmm fit-federated --site DATA1 --site DATA2 ... --formula F --nagq K``: an exact
 federated AGQ fit, each site a local process holding only its own file."""
 
-import json
 from pathlib import Path
 
-from .common import positive_int, progress_to_stderr
+from .common import positive_int, progress_to_stderr, write_json
 
 
 def add_parser(sub):
@@ -60,6 +59,5 @@ def run(args):
             conn.close()
     print(res)
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(res.to_dict(), fh, indent=1)
+        write_json(res, args.json)
     return 0

@@ -1,5 +1,6 @@
 """``pyglmm predict MODEL DATA --out SCORES``: score a CSV or Parquet file with a saved model."""
 
+import os
 import time
 
 import numpy as np
@@ -40,6 +41,7 @@ def run(args):
     from ..results.base import load
     from ..results.scoring import Scorer
 
+    _check_out(args)
     res = load(args.model)
     scorer = Scorer(res, type=args.type, new_levels=args.new_levels, backend=args.backend,
                     threads=args.threads)
@@ -75,6 +77,29 @@ def run(args):
     print("rows at the population level (level not seen in the fit, or missing): "
           + ", ".join(f"{f} {k:,}" for f, k in scorer.population_rows.items()))
     return 0
+
+
+def _check_out(args):
+    """Refuse an output that would overwrite the model or the data (with ``--scheduler``:
+    an output directory that holds input files)."""
+    if _same(args.out, args.model):
+        raise DataError(f"--out {args.out} is the model file {args.model}: scoring would "
+                        "overwrite it; write the scores to another file")
+    for path in cluster.files_of(args.data) if args.scheduler else [args.data]:
+        if _same(args.out, path):
+            raise DataError(f"--out {args.out} is the data file {path}: scoring would overwrite "
+                            "it; write the scores to another file")
+        if args.scheduler and _same(args.out, os.path.dirname(path) or "."):
+            raise DataError(f"--out {args.out} is the directory of the data file {path}: the "
+                            "scores would be written among the data; write them to another directory")
+
+
+def _same(a, b):
+    """Whether paths ``a`` and ``b`` name the same file (links and hard links included)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one does not exist (yet)
+        return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _in(path, exc):

@@ -484,7 +484,7 @@ def levels_from_json(saved, where):
             index = pd.Index(values, dtype=object if dtype == "object" else None)
         else:
             index = pd.Index(np.asarray(values, dtype=dtype))
-    except (TypeError, ValueError, OverflowError) as exc:
+    except (TypeError, ValueError, OverflowError, NotImplementedError) as exc:
         raise ValueError(f"model file: field '{where}' cannot be read as {kind} levels of "
                          f"dtype {dtype!r}: {exc}") from exc
     if kind != "str" and _kind(where, index) != kind:

@@ -164,6 +164,13 @@ def _column(token):
     return token[1:-1] if token.startswith("`") else token
 
 
+def arrays_formula(covariates, intercept, groups):
+    """The formula recorded for a fit from arrays: ``y ~ 1 + x1 + x2 + (1|g)`` (``0 +``
+    without the intercept), from the covariates' and the grouping factors' names."""
+    return "y ~ " + " + ".join((["1"] if intercept else ["0"]) + list(covariates)
+                               + [f"(1|{g})" for g in groups])
+
+
 def required_columns(parsed, extra=()):
     """Columns the formula (and named extra columns) read, without repeats."""
     fixed_vars = [t.column for t in parse_fixed(parsed.fixed)[1]]

@@ -7,7 +7,6 @@ Engine-specific results subclass :class:`GLMMResult` (the crossed engine's:
 their method.
 """
 
-import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -476,10 +475,14 @@ class GLMMResult:
         return to_dict(self, full)
 
     def to_json(self, path=None, full=False):
-        """JSON text of :meth:`to_dict`; written to ``path`` if given."""
-        text = json.dumps(self.to_dict(full=full), indent=1, default=str)
+        """Strict JSON text of :meth:`to_dict` (a non-finite number, such as the NaN
+        standard error of a separating column, is written as ``null``); written to
+        ``path`` if given."""
+        from .io import dumps
+
+        text = dumps(self.to_dict(full=full), indent=1, default=str)
         if path is not None:
-            with open(path, "w") as fh:
+            with open(path, "w", encoding="utf-8") as fh:
                 fh.write(text)
         return text
 

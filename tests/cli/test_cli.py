@@ -6,6 +6,8 @@ import subprocess
 import sys
 import tempfile
 
+import numpy as np
+import pandas as pd
 import pytest
 
 import pyglmm
@@ -120,3 +122,25 @@ def test_bad_numbers_are_usage_errors(args, kind, capsys):
         main(args)
     assert exc.value.code == 2
     assert f"argument {args[1]}: must be a {kind} integer, got {args[2]}" in capsys.readouterr().err
+
+
+def test_json_of_a_separated_fit_is_strict_json_with_null_standard_errors(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    n = 600
+    df = pd.DataFrame({"x1": rng.normal(size=n), "g1": rng.integers(0, 20, n), "g2": rng.integers(0, 15, n)})
+    df["y"] = (rng.random(n) < 1 / (1 + np.exp(-0.5 * df.x1))).astype(float)
+    df["x3"] = (df.x1 > 1).astype(float)
+    df.loc[df.x3 == 1, "y"] = 1.0  # x3 separates the response: its estimate diverges, its SE is NaN
+    df.to_csv(tmp_path / "sep.csv", index=False)
+    out = tmp_path / "sep.json"
+    assert main(["fit", str(tmp_path / "sep.csv"), "--formula", "y ~ x1 + x3 + (1|g1) + (1|g2)",
+                 "--json", str(out), "--save", str(tmp_path / "model.json")]) == 0
+    assert "separation by 'x3'" in capsys.readouterr().err
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not JSON")
+    d = json.loads(out.read_text(), parse_constant=refuse)
+    assert d["separation"] == ["x3"] and d["se"]["x3"] is None and d["se"]["x1"] > 0
+    saved = json.loads((tmp_path / "model.json").read_text(), parse_constant=refuse)
+    assert saved["cov"][2] == [None, None, None]
+    assert np.isnan(pyglmm.load(tmp_path / "model.json").bse["x3"])

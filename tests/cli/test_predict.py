@@ -1,5 +1,6 @@
 """pyglmm predict MODEL DATA --out SCORES: chunked reading and writing, unseen levels, errors."""
 
+import json
 import re
 
 import numpy as np
@@ -147,3 +148,48 @@ def test_empty_input_gives_an_empty_output(model, capsys, tmp_path):
         assert code == 0 and "scored 0 rows" in out and "g0 0, g1 0" in out
         got = read_scores(tmp_path / target)
         assert list(got.columns) == ["eta"] and len(got) == 0
+
+
+def test_output_that_would_overwrite_the_data_or_the_model_is_refused(model, capsys, tmp_path):
+    tmp, df, _ = model
+    data = tmp_path / "data.csv"
+    df.to_csv(data, index=False)
+    before = data.read_bytes()
+    err = error_of(capsys, tmp / "model.json", data, "--out", data)
+    assert f"--out {data} is the data file {data}: scoring would overwrite it" in err
+    (tmp_path / "link.csv").symlink_to(data)
+    other_spelling = tmp_path / ".." / tmp_path.name / "data.csv"
+    err = error_of(capsys, tmp / "model.json", tmp_path / "link.csv", "--out", other_spelling)
+    assert f"is the data file {tmp_path / 'link.csv'}: scoring would overwrite it" in err
+    assert data.read_bytes() == before
+    model_copy = tmp_path / "model.csv"  # a model saved under a .csv name is still a model
+    model_copy.write_bytes((tmp / "model.json").read_bytes())
+    err = error_of(capsys, model_copy, data, "--out", model_copy)
+    assert f"--out {model_copy} is the model file {model_copy}: scoring would overwrite it" in err
+    # with --scheduler, the output directory must not hold the input files (refused before connecting)
+    err = error_of(capsys, tmp / "model.json", tmp_path, "--out", tmp_path,
+                   "--scheduler", "tcp://127.0.0.1:9")
+    assert f"--out {tmp_path} is the directory of the data file {data}" in err
+    assert data.read_bytes() == before
+
+
+@pytest.mark.parametrize("content,why", [
+    (b"[" * 100_000 + b"]" * 100_000, "not a pyglmm model file (JSON nested too deeply)"),
+    (b"\xff\xfegarbage", "not a pyglmm model file (not UTF-8 text:"),
+])
+def test_malformed_model_file_is_a_one_line_error_naming_it(model, capsys, tmp_path, content, why):
+    tmp, _, _ = model
+    path = tmp_path / "broken.json"
+    path.write_bytes(content)
+    err = error_of(capsys, path, tmp / "data.csv", "--out", tmp_path / "s.csv")
+    assert err.startswith(f"pyglmm: error: {path}: {why}") and err.count("\n") == 1, err
+
+
+def test_tampered_model_file_is_refused_naming_the_field(model, capsys, tmp_path):
+    tmp, _, _ = model
+    d = json.loads((tmp / "model.json").read_text())
+    d["coef"]["x1"] = float("nan")
+    (tmp_path / "nan.json").write_text(json.dumps(d))
+    err = error_of(capsys, tmp_path / "nan.json", tmp / "data.csv", "--out", tmp_path / "s.csv")
+    assert f"{tmp_path / 'nan.json'}: model file: field 'coef' entry 'x1' is nan, not a finite number" in err
+    assert not (tmp_path / "s.csv").exists()

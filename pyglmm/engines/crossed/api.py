@@ -13,7 +13,7 @@ from ...data.design import build_design
 from ...exceptions import ConvergenceWarning, DataError, SeparationWarning, SingularFitWarning
 from ...families import get_family
 from ...data.coding import FixedCoding
-from ...data.formula import parse_formula, required_columns
+from ...data.formula import arrays_formula, parse_formula, required_columns
 from ...data.validation import check_column_roles, role_values
 from ...results.base import RowData, compact
 from .inference import beta_covariance, naive_comparison
@@ -207,8 +207,7 @@ def glmm_from_arrays(X, y, groups, family="binomial", *, feature_names=None, int
     fam = get_family(family)
     opts = _options(fam, dispersion, tol, inner_tol, var_tol, max_iter, max_inner_iter)
     name, kern, threads = _kernels(backend, threads)
-    formula = "y ~ " + " + ".join((["1"] if intercept else ["0"]) + names[int(intercept):]
-                                  + [f"(1|{g})" for g in groups])
+    formula = arrays_formula(names[int(intercept):], intercept, groups)
     with _backend.blas_single_thread(name):
         d = build_design(X, y, groups, fam, feature_names=names, response_name="y",
                          weights=weights, trials=trials, offset=offset, kern=kern, nthreads=threads)

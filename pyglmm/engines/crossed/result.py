@@ -9,7 +9,7 @@ import pandas as pd
 
 from ...data.coding import json_field
 from ...results.base import GLMMResult
-from ...results.io import float_matrix
+from ...results.io import float_matrix, table_from_json
 from ...results.summary import table
 
 NO_LIKELIHOOD = ("a PQL fit has no likelihood, hence no log-likelihood, AIC or BIC: PQL "
@@ -86,12 +86,9 @@ class CrossedResult(GLMMResult):
             naive = pd.DataFrame(float_matrix(json_field(naive, "data", list, "naive"), "naive.data",
                                               len(index), len(columns)),
                                  index=pd.Index(index, name="term"), columns=columns)
-        try:
-            history = pd.DataFrame(json_field(d, "history", dict))
-        except ValueError as exc:
-            raise ValueError(f"model file: field 'history' is not a table ({exc})") from None
         cluster = json_field(d, "cluster", (dict, type(None))) if "cluster" in d else None
-        return dict(inner_sweeps=json_field(d, "inner_sweeps", int), history=history, naive=naive,
+        return dict(inner_sweeps=json_field(d, "inner_sweeps", int),
+                    history=table_from_json(d, "history"), naive=naive,
                     naive_summary=json_field(d, "naive_summary", (dict, type(None))), cluster=cluster)
 
     def _loglik(self, name):

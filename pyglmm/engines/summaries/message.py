@@ -92,9 +92,10 @@ def read(path):
     try:
         with open(path, encoding="utf-8") as fh:
             d = json.loads(fh.read(), parse_constant=_no_constant)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, nested too deeply
+        why = "nested too deeply" if isinstance(exc, RecursionError) else exc
         raise ValueError(f"site file {os.fspath(path)}: not a pyglmm summaries message "
-                         f"(not JSON: {exc})") from None
+                         f"(not JSON: {why})") from None
     except _NonFinite as exc:
         raise ValueError(f"site file {os.fspath(path)}: holds {exc.args[0]}, not a finite "
                          "number") from None

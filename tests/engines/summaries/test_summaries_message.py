@@ -128,3 +128,15 @@ def test_reading_does_not_run_code(tmp_path, msg):
     path.write_text("(lambda: 1)()")
     with pytest.raises(ValueError, match="not JSON"):
         read_summary(path)
+
+
+@pytest.mark.parametrize("content,why", [
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    (b"\xff\xfegarbage", "'utf-8' codec can't decode byte 0xff"),
+])
+def test_deeply_nested_or_non_utf8_file_names_the_file(tmp_path, content, why):
+    path = tmp_path / "site.json"
+    path.write_bytes(content)
+    with pytest.raises(ValueError) as err:
+        read_summary(path)
+    assert str(err.value).startswith(f"site file {path}: not a pyglmm summaries message (not JSON: {why}")
