@@ -38,7 +38,7 @@ import numpy as np
 
 from ...exceptions import DataError
 from .. import separation
-from ..separation import MEAN_BOUNDS, Separation  # noqa: F401 (the crossed engine's names)
+from ..separation import MEAN_BOUNDS
 
 PHI_EXACT = 1e-14  # estimated dispersion / initial scale below this: the model fits exactly
 CONSTANT = 1e-9  # spread / size of values below this: they are constant

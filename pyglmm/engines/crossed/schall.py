@@ -113,7 +113,7 @@ class SchallFit:
     inner_converged: bool
     rel_change: float
     history: list = field(default_factory=list)
-    separation: object = None  # a degenerate.Separation when the loop stopped on separation
+    separation: object = None  # a separation.Separation when the loop stopped on separation
     rows: object = None  # the passes.RowPasses the loop ran on
 
 
