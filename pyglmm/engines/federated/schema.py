@@ -70,6 +70,7 @@ import json
 
 import numpy as np
 
+from ...data.levels import label_text
 from ...exceptions import DataError
 
 SCHEMA = "pyglmm-federated"
@@ -220,5 +221,6 @@ def cluster_hash(label, salt, key=b""):
     """The keyed hash a site releases for one cluster label:
     HMAC-SHA256 with key ``salt`` (the fit's fresh random bytes) concatenated with
     ``key`` (a secret the sites share and the coordinator does not know, or
-    empty), over the label's text ``str(label)`` in UTF-8; 64 hex digits."""
-    return hmac.new(salt + key, str(label).encode("utf-8"), hashlib.sha256).hexdigest()
+    empty), over the label's text in UTF-8 (:func:`~pyglmm.data.levels.label_text`: numbers by
+    value, so 3 and 3.0 at two sites are one cluster); 64 hex digits."""
+    return hmac.new(salt + key, label_text(label).encode("utf-8"), hashlib.sha256).hexdigest()

@@ -71,7 +71,8 @@ def test_encode_refuses_nan_and_decode_checks_the_common_fields():
 
 def test_cluster_hash_depends_on_salt_and_key():
     salt = bytes(32)
-    assert schema.cluster_hash(7, salt) == schema.cluster_hash("7", salt)
+    assert schema.cluster_hash(7, salt) == schema.cluster_hash("7", salt) == schema.cluster_hash(7.0, salt) \
+        == schema.cluster_hash(np.int32(7), salt)  # labels compare by value across the sites' dtypes
     assert schema.cluster_hash(7, salt) != schema.cluster_hash(7, b"\1" + salt[1:])
     assert schema.cluster_hash(7, salt) != schema.cluster_hash(7, salt, b"consortium secret")
     assert len(schema.cluster_hash("ward 3", salt)) == 64
