@@ -2,6 +2,7 @@ r""":func:`ridge_lmm`: the regularised linear mixed model of Amestoy, van de Wie
 van Wieringen (2021), reconstructed (the talk has no public code; see the
 package docstring for what pyglmm chose where the talk is silent)."""
 
+import math
 import time
 import warnings
 
@@ -98,6 +99,10 @@ def ridge_lmm(formula, data, *, lam="auto", b="auto", A=None, unpenalized=(), so
     coefficients are reported on the original scale.
     """
     t0 = time.perf_counter()
+    if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol > 0):
+        raise ValueError(f"tol must be a positive finite number, got {tol!r}")
+    if not (isinstance(max_iter, (int, np.integer)) and not isinstance(max_iter, bool) and max_iter >= 1):
+        raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
     name = _backend.backend(backend)
     kern = _backend.kernels(name, "ridge")
     parsed = parse_formula(formula)

@@ -99,6 +99,8 @@ def test_bad_data(single25, change, error, names):
     (dict(A={"other": np.eye(4)}), "'other'"),
     (dict(unpenalized=["nope"]), "'nope'"),
     (dict(solver="fast"), "solver must"),
+    (dict(tol=-1.0), r"tol must be a positive finite number, got -1\.0"), (dict(tol=float("nan")), "tol must"),
+    (dict(max_iter=0), "max_iter must be a positive integer, got 0"), (dict(max_iter=2.5), "max_iter must"),
 ])
 def test_bad_options(single25, options, names):
     with pytest.raises(ValueError, match=names):
