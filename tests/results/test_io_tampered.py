@@ -6,6 +6,7 @@ output is strict (non-finite numbers as null)."""
 import json
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,7 @@ from pyglmm import DataError, SeparationWarning
 from pyglmm.results import io
 
 NAN, INF = float("nan"), float("inf")
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def _data(n=600, seed=0):
@@ -34,8 +36,8 @@ def fits():
     df = _data()
     sep = df.assign(x3=(df.x1 > 1).astype(float))
     sep.loc[sep.x3 == 1, "y"] = 1.0
-    slopes = pd.read_csv(pyglmm.__path__[0] + "/../tests/fixtures/agq_slopes_binomial.csv")
-    sleep = pd.read_csv(pyglmm.__path__[0] + "/../tests/fixtures/sleepstudy.csv")
+    slopes = pd.read_csv(FIXTURES / "agq_slopes_binomial.csv")
+    sleep = pd.read_csv(FIXTURES / "sleepstudy.csv")
     X = df[["x1", "x2"]].to_numpy()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SeparationWarning)
