@@ -85,7 +85,11 @@ def glmm_agq(formula, data, family="binomial", *, nagq=1, weights=None, trials=N
     value a Newton fit of :math:`(\beta, \Lambda)` (warm-started); the fit is
     lmer's ``REML = FALSE`` fit, and the standard errors come from the
     :math:`\beta` block of the observed information given the variances (as
-    lmer's ``vcov``).
+    lmer's ``vcov``).  The optimiser works on the response residualised on the
+    least-squares start and divided by its residual standard deviation
+    (:class:`Units`), so the fit does not depend on the response's location or
+    scale; the estimates, standard errors, log-likelihood and modes are mapped
+    back exactly.
 
     Parameters
     ----------
@@ -100,7 +104,11 @@ def glmm_agq(formula, data, family="binomial", *, nagq=1, weights=None, trials=N
         cost per cluster grows as ``nagq ** q``.
     weights, trials, offset : str or array-like, optional
         Prior weights, binomial trials (the response is then the number of
-        successes) and offset: column names or per-row arrays.
+        successes) and offset: column names or per-row arrays.  Weights must be finite and
+        non-negative; rows of weight (or trials) 0 contribute nothing to the
+        likelihood.  As in glmer they count in ``n_obs`` and get fitted values,
+        and a level whose every row has weight 0 keeps :math:`\hat b = 0` with
+        the prior's variance (so it predicts at the population level).
     tol : float
         Newton decrement that stops the optimiser (log-likelihood units).
     max_iter : int
@@ -133,7 +141,8 @@ def glmm_agq(formula, data, family="binomial", *, nagq=1, weights=None, trials=N
     fam = get_family(family)
     gh_rule(nagq)  # a bad nagq fails before the data are read
     arrays = build_arrays(formula, data, fam, weights=weights, trials=trials, offset=offset)
-    _check_response(arrays)
+    fitted = arrays.weighted()  # the rows of positive weight
+    _check_response(fitted)
     name = _backend.backend(backend, engine="agq")
     kern = _backend.kernels(name, engine="agq")
     if threads is not None and not (isinstance(threads, (int, np.integer)) and threads >= 1):
@@ -141,22 +150,61 @@ def glmm_agq(formula, data, family="binomial", *, nagq=1, weights=None, trials=N
     threads = 1 if name == "numpy" else int(threads or _backend.get_num_threads())
     timings = {"design": time.perf_counter() - start}
     t0 = time.perf_counter()
-    watch = SeparationWatch(fam.name, np.einsum("ij,ij->j", arrays.X, arrays.X), arrays.n,
-                            arrays.fixed_names, arrays.certificate)
-    beta0, scale = glm_start(arrays, watch.stage("iterations of the GLM start"))
-    objective = ClusterObjective(kern, arrays, nagq, scale**2 if fam.name == "gaussian" else 1.0,
-                                 threads)
-    x0 = np.r_[beta0, objective.param.rho(_identity_theta(arrays.q) * scale)]
+    watch = SeparationWatch(fam.name, np.einsum("ij,ij->j", fitted.X, fitted.X), fitted.n,
+                            fitted.fixed_names, fitted.certificate)
+    beta0, scale = glm_start(fitted, watch.stage("iterations of the GLM start"))
+    units = Units(fitted, beta0, scale) if fam.name == "gaussian" else Units(fitted)
+    objective = ClusterObjective(kern, units.standardise(fitted), nagq, 1.0, threads)
+    x0 = np.r_[(beta0 - units.shift) / units.scale, objective.param.rho(_identity_theta(arrays.q))]
     callback = reporter(callback)
     with _backend.blas_single_thread(name):
         if fam.name == "gaussian":
-            opt = _profile_sigma(objective, x0, scale, tol, max_iter, callback)
+            opt = _profile_sigma(objective, x0, tol, max_iter)
+            opt = replace(opt, history=[units.row(row) for row in opt.history])
+            for row in opt.history:
+                callback(row)
         else:
             opt = _maximize(objective, x0, 1.0, tol, max_iter, callback,
                             watch.stage("Newton iterations"))
         timings["optimise"] = time.perf_counter() - t0
-        return _result(formula, arrays, objective, opt, se, name, threads, start, timings,
+        return _result(formula, arrays, objective, units, opt, se, name, threads, start, timings,
                        weights, trials, offset, data, watch.found)
+
+
+class Units:
+    r"""The units the optimiser works in.
+
+    Gaussian: the response residualised on the GLM start and scaled,
+    :math:`y' = (y - o - X\hat\beta_0)/s` with no offset, so that the fit starts
+    at :math:`\beta' = 0`, :math:`\Lambda' = I`, :math:`\sigma' = 1` whatever the
+    response's location and scale.  The gaussian model is equivariant under this
+    map: the fit on :math:`y'` is :math:`\beta = \hat\beta_0 + s\beta'`,
+    :math:`\Lambda = s\Lambda'`, :math:`\sigma = s\sigma'` (the modes
+    :math:`v` are unchanged), and the log-likelihood is that on :math:`y'` less the
+    Jacobian :math:`n\log s`.  Other families (no arguments): the identity.
+    """
+
+    def __init__(self, arrays, shift=None, scale=1.0):
+        self.shift = np.zeros(arrays.p) if shift is None else np.asarray(shift, dtype=np.float64)
+        self.scale = float(scale) if scale > 0 else 1.0  # 0: an exact fit, nothing to scale by
+        self.jacobian = arrays.n * np.log(self.scale)
+
+    def standardise(self, arrays):
+        """``arrays`` in these units."""
+        if self.scale == 1.0 and not self.shift.any():
+            return arrays
+        y = (arrays.y - arrays.offset - arrays.X @ self.shift) / self.scale
+        return replace(arrays, y=np.ascontiguousarray(y), offset=np.zeros(arrays.n))
+
+    def beta(self, beta):
+        return self.shift + self.scale * beta
+
+    def loglik(self, loglik):
+        return loglik - self.jacobian
+
+    def row(self, row):
+        """An iteration's record with the log-likelihood on the response's scale."""
+        return {**row, "loglik": self.loglik(row["loglik"])}
 
 
 def _check_response(arrays):
@@ -194,7 +242,7 @@ def glm_start(arrays, watch=None):
     scale = 1.0
     if fam.name == "gaussian":
         r = y - o - X @ beta
-        scale = float(np.sqrt(max(np.sum(a * r * r) / max(len(y) - arrays.p, 1), 1e-12)))
+        scale = float(np.sqrt(np.sum(a * r * r) / max(len(y) - arrays.p, 1)))
     return beta, scale
 
 
@@ -232,8 +280,9 @@ def _unevaluable(arrays, bad):
         "the random slopes, or rescale the response")
 
 
-def _profile_sigma(objective, x0, scale, tol, max_iter, callback):
-    """Gaussian: maximise the profile log-likelihood over log sigma by Brent's method."""
+def _profile_sigma(objective, x0, tol, max_iter):
+    """Gaussian: maximise the profile log-likelihood over log sigma by Brent's method
+    from sigma = 1 (the objective's response is standardised: :class:`Units`)."""
     from scipy.optimize import minimize_scalar
 
     warm = {"x": x0, "opt": None, "iterations": 0}
@@ -250,31 +299,30 @@ def _profile_sigma(objective, x0, scale, tol, max_iter, callback):
             warm["opt"] = (sigma, opt)
         return -opt.loglik
 
-    s0 = np.log(scale)
-    minimize_scalar(negative_profile, bracket=(s0 - 0.5, s0), method="brent",
+    minimize_scalar(negative_profile, bracket=(-0.5, 0.0), method="brent",
                     options={"xtol": 1e-7})
     sigma, opt = warm["opt"]
     objective.dispersion = sigma**2
-    for row in opt.history:
-        callback(row)
     return replace(opt, iterations=warm["iterations"])  # Newton iterations of all the inner fits
 
 
-def _result(formula, arrays, objective, opt, se, name, threads, start, timings, weights, trials,
-            offset, data, separation):
+def _result(formula, arrays, objective, units, opt, se, name, threads, start, timings, weights,
+            trials, offset, data, separation):
     fam, p, q = arrays.family, arrays.p, arrays.q
-    beta, theta = opt.x[:p], objective.param.theta(opt.x[p:])
+    beta, theta = opt.x[:p], objective.param.theta(opt.x[p:])  # in the optimiser's units
     t0 = time.perf_counter()
     loglik, _, hess, condvar, failed = evaluate_clusters(
-        objective.kern, arrays, beta, theta, objective.nagq, objective.modes, 2 if se else 0,
-        objective.dispersion, objective.threads)
+        objective.kern, objective.arrays, beta, theta, objective.nagq, objective.modes,
+        2 if se else 0, objective.dispersion, objective.threads)
     sigma_res = np.sqrt(objective.dispersion) if fam.name == "gaussian" else 1.0
     diag = theta[objective.param.diagonal]
     singular = [arrays.group] if np.any(np.abs(diag) < SINGULAR * sigma_res) else []
     diverging = [] if separation is None else separation.columns
     cov = beta_covariance(hess, p, theta, q, fam.name == "gaussian", arrays.fixed_names,
-                          separation) if se else None
+                          separation) * units.scale**2 if se else None
     timings["covariance"] = time.perf_counter() - t0
+    beta, theta = units.beta(beta), units.scale * theta  # in the response's units
+    dispersion = objective.dispersion * units.scale**2
     lam = lambda_matrix(theta, q)
     b = objective.modes @ lam.T                                   # (m, q): Lambda v
     b_var = np.einsum("ab,cbd,ad->ca", lam, condvar, lam)         # diag(Lambda H^-1 Lambda')
@@ -302,9 +350,10 @@ def _result(formula, arrays, objective, opt, se, name, threads, start, timings, 
         formula=formula, family=fam.name, link=fam.link,
         dispersion_mode="estimate" if fam.name == "gaussian" else "fixed",
         coef=pd.Series(beta, index=arrays.fixed_names, name="coef"), cov=cov,
-        sigma=sigma_of(re_cov), dispersion=float(objective.dispersion),
+        sigma=sigma_of(re_cov), dispersion=float(dispersion),
         b={arrays.group: b_frame}, b_var={arrays.group: var_frame},
-        re_cov=None if names == ["(Intercept)"] else re_cov, loglik=float(loglik.sum()),
+        re_cov=None if names == ["(Intercept)"] else re_cov,
+        loglik=units.loglik(float(loglik.sum())),
         n_obs=arrays.n, n_levels={arrays.group: arrays.m}, df_resid=0.0, pearson_chi2=pearson,
         deviance=float(deviance), iterations=opt.iterations,
         converged=opt.converged and not failed and separation is None, singular=singular,

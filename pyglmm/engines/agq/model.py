@@ -14,7 +14,7 @@ parameters; a coordinator sums the answers in its own ``evaluate(params,
 deriv)`` and runs :func:`pyglmm.engines.agq.optimize.maximize`.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -105,6 +105,20 @@ class AGQArrays:
         rows, else None (:mod:`pyglmm.engines.separation`)."""
         return verdict(*self.separation_counts(bounds, delta), self.n)
 
+    def weighted(self):
+        """These arrays without their rows of prior weight 0, which contribute nothing
+        to the likelihood; every cluster stays, one left without rows contributing a
+        factor 1 (its mode is 0 and its conditional variance the prior's, as glmer's).
+        Row ``i`` of the result is the caller's row ``order[i]``."""
+        keep = self.weights > 0
+        if keep.all():
+            return self
+        take = lambda a: np.ascontiguousarray(a[keep])  # noqa: E731
+        starts = np.r_[0, np.cumsum(keep)][self.starts].astype(np.int64)
+        return replace(self, X=take(self.X), Z=take(self.Z), y=take(self.y),
+                       weights=take(self.weights), offset=take(self.offset), starts=starts,
+                       order=self.order[keep])
+
     def to_caller_order(self, values):
         out = np.empty_like(values)
         out[self.order] = values
@@ -165,9 +179,11 @@ def build_arrays(formula, data, family, *, weights=None, trials=None, offset=Non
         col = check_numeric(name, data[name].to_numpy(), role="random slope")
         check_finite(name, col, index, role="random slope")
         Z[:, j] = col
-    problems = aliased_columns(X.T @ X, list(coding.names)) if check_aliased else []
+    weighted = X[prior[order] > 0]  # rows of weight 0 do not inform the fit
+    problems = aliased_columns(weighted.T @ weighted, list(coding.names)) if check_aliased else []
     if problems:
-        raise SingularMatrixError("fixed-effect columns are aliased (X'X is singular): "
+        where = "" if len(weighted) == len(X) else " over the rows of positive weight"
+        raise SingularMatrixError(f"fixed-effect columns are aliased{where} (X'X is singular): "
                                   + "; ".join(problems))
     starts = np.r_[0, np.cumsum(np.bincount(codes, minlength=len(levels)))].astype(np.int64)
     off = np.zeros(len(y)) if extra["offset"] is None else extra["offset"]

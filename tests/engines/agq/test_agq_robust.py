@@ -1,0 +1,116 @@
+"""The AGQ engine on awkward input: a gaussian response far from unit scale or
+location (the fit is equivariant), prior weights of zero (those rows contribute
+nothing), and magnitudes whose squares overflow (a DataError naming the column)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from cases import DATA
+
+import pyglmm
+
+SLEEP = "Reaction ~ Days + (Days|Subject)"
+
+
+@pytest.fixture(scope="module")
+def sleep():
+    return pd.read_csv(DATA / "sleepstudy.csv")
+
+
+@pytest.fixture(scope="module")
+def sleep_fit(sleep):
+    return pyglmm.glmm(SLEEP, sleep, "gaussian", nagq=1)
+
+
+@pytest.mark.parametrize("a, c", [(1e6, 0.0), (1.0, 1e6), (1e-6, 0.0), (-3.0, 7.0)])
+def test_gaussian_fit_is_equivariant_in_the_response(sleep, sleep_fit, a, c):
+    """The fit on a y + c is the fit on y mapped: beta -> a beta (+ c on the intercept),
+    standard errors, random effects and sigma times |a|, log-likelihood less n log|a|."""
+    ref = sleep_fit
+    res = pyglmm.glmm(SLEEP, sleep.assign(Reaction=a * sleep.Reaction + c), "gaussian", nagq=1)
+    assert res.converged and not res.warnings
+    coef = a * ref.coef
+    coef["Intercept"] += c
+    # measured: <= 1e-13 relative (coefficients), <= 6e-12 (the rest), 1.5e-11 (loglik)
+    np.testing.assert_allclose(res.coef, coef, rtol=1e-10)
+    np.testing.assert_allclose(res.se, abs(a) * ref.se, rtol=1e-10)
+    np.testing.assert_allclose(res.re_cov["Subject"], a**2 * ref.re_cov["Subject"], rtol=1e-10)
+    np.testing.assert_allclose(res.dispersion, a**2 * ref.dispersion, rtol=1e-10)
+    np.testing.assert_allclose(res.b["Subject"], a * ref.b["Subject"], rtol=1e-9, atol=1e-10 * abs(a))
+    np.testing.assert_allclose(res.b_var["Subject"], a**2 * ref.b_var["Subject"], rtol=1e-9)
+    assert res.loglik == pytest.approx(ref.loglik - len(sleep) * np.log(abs(a)), abs=1e-9)
+    np.testing.assert_allclose(res.fittedvalues, a * ref.fittedvalues + c, rtol=1e-10)
+
+
+def test_gaussian_offset_is_standardised_with_the_response(sleep, sleep_fit):
+    """An offset in the response's units: the fit on (y + o, offset o) is the fit on y."""
+    o = 1e6 * np.sin(np.arange(len(sleep)))
+    res = pyglmm.glmm(SLEEP, sleep.assign(Reaction=sleep.Reaction + o), "gaussian", nagq=1,
+                      offset=o)
+    assert res.converged
+    np.testing.assert_allclose(res.coef, sleep_fit.coef, rtol=1e-8)
+    np.testing.assert_allclose(res.re_cov["Subject"], sleep_fit.re_cov["Subject"], rtol=1e-8)
+    assert res.loglik == pytest.approx(sleep_fit.loglik, abs=1e-8)
+
+
+def zero_weighted(df, rows, level_column):
+    """``df`` with weight column ``w``: 1, but 0 on ``rows`` and on every row of the
+    last level of ``level_column``."""
+    w = np.ones(len(df))
+    w[rows] = 0.0
+    w[(df[level_column] == df[level_column].iloc[-1]).to_numpy()] = 0.0
+    return df.assign(w=w)
+
+
+@pytest.mark.parametrize("backend", ["cpp", "numpy"])
+@pytest.mark.parametrize("nagq", [1, 5])
+def test_zero_weight_rows_contribute_nothing(backend, nagq):
+    """A fit with rows of weight 0 is the fit without them; like glmer, they count in
+    n_obs, a level with no weighted row stays with b = 0 and the prior's variance,
+    and predicting it gives the population value."""
+    if backend not in pyglmm.backends.available_backends("agq"):
+        pytest.skip(f"{backend} backend not built")
+    cbpp = zero_weighted(pd.read_csv(DATA / "agq_cbpp.csv"), [0, 5, 7], "herd")
+    formula, options = "incidence ~ period + (1|herd)", dict(nagq=nagq, trials="size", backend=backend)
+    res = pyglmm.glmm(formula, cbpp, weights="w", **options)
+    kept = pyglmm.glmm(formula, cbpp[cbpp.w > 0], **options)
+    assert res.converged and res.n_obs == len(cbpp) and kept.n_obs == (cbpp.w > 0).sum()
+    np.testing.assert_allclose(res.coef, kept.coef, rtol=1e-12)
+    np.testing.assert_allclose(res.cov, kept.cov, rtol=1e-10)
+    np.testing.assert_allclose(res.sigma, kept.sigma, rtol=1e-12)
+    assert res.loglik == pytest.approx(kept.loglik, abs=1e-10)
+    last = cbpp.herd.iloc[-1]
+    assert res.n_levels == {"herd": cbpp.herd.nunique()}
+    np.testing.assert_allclose(res.b["herd"].drop(last), kept.b["herd"], rtol=1e-10, atol=1e-12)
+    assert res.b["herd"][last] == 0 and res.b_var["herd"][last] == pytest.approx(res.sigma["herd"]**2)
+    population = res.predict(cbpp.tail(1).assign(herd=-1))
+    assert res.predict(cbpp.tail(1), new_levels="error").iloc[0] == pytest.approx(population.iloc[0])
+
+
+def test_zero_weight_rows_gaussian(sleep):
+    """Gaussian (whose density has log w in its constant): still the fit without them."""
+    df = zero_weighted(sleep, [0, 1, 2, 50], "Subject")
+    res = pyglmm.glmm(SLEEP, df, "gaussian", nagq=1, weights="w")
+    kept = pyglmm.glmm(SLEEP, df[df.w > 0], "gaussian", nagq=1)
+    assert res.converged
+    np.testing.assert_allclose(res.coef, kept.coef, rtol=1e-12)
+    np.testing.assert_allclose(res.cov, kept.cov, rtol=1e-10)
+    np.testing.assert_allclose(res.re_cov["Subject"], kept.re_cov["Subject"], rtol=1e-10)
+    assert res.loglik == pytest.approx(kept.loglik, abs=1e-10)
+
+
+def test_zero_weights_that_alias_a_column_are_named(sleep):
+    """A fixed-effect column that is constant over the rows of positive weight."""
+    df = sleep.assign(w=(sleep.Days > 0).astype(float), d0=(sleep.Days == 0).astype(float))
+    with pytest.raises(pyglmm.SingularMatrixError, match="over the rows of positive weight.*'d0'"):
+        pyglmm.glmm("Reaction ~ Days + d0 + (1|Subject)", df, "gaussian", nagq=1, weights="w")
+
+
+@pytest.mark.parametrize("bad, what", [(-1.0, "negative weights, first at row 7"),
+                                       (np.nan, "1 NaN or infinite value.*first at row 7"),
+                                       (np.inf, "1 NaN or infinite value.*first at row 7")])
+def test_bad_weights_are_refused(sleep, bad, what):
+    df = sleep.assign(w=1.0)
+    df.loc[7, "w"] = bad
+    with pytest.raises(pyglmm.DataError, match=f"weights column 'w'.*{what}"):
+        pyglmm.glmm(SLEEP, df, "gaussian", nagq=1, weights="w")
