@@ -8,7 +8,8 @@ import pandas as pd
 
 from ..exceptions import DataError, SingularMatrixError
 from ..families import GAUSSIAN
-from .validation import aliased_columns, check_finite, check_numeric, check_weights, factorize
+from .validation import (aliased_columns, check_finite, check_magnitude, check_numeric, check_values,
+                         check_weights, factorize)
 
 EMPTY = np.empty(0)
 # Rows are reordered by the factor with the most levels when its per-level
@@ -152,14 +153,14 @@ def build_design(X, y, groups, family, *, feature_names, response_name, kern, nt
         raise DataError("fixed-effect column names repeat: " + ", ".join(map(repr, repeated)))
     y = check_numeric(response_name, y)
     _check_length(response_name, y, n)
-    check_finite(response_name, y, index)
+    check_values(response_name, y, index)
     prior = EMPTY
     if trials is not None and family.name != "binomial":
         raise DataError(f"trials are for the binomial family, not {family.name}")
     if trials is not None:
         trials = check_numeric("trials", trials)
         _check_length("trials", trials, n)
-        check_finite("trials", trials, index)
+        check_values("trials", trials, index)
     if weights is not None:
         weights = check_numeric("weights", weights)
         _check_length("weights", weights, n)
@@ -168,10 +169,11 @@ def build_design(X, y, groups, family, *, feature_names, response_name, kern, nt
     if weights is not None or trials is not None:
         prior = (weights if weights is not None else 1.0) * (trials if trials is not None else 1.0)
         prior = np.ascontiguousarray(prior, dtype=np.float64)
+        check_magnitude("weights times trials", prior, index)
     if offset is not None:
         offset = check_numeric("offset", offset)
         _check_length("offset", offset, n)
-        check_finite("offset", offset, index)
+        check_values("offset", offset, index)
     offset = EMPTY if offset is None else np.ascontiguousarray(offset)
 
     codes = np.empty((n, len(groups)), dtype=np.int32)

@@ -82,6 +82,30 @@ def check_finite(name, arr, index=None, columns=None, role=None):
                             f"{_row_label(index, start + row)}")
 
 
+HUGE = float(np.sqrt(np.finfo(np.float64).max))  # ~1.34e154: larger values' squares overflow
+
+
+def check_magnitude(name, arr, index=None, role=None):
+    """Raise if a value of the 1-D ``arr`` is so large (beyond ``HUGE``) that its square
+    overflows double precision, which sums of squares, variances and curvatures need.
+    ``name`` with spaces names a product of columns (``weights times trials``)."""
+    subject = name if role is None and " " in name else _column(name, role)
+    for start in range(0, arr.shape[0], CHUNK):
+        big = np.abs(arr[start:start + CHUNK]) > HUGE
+        if big.any():
+            row = start + np.flatnonzero(big)[0]
+            raise DataError(f"{subject} has a value too large for double precision "
+                            f"({arr[row]:.3g} at {_row_label(index, row)}): values beyond "
+                            f"{HUGE:.3g} overflow when squared; rescale it")
+
+
+def check_values(name, arr, index=None, role=None):
+    """:func:`check_finite` and :func:`check_magnitude`: a per-row column the model
+    computes with (response, offset, trials, slopes)."""
+    check_finite(name, arr, index, role=role)
+    check_magnitude(name, arr, index, role=role)
+
+
 def named_column(data, role, name, index=None, whole=True):
     """The column ``name`` that the user gave as ``role`` (weights, trials, offset),
     as float64, checked with errors that name it by its role (``whole``: see
@@ -93,7 +117,7 @@ def named_column(data, role, name, index=None, whole=True):
     if role == "weights":
         check_weights(name, values, index, role=role, whole=whole)
     else:
-        check_finite(name, values, index, role=role)
+        check_values(name, values, index, role=role)
     return values
 
 
@@ -115,14 +139,15 @@ def role_values(data, role, value):
     if role == "weights":
         check_weights(role, arr, data.index)
     else:
-        check_finite(role, arr, data.index, role=role)
+        check_values(role, arr, data.index, role=role)
     return arr
 
 
 def check_weights(name, w, index=None, role=None, whole=True):
-    """Prior weights must be finite and non-negative, and not all zero unless not
-    ``whole`` (the rows are a part of the data, e.g. a partition of a distributed fit)."""
-    check_finite(name, w, index, role=role)
+    """Prior weights must be finite, non-negative and not too large
+    (:func:`check_magnitude`), and not all zero unless not ``whole`` (the rows are a
+    part of the data, e.g. a partition of a distributed fit)."""
+    check_values(name, w, index, role=role)
     if (w < 0).any():
         pos = np.flatnonzero(w < 0)[0]
         raise DataError(f"{_column(name, role)} has negative weights, first at {_row_label(index, pos)}")

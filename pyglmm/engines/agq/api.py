@@ -56,8 +56,8 @@ def glmm_agq(formula, data, family="binomial", *, nagq=1, weights=None, trials=N
     are), with exact gradient and Hessian and a backtracking line search
     (:func:`pyglmm.engines.agq.optimize.maximize`); it stops when the Newton
     decrement :math:`g^\top(-H)^{-1}g/2` falls below ``tol``.  Start: a GLM fit
-    without random effects and :math:`\Lambda = I` (gaussian:
-    :math:`\hat\sigma_{\rm OLS} I`).  A diagonal of :math:`\Lambda` that falls
+    without random effects and :math:`\Lambda = I` (gaussian: the least-squares
+    fit and :math:`\Lambda = \hat\sigma_{\rm LS} I`).  A diagonal of :math:`\Lambda` that falls
     below 0.05 (relative to :math:`\sigma` for gaussian) on its way down is
     tried at 0 and kept there if that does not lower the log-likelihood (and
     freed again if :math:`10^{-3}` is better at convergence); a diagonal below
@@ -152,10 +152,12 @@ def glmm_agq(formula, data, family="binomial", *, nagq=1, weights=None, trials=N
     t0 = time.perf_counter()
     watch = SeparationWatch(fam.name, np.einsum("ij,ij->j", fitted.X, fitted.X), fitted.n,
                             fitted.fixed_names, fitted.certificate)
-    beta0, scale = glm_start(fitted, watch.stage("iterations of the GLM start"))
-    units = Units(fitted, beta0, scale) if fam.name == "gaussian" else Units(fitted)
+    if fam.name == "gaussian":
+        units, beta0 = Units.least_squares(fitted), np.zeros(arrays.p)
+    else:
+        units, beta0 = Units(fitted), glm_start(fitted, watch.stage("iterations of the GLM start"))
     objective = ClusterObjective(kern, units.standardise(fitted), nagq, 1.0, threads)
-    x0 = np.r_[(beta0 - units.shift) / units.scale, objective.param.rho(_identity_theta(arrays.q))]
+    x0 = np.r_[beta0, objective.param.rho(_identity_theta(arrays.q))]
     callback = reporter(callback)
     with _backend.blas_single_thread(name):
         if fam.name == "gaussian":
@@ -174,30 +176,55 @@ def glmm_agq(formula, data, family="binomial", *, nagq=1, weights=None, trials=N
 class Units:
     r"""The units the optimiser works in.
 
-    Gaussian: the response residualised on the GLM start and scaled,
-    :math:`y' = (y - o - X\hat\beta_0)/s` with no offset, so that the fit starts
-    at :math:`\beta' = 0`, :math:`\Lambda' = I`, :math:`\sigma' = 1` whatever the
-    response's location and scale.  The gaussian model is equivariant under this
-    map: the fit on :math:`y'` is :math:`\beta = \hat\beta_0 + s\beta'`,
-    :math:`\Lambda = s\Lambda'`, :math:`\sigma = s\sigma'` (the modes
-    :math:`v` are unchanged), and the log-likelihood is that on :math:`y'` less the
-    Jacobian :math:`n\log s`.  Other families (no arguments): the identity.
+    Gaussian (:meth:`least_squares`): the response residualised on the weighted
+    least-squares fit without random effects and divided by its residual
+    standard deviation :math:`s`, :math:`y' = (y - o - X\hat\beta_0)/s`, with no
+    offset and the prior weights divided by their largest, :math:`a' = a/k`; the
+    fit then starts at :math:`\beta' = 0`, :math:`\Lambda' = I`,
+    :math:`\sigma' = 1` whatever the response's location and scale.  The gaussian
+    model is equivariant under this map: the fit on :math:`y'` is
+    :math:`\beta = \hat\beta_0 + s\beta'`, :math:`\Lambda = s\Lambda'`,
+    :math:`\sigma^2 = k s^2\sigma'^2` (the modes :math:`v` are unchanged; the
+    density depends on :math:`\sigma^2/a` only), and the log-likelihood is that on
+    :math:`y'` less the Jacobian :math:`n\log s`.  Other families: the identity.
     """
 
-    def __init__(self, arrays, shift=None, scale=1.0):
-        self.shift = np.zeros(arrays.p) if shift is None else np.asarray(shift, dtype=np.float64)
-        self.scale = float(scale) if scale > 0 else 1.0  # 0: an exact fit, nothing to scale by
-        self.jacobian = arrays.n * np.log(self.scale)
+    def __init__(self, arrays, shift=None, scale=1.0, weight_scale=1.0):
+        self.shift = np.zeros(arrays.p) if shift is None else shift
+        self.scale, self.weight_scale = scale, weight_scale
+        self.jacobian = arrays.n * np.log(scale)
+
+    @classmethod
+    def least_squares(cls, arrays):
+        """The gaussian units of ``arrays`` (rows of positive weight), computed on the
+        response and weights divided by their largest magnitudes, so that no square
+        overflows or underflows."""
+        k = float(arrays.weights.max())
+        sw = np.sqrt(arrays.weights / k)
+        t = arrays.y - arrays.offset
+        c = float(np.max(np.abs(t))) or 1.0
+        gamma = np.linalg.lstsq(arrays.X * sw[:, None], t / c * sw, rcond=None)[0]
+        r = (t / c - arrays.X @ gamma) * sw
+        s = c * float(np.sqrt(r @ r / max(arrays.n - arrays.p, 1)))
+        if not np.isfinite(c * gamma).all():
+            raise DataError(f"response {arrays.response!r}: its least-squares fit on the "
+                            "fixed effects overflows (the response is too large for the scale "
+                            "of the fixed-effect columns); rescale them")
+        return cls(arrays, c * gamma, s if s > 0 else c, k)  # s = 0: an exact fit
 
     def standardise(self, arrays):
         """``arrays`` in these units."""
-        if self.scale == 1.0 and not self.shift.any():
+        if self.scale == 1.0 and self.weight_scale == 1.0 and not self.shift.any():
             return arrays
         y = (arrays.y - arrays.offset - arrays.X @ self.shift) / self.scale
-        return replace(arrays, y=np.ascontiguousarray(y), offset=np.zeros(arrays.n))
+        return replace(arrays, y=np.ascontiguousarray(y), offset=np.zeros(arrays.n),
+                       weights=arrays.weights / self.weight_scale)
 
     def beta(self, beta):
         return self.shift + self.scale * beta
+
+    def dispersion(self, dispersion):
+        return self.weight_scale * self.scale**2 * dispersion
 
     def loglik(self, loglik):
         return loglik - self.jacobian
@@ -222,9 +249,8 @@ def _identity_theta(q):
 
 
 def glm_start(arrays, watch=None):
-    r"""Start values: the GLM fit without random effects by IRLS (``START_ITER``
-    steps at most), and a scale: :math:`\hat\sigma` of that fit for gaussian, else 1.
-    ``watch(beta, iteration)`` sees each IRLS iterate."""
+    """Start values: the GLM fit without random effects by IRLS (``START_ITER``
+    steps at most); ``watch(beta, iteration)`` sees each IRLS iterate."""
     fam, X, y, a, o = arrays.family, arrays.X, arrays.y, arrays.weights, arrays.offset
     smoothed = {"binomial": (a * y + 0.5) / (a + 1), "poisson": y + 0.1}.get(fam.name, y)
     eta, beta = fam.linkfun(smoothed), np.zeros(arrays.p)
@@ -239,11 +265,7 @@ def glm_start(arrays, watch=None):
             watch(beta, it)
         if done:
             break
-    scale = 1.0
-    if fam.name == "gaussian":
-        r = y - o - X @ beta
-        scale = float(np.sqrt(np.sum(a * r * r) / max(len(y) - arrays.p, 1)))
-    return beta, scale
+    return beta
 
 
 def _maximize(objective, x0, scale, tol, max_iter, callback, watch=None):
@@ -314,15 +336,15 @@ def _result(formula, arrays, objective, units, opt, se, name, threads, start, ti
     loglik, _, hess, condvar, failed = evaluate_clusters(
         objective.kern, objective.arrays, beta, theta, objective.nagq, objective.modes,
         2 if se else 0, objective.dispersion, objective.threads)
-    sigma_res = np.sqrt(objective.dispersion) if fam.name == "gaussian" else 1.0
-    diag = theta[objective.param.diagonal]
-    singular = [arrays.group] if np.any(np.abs(diag) < SINGULAR * sigma_res) else []
     diverging = [] if separation is None else separation.columns
     cov = beta_covariance(hess, p, theta, q, fam.name == "gaussian", arrays.fixed_names,
                           separation) * units.scale**2 if se else None
     timings["covariance"] = time.perf_counter() - t0
     beta, theta = units.beta(beta), units.scale * theta  # in the response's units
-    dispersion = objective.dispersion * units.scale**2
+    dispersion = units.dispersion(objective.dispersion)
+    sigma_res = np.sqrt(dispersion) if fam.name == "gaussian" else 1.0
+    diag = theta[objective.param.diagonal]
+    singular = [arrays.group] if np.any(np.abs(diag) < SINGULAR * sigma_res) else []
     lam = lambda_matrix(theta, q)
     b = objective.modes @ lam.T                                   # (m, q): Lambda v
     b_var = np.einsum("ab,cbd,ad->ca", lam, condvar, lam)         # diag(Lambda H^-1 Lambda')

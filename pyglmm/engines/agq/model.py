@@ -21,8 +21,8 @@ import pandas as pd
 
 from ...data.coding import FixedCoding
 from ...data.formula import parse_fixed, parse_formula
-from ...data.validation import (aliased_columns, check_column_roles, check_finite, check_numeric,
-                                factorize, role_values)
+from ...data.validation import (aliased_columns, check_column_roles, check_magnitude, check_numeric,
+                                check_values, factorize, role_values)
 from ...exceptions import DataError, SingularMatrixError
 from ..separation import row_counts, verdict
 from .kernels_numpy import lambda_matrix, tri_index
@@ -161,13 +161,14 @@ def build_arrays(formula, data, family, *, weights=None, trials=None, offset=Non
     if extra["trials"] is not None and family.name != "binomial":
         raise DataError(f"trials are for the binomial family, not {family.name}")
     y = check_numeric(parsed.response, data[parsed.response].to_numpy(), role="response")
-    check_finite(parsed.response, y, index, role="response")
+    check_values(parsed.response, y, index, role="response")
     y = family.check_response(y, extra["trials"], parsed.response, index)
     prior = np.ones(len(y))
     if extra["weights"] is not None:
         prior = prior * extra["weights"]
     if extra["trials"] is not None:
         prior = prior * extra["trials"]
+        check_magnitude("weights times trials", prior, index)
     codes, levels = factorize(term.group, data[term.group])
     order = np.argsort(codes, kind="stable")
     coding = coding or FixedCoding.from_data(parsed.fixed, data)
@@ -177,7 +178,7 @@ def build_arrays(formula, data, family, *, weights=None, trials=None, offset=Non
     Z = np.ones((len(y), term.q))
     for j, name in enumerate(term.slopes, start=int(term.intercept)):
         col = check_numeric(name, data[name].to_numpy(), role="random slope")
-        check_finite(name, col, index, role="random slope")
+        check_values(name, col, index, role="random slope")
         Z[:, j] = col
     weighted = X[prior[order] > 0]  # rows of weight 0 do not inform the fit
     problems = aliased_columns(weighted.T @ weighted, list(coding.names)) if check_aliased else []
