@@ -153,7 +153,7 @@ def build_design(X, y, groups, family, *, feature_names, response_name, kern, nt
         raise DataError("fixed-effect column names repeat: " + ", ".join(map(repr, repeated)))
     y = check_numeric(response_name, y)
     _check_length(response_name, y, n)
-    check_values(response_name, y, index)
+    check_values(response_name, y, index, role="response")
     prior = EMPTY
     if trials is not None and family.name != "binomial":
         raise DataError(f"trials are for the binomial family, not {family.name}")

@@ -218,3 +218,32 @@ def test_grouping_labels_of_mixed_types_are_refused(df):
     odd.at[1003, "user"] = [1, 2]
     with pytest.raises(DataError, match=r"grouping column 'user' holds an unhashable label \(list\) at row 1003"):
         fit(odd)
+
+
+@pytest.mark.parametrize("engine", ["crossed", "agq"])
+@pytest.mark.parametrize("column, role, kw", [
+    ("y", "response", {"family": "poisson"}),
+    ("wt", "weights", {"weights": "wt"}),
+    ("n", "trials", {"trials": "n"}),
+    ("o", "offset", {"offset": "o"})])
+def test_values_whose_squares_overflow_are_named(df, engine, column, role, kw):
+    """One rule for both engines: a value beyond ~1.34e154 (whose square overflows)."""
+    data = df.assign(wt=1.0, n=1.0, o=0.0)
+    data[column] = np.where(np.arange(len(df)) == 3, 2e154, data[column].astype(float))
+    with pytest.raises(DataError, match=rf"^{role} column '{column}' has a value too large for "
+                                        r"double precision \(2e\+154 at row 1003\): values beyond "
+                                        r"1\.34e\+154 overflow when squared"):
+        fit(data, "y ~ x + (1|user)", engine=engine, **kw)
+
+
+def test_weights_times_trials_overflow(df):
+    with pytest.raises(DataError, match=r"^weights times trials has a value too large .*at row 1000"):
+        fit(df.assign(wt=1e100, n=1e100), "y ~ x + (1|user)", weights="wt", trials="n")
+
+
+def test_magnitude_below_the_limit_is_accepted():
+    from pyglmm.data.validation import HUGE, check_magnitude
+
+    check_magnitude("x", np.array([HUGE, -HUGE, 1e-300, 0.0]))
+    with pytest.raises(DataError, match=r"^column 'x' has a value too large .*\(-inf at row 1\)"):
+        check_magnitude("x", np.array([HUGE, -np.inf]))

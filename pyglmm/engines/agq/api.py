@@ -8,10 +8,11 @@ import numpy as np
 import pandas as pd
 
 from ... import backends as _backend
+from ...data.validation import HUGE
 from ...exceptions import DataError
-from ...families import get_family
+from ...families import POISSON_ETA_MAX, get_family
 from ...results.base import RowData, compact, sigma_of
-from .kernels_numpy import lambda_matrix
+from .kernels_numpy import lambda_matrix, tri_index
 from .model import ClusterObjective, build_arrays, evaluate_clusters, gh_rule
 from .optimize import maximize
 from .reporting import SINGULAR, SeparationWatch, beta_covariance, fit_notes, reporter
@@ -150,13 +151,13 @@ def glmm_agq(formula, data, family="binomial", *, nagq=1, weights=None, trials=N
     threads = 1 if name == "numpy" else int(threads or _backend.get_num_threads())
     timings = {"design": time.perf_counter() - start}
     t0 = time.perf_counter()
-    watch = SeparationWatch(fam.name, np.einsum("ij,ij->j", fitted.X, fitted.X), fitted.n,
-                            fitted.fixed_names, fitted.certificate)
-    if fam.name == "gaussian":
-        units, beta0 = Units.least_squares(fitted), np.zeros(arrays.p)
-    else:
-        units, beta0 = Units(fitted), glm_start(fitted, watch.stage("iterations of the GLM start"))
-    objective = ClusterObjective(kern, units.standardise(fitted), nagq, 1.0, threads)
+    units = Units(fitted)
+    work = units.arrays
+    watch = SeparationWatch(fam.name, np.einsum("ij,ij->j", work.X, work.X), work.n,
+                            work.fixed_names, work.certificate)
+    beta0 = (np.zeros(arrays.p) if fam.name == "gaussian" else
+             glm_start(work, watch.stage("iterations of the GLM start")))
+    objective = ClusterObjective(kern, work, nagq, 1.0, threads)
     x0 = np.r_[beta0, objective.param.rho(_identity_theta(arrays.q))]
     callback = reporter(callback)
     with _backend.blas_single_thread(name):
@@ -174,54 +175,68 @@ def glmm_agq(formula, data, family="binomial", *, nagq=1, weights=None, trials=N
 
 
 class Units:
-    r"""The units the optimiser works in.
+    r"""The units the optimiser works in, and the map of its estimates back.
 
-    Gaussian (:meth:`least_squares`): the response residualised on the weighted
+    Every family: the columns of :math:`X` and :math:`Z` divided by their largest
+    magnitudes :math:`d_j`, :math:`e_a`, so that Newton's method sees a
+    well-scaled Hessian: :math:`\beta_j = \beta'_j/d_j` and
+    :math:`\Lambda = E^{-1}\Lambda'` (rows divided by :math:`e_a`; still
+    lower triangular).  Gaussian also: the response residualised on the weighted
     least-squares fit without random effects and divided by its residual
     standard deviation :math:`s`, :math:`y' = (y - o - X\hat\beta_0)/s`, with no
     offset and the prior weights divided by their largest, :math:`a' = a/k`; the
     fit then starts at :math:`\beta' = 0`, :math:`\Lambda' = I`,
-    :math:`\sigma' = 1` whatever the response's location and scale.  The gaussian
-    model is equivariant under this map: the fit on :math:`y'` is
-    :math:`\beta = \hat\beta_0 + s\beta'`, :math:`\Lambda = s\Lambda'`,
-    :math:`\sigma^2 = k s^2\sigma'^2` (the modes :math:`v` are unchanged; the
-    density depends on :math:`\sigma^2/a` only), and the log-likelihood is that on
-    :math:`y'` less the Jacobian :math:`n\log s`.  Other families: the identity.
+    :math:`\sigma' = 1` whatever the response's location and scale.  The model is
+    equivariant under these maps: :math:`\beta = \hat\beta_0 + sD^{-1}\beta'`,
+    :math:`\Lambda = sE^{-1}\Lambda'`, :math:`\sigma^2 = k s^2\sigma'^2` (the
+    modes :math:`v` are unchanged; the gaussian density depends on
+    :math:`\sigma^2/a` only), and the log-likelihood is that of :math:`y'` less
+    the Jacobian :math:`n\log s`.  ``arrays`` holds the working arrays.
+
+    Parameters
+    ----------
+    arrays : AGQArrays
+        The rows of positive weight.
     """
 
-    def __init__(self, arrays, shift=None, scale=1.0, weight_scale=1.0):
-        self.shift = np.zeros(arrays.p) if shift is None else shift
-        self.scale, self.weight_scale = scale, weight_scale
-        self.jacobian = arrays.n * np.log(scale)
-
-    @classmethod
-    def least_squares(cls, arrays):
-        """The gaussian units of ``arrays`` (rows of positive weight), computed on the
-        response and weights divided by their largest magnitudes, so that no square
-        overflows or underflows."""
-        k = float(arrays.weights.max())
-        sw = np.sqrt(arrays.weights / k)
-        t = arrays.y - arrays.offset
-        c = float(np.max(np.abs(t))) or 1.0
-        gamma = np.linalg.lstsq(arrays.X * sw[:, None], t / c * sw, rcond=None)[0]
-        r = (t / c - arrays.X @ gamma) * sw
-        s = c * float(np.sqrt(r @ r / max(arrays.n - arrays.p, 1)))
-        if not np.isfinite(c * gamma).all():
-            raise DataError(f"response {arrays.response!r}: its least-squares fit on the "
-                            "fixed effects overflows (the response is too large for the scale "
-                            "of the fixed-effect columns); rescale them")
-        return cls(arrays, c * gamma, s if s > 0 else c, k)  # s = 0: an exact fit
-
-    def standardise(self, arrays):
-        """``arrays`` in these units."""
-        if self.scale == 1.0 and self.weight_scale == 1.0 and not self.shift.any():
-            return arrays
-        y = (arrays.y - arrays.offset - arrays.X @ self.shift) / self.scale
-        return replace(arrays, y=np.ascontiguousarray(y), offset=np.zeros(arrays.n),
-                       weights=arrays.weights / self.weight_scale)
+    def __init__(self, arrays):
+        self.x_scale, self.z_scale = _column_scale(arrays.X), _column_scale(arrays.Z)
+        X, Z = arrays.X / self.x_scale, arrays.Z / self.z_scale
+        self.shift, self.scale, self.weight_scale = np.zeros(arrays.p), 1.0, 1.0
+        y, weights, offset = arrays.y, arrays.weights, arrays.offset
+        if arrays.family.name == "gaussian":
+            k = float(weights.max())
+            sw = np.sqrt(weights / k)
+            t = y - offset
+            c = float(np.max(np.abs(t))) or 1.0
+            gamma = np.linalg.lstsq(X * sw[:, None], t / c * sw, rcond=None)[0]
+            r = t / c - X @ gamma
+            s = c * float(np.sqrt(np.sum(weights / k * r * r) / max(arrays.n - arrays.p, 1)))
+            if 0 < s < 1 / HUGE:
+                raise DataError(f"response {arrays.response!r} varies too little for double "
+                                f"precision: its residual standard deviation {s:.3g} is below "
+                                f"{1 / HUGE:.3g}, whose square underflows; rescale it")
+            self.scale = s if s > 0 else c  # s = 0: an exact fit
+            self.shift, self.weight_scale = c * gamma / self.x_scale, k
+            if not np.isfinite(self.shift).all():
+                raise DataError(f"response {arrays.response!r}: its least-squares fit on the "
+                                "fixed effects overflows (the response is too large for the "
+                                "scale of the fixed-effect columns); rescale them")
+            y, weights, offset = r / (self.scale / c), weights / k, np.zeros(arrays.n)
+        self.jacobian = arrays.n * np.log(self.scale)
+        self.rows = np.array([a for a, _ in tri_index(arrays.q)])  # theta's rows of Lambda
+        c = np.ascontiguousarray
+        self.arrays = replace(arrays, X=c(X), Z=c(Z), y=c(y), weights=c(weights), offset=c(offset))
 
     def beta(self, beta):
-        return self.shift + self.scale * beta
+        return self.shift + self.scale * beta / self.x_scale
+
+    def theta(self, theta):
+        return self.scale * theta / self.z_scale[self.rows]
+
+    def cov(self, cov):
+        """The covariance of :meth:`beta` from that of the working beta."""
+        return cov * self.scale**2 / np.outer(self.x_scale, self.x_scale)
 
     def dispersion(self, dispersion):
         return self.weight_scale * self.scale**2 * dispersion
@@ -232,6 +247,12 @@ class Units:
     def row(self, row):
         """An iteration's record with the log-likelihood on the response's scale."""
         return {**row, "loglik": self.loglik(row["loglik"])}
+
+
+def _column_scale(A):
+    """The largest magnitude in each column of ``A`` (1 for a column of zeros)."""
+    scale = np.max(np.abs(A), axis=0)
+    return np.where(scale > 0, scale, 1.0)
 
 
 def _check_response(arrays):
@@ -289,17 +310,21 @@ def _unevaluable(arrays, bad):
     effects, :math:`Z^\top WZ` has rank below q and a weight :math:`W` beyond about
     :math:`10^{16}` (a poisson mean near :math:`e^{37}`) swamps the identity, so
     the Laplace and quadrature terms cannot be computed in double precision (the
-    mode exists: :math:`\tilde h` is strictly concave)."""
+    mode exists: :math:`\tilde h` is strictly concave).  With enough rows: a poisson
+    mean beyond the fit's cap :math:`e^{100}` (``POISSON_ETA_MAX``), whose counts
+    the model cannot reach."""
     labels = ", ".join(repr(label) for label in arrays.levels[bad[:5]]) + (
         f" and {bad.size - 5} more" if bad.size > 5 else "")
     rows = np.diff(arrays.starts)[bad]
+    cause = (f"the curvature of the random effects at the mode is singular to rounding (fewer "
+             f"rows than the {arrays.q} random effects and a fitted mean beyond ~1e16"
+             if rows.min() < arrays.q else "the fitted means are too large (a poisson mean is "
+             f"capped at e^{POISSON_ETA_MAX:g} ~ {np.exp(POISSON_ETA_MAX):.2g}")
     rows = f"{rows.min()}" + (f"-{rows.max()}" if rows.max() > rows.min() else "")
     return DataError(
         f"the marginal log-likelihood of cluster(s) {labels} of {arrays.group!r} ({rows} "
-        "row(s)) cannot be computed at the start: the curvature of the random "
-        f"effects at the mode is singular to rounding (fewer rows than the {arrays.q} random "
-        "effects and a fitted mean beyond ~1e16, e.g. a huge count); drop those clusters or "
-        "the random slopes, or rescale the response")
+        f"row(s)) cannot be computed at the start: {cause}, e.g. a huge count or offset); "
+        "drop those clusters or the random slopes, or rescale the response or offset")
 
 
 def _profile_sigma(objective, x0, tol, max_iter):
@@ -337,10 +362,10 @@ def _result(formula, arrays, objective, units, opt, se, name, threads, start, ti
         objective.kern, objective.arrays, beta, theta, objective.nagq, objective.modes,
         2 if se else 0, objective.dispersion, objective.threads)
     diverging = [] if separation is None else separation.columns
-    cov = beta_covariance(hess, p, theta, q, fam.name == "gaussian", arrays.fixed_names,
-                          separation) * units.scale**2 if se else None
+    cov = units.cov(beta_covariance(hess, p, theta, q, fam.name == "gaussian",
+                                    arrays.fixed_names, separation)) if se else None
     timings["covariance"] = time.perf_counter() - t0
-    beta, theta = units.beta(beta), units.scale * theta  # in the response's units
+    beta, theta = units.beta(beta), units.theta(theta)  # in the data's units
     dispersion = units.dispersion(objective.dispersion)
     sigma_res = np.sqrt(dispersion) if fam.name == "gaussian" else 1.0
     diag = theta[objective.param.diagonal]

@@ -35,7 +35,8 @@ def beta_covariance(hess, p, theta, q, gaussian, names, separation=None):
     diverging = [] if separation is None else names if separation.complete else separation.columns
     kept = ~np.isin(names, list(diverging))
     free = np.r_[kept, [not gaussian and b not in zero_columns for _, b in tri]]
-    labels = list(np.asarray(names)[kept]) + [f"theta[{i}]" for i in np.flatnonzero(free[p:])]
+    labels = [str(name) for name in np.asarray(names)[kept]] + [
+        f"theta[{i}]" for i in np.flatnonzero(free[p:])]
     cov = np.full((p, p), np.nan)
     if kept.any():
         inv = checked_inverse(-hess[np.ix_(free, free)], labels, "the observed information")

@@ -1,6 +1,9 @@
 """The AGQ engine on awkward input: a gaussian response far from unit scale or
-location (the fit is equivariant), prior weights of zero (those rows contribute
-nothing), and magnitudes whose squares overflow (a DataError naming the column)."""
+location and covariates far from unit scale (the fit is equivariant), prior
+weights of zero (those rows contribute nothing), and magnitudes the fit cannot
+represent (a DataError naming the column)."""
+
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -22,7 +25,8 @@ def sleep_fit(sleep):
     return pyglmm.glmm(SLEEP, sleep, "gaussian", nagq=1)
 
 
-@pytest.mark.parametrize("a, c", [(1e6, 0.0), (1.0, 1e6), (1e-6, 0.0), (-3.0, 7.0)])
+@pytest.mark.parametrize("a, c", [(1e6, 0.0), (1.0, 1e6), (1e-6, 0.0), (-3.0, 7.0), (1e150, 0.0),
+                                  (1e-150, 0.0)])
 def test_gaussian_fit_is_equivariant_in_the_response(sleep, sleep_fit, a, c):
     """The fit on a y + c is the fit on y mapped: beta -> a beta (+ c on the intercept),
     standard errors, random effects and sigma times |a|, log-likelihood less n log|a|."""
@@ -38,8 +42,15 @@ def test_gaussian_fit_is_equivariant_in_the_response(sleep, sleep_fit, a, c):
     np.testing.assert_allclose(res.dispersion, a**2 * ref.dispersion, rtol=1e-10)
     np.testing.assert_allclose(res.b["Subject"], a * ref.b["Subject"], rtol=1e-9, atol=1e-10 * abs(a))
     np.testing.assert_allclose(res.b_var["Subject"], a**2 * ref.b_var["Subject"], rtol=1e-9)
-    assert res.loglik == pytest.approx(ref.loglik - len(sleep) * np.log(abs(a)), abs=1e-9)
+    assert res.loglik == pytest.approx(ref.loglik - len(sleep) * np.log(abs(a)), rel=1e-14, abs=1e-9)
     np.testing.assert_allclose(res.fittedvalues, a * ref.fittedvalues + c, rtol=1e-10)
+
+
+def test_gaussian_response_whose_variance_underflows_is_named(sleep):
+    with pytest.raises(pyglmm.DataError, match=r"^response 'Reaction' varies too little for double "
+                                               r"precision: its residual standard deviation 4\.77e-299 is "
+                                               r"below 7\.46e-155, whose square underflows"):
+        pyglmm.glmm(SLEEP, sleep.assign(Reaction=sleep.Reaction * 1e-300), "gaussian", nagq=1)
 
 
 def test_gaussian_offset_is_standardised_with_the_response(sleep, sleep_fit):
@@ -114,3 +125,53 @@ def test_bad_weights_are_refused(sleep, bad, what):
     df.loc[7, "w"] = bad
     with pytest.raises(pyglmm.DataError, match=f"weights column 'w'.*{what}"):
         pyglmm.glmm(SLEEP, df, "gaussian", nagq=1, weights="w")
+
+
+@pytest.mark.parametrize("k", [1e-8, 1e8, 1e100])
+def test_fit_is_equivariant_in_a_covariate_binomial(k):
+    """Scaling a fixed-effect column scales its coefficient and standard error by 1/k and
+    changes nothing else (the optimiser works on columns of unit scale)."""
+    cbpp = pd.read_csv(DATA / "agq_cbpp.csv")
+    formula, options = "incidence ~ P + (1|herd)", dict(nagq=5, trials="size")
+    ref = pyglmm.glmm(formula, cbpp.assign(P=cbpp.period), **options)
+    res = pyglmm.glmm(formula, cbpp.assign(P=cbpp.period * k), **options)
+    assert res.converged
+    # measured: <= 3e-15 relative at 1e100
+    np.testing.assert_allclose(res.coef, ref.coef / [1, k], rtol=1e-10)
+    np.testing.assert_allclose(res.se, ref.se / [1, k], rtol=1e-8)
+    np.testing.assert_allclose(res.sigma, ref.sigma, rtol=1e-10)
+    assert res.loglik == pytest.approx(ref.loglik, abs=1e-10)
+
+
+@pytest.mark.parametrize("k", [1e-6, 1e3])
+def test_fit_is_equivariant_in_a_slope_gaussian(sleep, sleep_fit, k):
+    """Days * k as fixed effect and random slope: its coefficient over k, its row and
+    column of the random effects' covariance over k, the rest unchanged."""
+    res = pyglmm.glmm("Reaction ~ D + (D|Subject)", sleep.assign(D=sleep.Days * k), "gaussian",
+                      nagq=1)
+    assert res.converged
+    ref, unscale = sleep_fit, np.array([1, 1 / k])
+    np.testing.assert_allclose(res.coef, ref.coef * unscale, rtol=1e-10)
+    np.testing.assert_allclose(res.se, ref.se * unscale, rtol=1e-8)
+    np.testing.assert_allclose(res.re_cov["Subject"], ref.re_cov["Subject"] * np.outer(unscale, unscale),
+                               rtol=1e-8)
+    assert res.loglik == pytest.approx(ref.loglik, abs=1e-9)
+
+
+def test_slope_whose_squares_overflow_is_named(sleep):
+    with pytest.raises(pyglmm.DataError, match=r"^random slope column 'D' has a value too large "
+                                               r"for double precision \(1e\+200 at row 1\)"):
+        pyglmm.glmm("Reaction ~ Days + (D|Subject)", sleep.assign(D=sleep.Days * 1e200),
+                    "gaussian", nagq=1)
+
+
+def test_poisson_counts_beyond_the_mean_cap_are_named():
+    """Counts near 1e50 need a mean beyond the fit's cap e^100: named, not a wrong number."""
+    cbpp = pd.read_csv(DATA / "agq_cbpp.csv")
+    with pytest.raises(pyglmm.DataError, match=r"cluster\(s\) 1, 2, 3, 4, 5 and 10 more of 'herd' "
+                                               r".*the fitted means are too large \(a poisson mean "
+                                               r"is capped at e\^100"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pyglmm.glmm("incidence ~ period + (1|herd)", cbpp.assign(incidence=cbpp.incidence * 1e50),
+                        "poisson", nagq=1)
