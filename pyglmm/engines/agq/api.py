@@ -86,11 +86,14 @@ def glmm_agq(formula, data, family="binomial", *, nagq=1, weights=None, trials=N
     value a Newton fit of :math:`(\beta, \Lambda)` (warm-started); the fit is
     lmer's ``REML = FALSE`` fit, and the standard errors come from the
     :math:`\beta` block of the observed information given the variances (as
-    lmer's ``vcov``).  The optimiser works on the response residualised on the
-    least-squares start and divided by its residual standard deviation
-    (:class:`Units`), so the fit does not depend on the response's location or
-    scale; the estimates, standard errors, log-likelihood and modes are mapped
-    back exactly.
+    lmer's ``vcov``).
+
+    Units: the optimiser works on the columns of :math:`X` and :math:`Z`
+    divided by their largest magnitudes and (gaussian) on the response
+    residualised on the least-squares fit and divided by its residual standard
+    deviation (:class:`Units`), so the fit does not depend on the scales of the
+    covariates or on the response's location and scale; the estimates, standard
+    errors, log-likelihood and modes are mapped back exactly.
 
     Parameters
     ----------
