@@ -360,7 +360,7 @@ def test_a_cluster_that_cannot_run_the_tasks_is_a_clear_error_not_a_hang(monkeyp
 
     with distributed.LocalCluster(n_workers=0, dashboard_address=":0") as cluster, \
             distributed.Client(cluster, set_as_default=False) as client:
-        with pytest.raises(RuntimeError, match=r"the fit stopped: for 1 s the Dask cluster has no "
+        with pytest.raises(pyglmm.ClusterError, match=r"the fit stopped: for 1 s the Dask cluster has no "
                                                r"worker; most often a worker over its memory limit"):
             gather(client, [client.submit(sum, [1, 2])], poll=0.2, stall=1)
     with distributed.LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cluster, \
@@ -369,14 +369,14 @@ def test_a_cluster_that_cannot_run_the_tasks_is_a_clear_error_not_a_hang(monkeyp
         workers = client.scheduler_info()["workers"]
         paused = {"workers": {a: {**w, "status": "paused", "memory_limit": 2**30} for a, w in workers.items()}}
         monkeypatch.setattr(client, "scheduler_info", lambda **kw: paused)  # as Dask reports it
-        with pytest.raises(RuntimeError, match=r"for 1 s the Dask cluster has had every worker paused "
+        with pytest.raises(pyglmm.ClusterError, match=r"for 1 s the Dask cluster has had every worker paused "
                                                r"at its memory limit \(1.00 GiB\); most often"):
             gather(client, [slow], poll=0.2, stall=1)
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
             distributed.LocalCluster(n_workers=1, processes=True, memory_limit="2GB",
                                      dashboard_address=":0") as cluster, \
             distributed.Client(cluster, set_as_default=False) as client:
-        with pytest.raises(RuntimeError, match=r"gave up on its task '_exit-.*' after 1 worker\(s\) "
+        with pytest.raises(pyglmm.ClusterError, match=r"gave up on its task '_exit-.*' after 1 worker\(s\) "
                                                r"died running it \(the last with a memory limit of "
                                                r"1.86 GiB\); most often a worker over its memory "
                                                r"limit: give the workers more memory") as caught:

@@ -16,12 +16,14 @@ worker's data are recomputed from the input files and the same inputs, giving
 the same numbers.
 """
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ....data.design import Design
+from ....exceptions import ClusterError
 from ..degenerate import certificate_verdict, check_response_varies, exact_fit_error
 from ..kernels_numpy import club_sweeps, smooth_update
 from ..passes import RowPasses
@@ -85,40 +87,75 @@ _ADVICE = ("most often a worker over its memory limit: give the workers more mem
            "the workers' logs say more")
 
 
-def gather(client, futures, poll=2.0, stall=None):
-    """``client.gather(futures)``, or a clear error where Dask would wait for ever or
-    say little: when for ``stall`` seconds (``STALL_SECONDS``) the cluster has no worker
-    or every worker is paused (over 80% of its memory limit, with nothing it can spill),
-    and, with what to do, when Dask gave up on a task whose workers kept dying
-    (``KilledWorker``)."""
-    from distributed import TimeoutError as Waiting, wait
+@contextlib.contextmanager
+def cluster_failures(what="the fit"):
+    """While active, the ways a Dask cluster fails to run work reach the caller as a
+    :class:`~pyglmm.exceptions.ClusterError` saying what happened and what to do: Dask
+    gave up on a task whose workers kept dying (``KilledWorker``), the connection to the
+    scheduler was lost (Dask then cancels every task), or a call to the scheduler failed
+    or timed out.  Errors the tasks raise (a :class:`~pyglmm.exceptions.DataError`, a
+    file a worker cannot read) and bugs pass unchanged."""
+    from concurrent.futures import CancelledError
+
+    from distributed.comm import CommClosedError
     from distributed.scheduler import KilledWorker
+
+    try:
+        yield
+    except KilledWorker as exc:
+        limit = _limits({0: {"memory_limit": getattr(exc.last_worker, "memory_limit", 0)}})
+        raise ClusterError(f"{what} stopped: Dask gave up on its task {exc.task!r} after "
+                           f"{exc.allowed_failures + 1} worker(s) died running it (the last with a "
+                           f"memory limit of {limit}); " + _ADVICE) from exc
+    except CancelledError as exc:
+        raise ClusterError(f"{what} stopped: the Dask scheduler cancelled its tasks (most often the "
+                           "connection to the scheduler was lost: is it still running?)") from exc
+    except CommClosedError as exc:
+        raise ClusterError(f"{what} stopped: the connection to the Dask scheduler or a worker "
+                           f"closed ({exc})") from exc
+
+
+def gather(client, futures, poll=2.0, stall=None, what="the fit"):
+    """``client.gather(futures)``, or a clear :class:`~pyglmm.exceptions.ClusterError`
+    (saying that ``what`` stopped) where Dask would wait for ever or say little: when for
+    ``stall`` seconds (``STALL_SECONDS``) the cluster has no worker or every worker is
+    paused (over 80% of its memory limit, with nothing it can spill), and the failures
+    of :func:`cluster_failures`."""
+    from distributed import TimeoutError as Waiting, wait
 
     stall = STALL_SECONDS if stall is None else stall
     since = None
-    while True:
-        try:
-            with client.as_current():
-                wait(futures, timeout=poll)
-            break
-        except Waiting:
-            workers = client.scheduler_info().get("workers", {})
-            if workers and any(w.get("status") != "paused" for w in workers.values()):
-                since = None
-                continue
-            since = time.monotonic() if since is None else since
-            if time.monotonic() - since >= stall:
-                state = ("has no worker" if not workers else
-                         f"has had every worker paused at its memory limit ({_limits(workers)})")
-                raise RuntimeError(f"the fit stopped: for {stall:.0f} s the Dask cluster {state}; "
-                                   + _ADVICE) from None
-    try:
+    with cluster_failures(what):
+        while True:
+            try:
+                with client.as_current():
+                    wait(futures, timeout=poll)
+                break
+            except Waiting:
+                workers = client.scheduler_info().get("workers", {})
+                if workers and any(w.get("status") != "paused" for w in workers.values()):
+                    since = None
+                    continue
+                since = time.monotonic() if since is None else since
+                if time.monotonic() - since >= stall:
+                    state = ("has no worker" if not workers else
+                             f"has had every worker paused at its memory limit ({_limits(workers)})")
+                    raise ClusterError(f"{what} stopped: for {stall:.0f} s the Dask cluster {state}; "
+                                       + _ADVICE) from None
         return client.gather(futures)
-    except KilledWorker as exc:
-        limit = _limits({0: {"memory_limit": getattr(exc.last_worker, "memory_limit", 0)}})
-        raise RuntimeError(f"the fit stopped: Dask gave up on its task {exc.task!r} after "
-                           f"{exc.allowed_failures + 1} worker(s) died running it (the last with a "
-                           f"memory limit of {limit}); " + _ADVICE) from exc
+
+
+def wait_for_workers(client, what="the fit"):
+    """Return once the cluster has a worker; a :class:`~pyglmm.exceptions.ClusterError`
+    if none joins in ``STALL_SECONDS``."""
+    if client.nthreads():
+        return
+    try:
+        client.wait_for_workers(1, timeout=STALL_SECONDS)
+    except TimeoutError:
+        raise ClusterError(f"{what} stopped: no worker joined the Dask cluster (scheduler "
+                           f"{client.scheduler.address}) in {STALL_SECONDS:.0f} s: start its "
+                           "workers, or use a cluster that has some") from None
 
 
 def _limits(workers):
