@@ -87,6 +87,18 @@ def test_fit_equals_the_in_process_fit(clusters, workers, npartitions, shuffle):
     assert back.cluster == got.cluster and str(back) == str(got)
 
 
+def test_three_factors_equal_the_in_process_fit(clusters):
+    """A cross-sums pass sends only the other factors' rows of its table: with three
+    factors the middle one's pass reads levels on both sides of its own."""
+    X, y, groups = small_crossed(n=600, K=3)
+    df = pd.DataFrame({"x1": X[:, 0], "x2": X[:, 1], "y": y, **groups})
+    formula = FORMULA + " + (1|g2)"
+    want = pyglmm.glmm(formula, df, **FAST)
+    with clusters(2).as_current():
+        got = pyglmm.glmm(formula, dd.from_pandas(df, npartitions=3), **FAST)
+    assert_same_fit(got, want)
+
+
 def test_rows_sorted_by_a_factor_and_string_labels(clusters):
     """Partitions that each hold a few levels of g0 (levels absent from most partitions),
     string labels and a categorical fixed effect coded from the merged levels."""

@@ -165,10 +165,10 @@ def batch_sums(state):
     return state[1]
 
 
-def batch_cross_sums(parts, state, factor, table):
+def batch_cross_sums(parts, state, factor, others):
     """:func:`cross_sums` of a batch at its weights, added over the union of the
     partitions' levels of ``factor``: (global ids, sums)."""
-    outs = [cross_sums(part, w0, factor, table) for part, w0 in zip(parts, state[0])]
+    outs = [cross_sums(part, w0, factor, others) for part, w0 in zip(parts, state[0])]
     return level_sum(outs, [part.factor_ids(factor) for part in parts])
 
 
@@ -212,14 +212,19 @@ def stats(part, family, params, design):
     return (w0, (sc, G, h, S)) if design else (None, (sc,))
 
 
-def cross_sums(part, w0, factor, table):
-    """Kernel group_cross_sums of the global ``table`` (Q x m) at the weights ``w0``
-    over the partition's levels of ``factor``."""
+def cross_sums(part, w0, factor, others):
+    """Kernel group_cross_sums at the weights ``w0`` over the partition's levels of
+    ``factor``, of the global table without that factor's levels: ``others`` = (the
+    table's rows of the other factors, in order, (Q - q) x m; lo; hi), the factor's
+    levels being [lo, hi) (the kernel reads only the other factors' rows)."""
     d = part.d
-    lo, hi = int(d.offsets[factor]), int(d.offsets[factor + 1])
-    out = np.empty((hi - lo, table.shape[1]))
-    part.kern.group_cross_sums(d.codes, factor, lo, w0, 1.0,
-                               np.ascontiguousarray(table[part.ids]), out, 1)
+    a, z = int(d.offsets[factor]), int(d.offsets[factor + 1])
+    table, lo, hi = others
+    rows = np.zeros((part.ids.size, table.shape[1]))  # the factor's own rows stay 0, unread
+    rows[:a] = table[part.ids[:a]]  # the partition's levels of the factors before it ...
+    rows[z:] = table[part.ids[z:] - (hi - lo)]  # ... and after it
+    out = np.empty((z - a, table.shape[1]))
+    part.kern.group_cross_sums(d.codes, factor, a, w0, 1.0, rows, out, 1)
     return out
 
 

@@ -243,10 +243,15 @@ class ClusterPasses(RowPasses):
         return np.sum([s[0] for s in sums], axis=0)
 
     def _cross_sums(self, w0, factor, lo, table, out):
+        """The group cross sums of ``table`` over the levels [lo, lo + len(out)) of
+        ``factor``: only the other factors' rows of ``table`` are sent (with a small
+        factor and a large one, the large factor's pass sends the small one's rows)."""
         start = time.perf_counter()
-        futures = self._run(P.batch_cross_sums, factor, self._put(np.array(table)), states=w0)
+        hi = lo + out.shape[0]
+        others = np.concatenate([table[:lo], table[hi:]])
+        futures = self._run(P.batch_cross_sums, factor, self._put((others, lo, hi)), states=w0)
         out[:] = 0.0
-        for union, sums in self._gather("cross_sums", futures, start, table.nbytes):
+        for union, sums in self._gather("cross_sums", futures, start, others.nbytes):
             out[union - lo] += sums
 
     def backfit(self, c, beta, b, tol, max_iter):
