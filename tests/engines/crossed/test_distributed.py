@@ -80,6 +80,16 @@ def test_fit_equals_the_in_process_fit(clusters, workers, npartitions, shuffle):
     # (ids, Z'W[X, 1, z]: p + 3 = 6 numbers per level), X'WX, X'Wz, 4 scalars; never rows
     traffic = got.cluster["traffic"]
     assert traffic["stats"]["passes"] == got.iterations + 1
+    # each level of g0 in one worker thread's partitions (shuffled by it, or one thread):
+    # the standard errors' smoother keeps g0's fits there, and its passes and the sandwich
+    # pass move g1's 16 levels and p x p matrices only, never a table over g0's 20 levels
+    whole = shuffle == "largest" or workers == npartitions == 1
+    assert ("smoother" in traffic) == whole
+    if whole:
+        for kind in ("smoother", "sandwich"):
+            t = traffic[kind]
+            assert t["bytes_sent"] / t["passes"] <= 16 * 3 * 8 + 64
+            assert t["bytes_received"] / t["passes"] <= workers * (16 * 4 + 3 * 3 * 3) * 8 + 64
     per_pass = traffic["stats"]["bytes_received"] / traffic["stats"]["passes"]
     assert per_pass <= min(workers, npartitions) * (36 * 6 + 3 * 3 + 3 + 4) * 8
     assert f"{workers} worker(s), {workers} thread(s), {npartitions} partition(s)" in str(got)
@@ -156,10 +166,12 @@ def test_worker_processes(clusters):
     assert_same_fit(got, want)
 
 
-def test_a_worker_killed_mid_fit_is_recovered_by_dask(clusters):
+@pytest.mark.parametrize("shuffle", [None, "largest"])
+def test_a_worker_killed_mid_fit_is_recovered_by_dask(clusters, shuffle):
     """Kill a worker process after the second outer iteration: Dask recomputes its
     partitions and weights from their lineage (the frame, the same inputs), so the fit
-    carries on to the same answer."""
+    carries on to the same answer (shuffled: with the standard errors' smoother on the
+    workers)."""
     df = binomial_frame()
     want = pyglmm.glmm(FORMULA, df, **FAST)
     client = clusters(2, processes=True)
@@ -172,7 +184,8 @@ def test_a_worker_killed_mid_fit_is_recovered_by_dask(clusters):
             killed.append(pid)
 
     with client.as_current():
-        got = pyglmm.glmm(FORMULA, dd.from_pandas(df, npartitions=4), callback=kill_one, **FAST)
+        got = pyglmm.glmm(FORMULA, dd.from_pandas(df, npartitions=4), callback=kill_one,
+                          shuffle=shuffle, **FAST)
     assert killed
     assert_same_fit(got, want)
 

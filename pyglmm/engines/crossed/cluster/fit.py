@@ -16,7 +16,9 @@ Data flow (the driver is this process; the rows never come to it):
    exactly as in process (:mod:`pyglmm.engines.crossed.schall`), through
    :class:`.passes.ClusterPasses`: per outer iteration one fused pass, per inner
    sweep one cross-sum pass per factor, each moving per-level vectors and p x p
-   matrices.
+   matrices.  When each level of the largest factor lies in one batch, the
+   standard errors' smoother keeps that factor's per-level fits on the workers
+   (``ClusterPasses.covariance_sums``).
 
 Per pass a worker thread returns tables over its partitions' levels only.  With rows
 spread over partitions at random, every partition holds most levels of a small
