@@ -22,7 +22,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from .backends import (BackendUnavailableError, available_backends, backend,
                        get_num_threads, set_num_threads)
-from .exceptions import (ConvergenceWarning, DataError, SeparationWarning,
+from .exceptions import (ClusterError, ConvergenceWarning, DataError, SeparationWarning,
                          SingularFitWarning, SingularMatrixError)
 
 try:
@@ -43,7 +43,7 @@ __all__ = [
     "glmm", "glmm_from_arrays", "ridge_lmm", "fit_federated", "site_summary", "fit_summaries",
     "GLMMResult", "load",
     "backend", "available_backends", "get_num_threads", "set_num_threads",
-    "BackendUnavailableError", "ConvergenceWarning", "DataError", "SeparationWarning",
+    "BackendUnavailableError", "ClusterError", "ConvergenceWarning", "DataError", "SeparationWarning",
     "SingularFitWarning", "SingularMatrixError",
     "simulate_crossed", "simulate_stitchfix", "__version__",
 ]

@@ -14,6 +14,14 @@ class SingularMatrixError(DataError):
     """
 
 
+class ClusterError(RuntimeError):
+    """A Dask cluster could not run the work: its scheduler cannot be reached or was
+    lost, it has no worker, or its workers kept dying (most often over their memory
+    limit).  The message says which, and what to do.  Errors in the data that a worker
+    finds are :class:`DataError`, naming the partition.
+    """
+
+
 class ConvergenceWarning(UserWarning):
     """A loop stopped at its iteration limit before reaching its tolerance."""
 

@@ -5,7 +5,7 @@ import sys
 import warnings
 
 from .. import backends as _backend
-from ..exceptions import DataError
+from ..exceptions import ClusterError, DataError
 from . import demo, fit, fit_federated, fit_ridge, fit_summaries, predict, site_summary
 
 SUBCOMMANDS = (fit, predict, demo, fit_federated, site_summary, fit_summaries, fit_ridge)
@@ -27,7 +27,7 @@ def main(argv=None):
             warnings.simplefilter("always")
             warnings.showwarning = _show_warning
             return args.func(args)
-    except (DataError, ValueError, TypeError, NotImplementedError, OSError,
+    except (DataError, ValueError, TypeError, NotImplementedError, OSError, ClusterError,
             _backend.BackendUnavailableError) as exc:
         print(f"pyglmm: error: {exc}", file=sys.stderr)
         return 1

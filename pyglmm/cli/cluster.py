@@ -8,18 +8,34 @@ starts a LocalCluster of N worker processes (default: one per core) for the
 command's duration.
 """
 
+import argparse
 import contextlib
 import glob
 import os
 import time
 
-from ..exceptions import DataError
+from ..exceptions import ClusterError, DataError
 
 SUFFIXES = (".parquet", ".pq", ".csv")
+CONNECT_SECONDS = 30  # how long to try to reach a --scheduler ADDRESS
+
+
+def scheduler_option(text):
+    """``--scheduler``'s value, checked: ``local``, ``local:N`` with N >= 1, or an address
+    (which :func:`connect` checks by connecting)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("needs a scheduler address (e.g. tcp://host:8786) or "
+                                         "'local[:N]'")
+    if text.startswith("local:"):
+        count = text.partition(":")[2]
+        if not (count.isdigit() and int(count) >= 1):
+            raise argparse.ArgumentTypeError(f"local:N needs a positive number of workers, got "
+                                             f"{count!r}")
+    return text
 
 
 def add_scheduler_option(p):
-    p.add_argument("--scheduler", metavar="ADDRESS|local[:N]",
+    p.add_argument("--scheduler", type=scheduler_option, metavar="ADDRESS|local[:N]",
                    help="run on a Dask cluster: a scheduler address, or 'local[:N]' for a local "
                         "cluster of N worker processes; DATA is then a directory or a glob of "
                         "CSV/Parquet files, one partition each (needs pyglmm[dask])")
@@ -27,7 +43,9 @@ def add_scheduler_option(p):
 
 @contextlib.contextmanager
 def connect(scheduler):
-    """A ``distributed.Client`` for ``scheduler`` (see the module's docstring), current while open."""
+    """A ``distributed.Client`` for ``scheduler`` (see the module's docstring, checked by
+    :func:`scheduler_option`), current while open; a :class:`ClusterError` if the
+    scheduler cannot be reached."""
     try:
         from distributed import Client, LocalCluster
     except ImportError as exc:
@@ -36,14 +54,16 @@ def connect(scheduler):
     with contextlib.ExitStack() as stack:
         if scheduler == "local" or scheduler.startswith("local:"):
             count = scheduler.partition(":")[2]
-            if count and not (count.isdigit() and int(count) >= 1):
-                raise ValueError(f"--scheduler local:N needs a positive number of workers, got {count!r}")
             cluster = stack.enter_context(LocalCluster(
                 n_workers=int(count) if count else None, threads_per_worker=1,
                 dashboard_address=":0"))
             client = stack.enter_context(Client(cluster))
         else:
-            client = stack.enter_context(Client(scheduler, timeout="30s"))
+            try:
+                client = stack.enter_context(Client(scheduler, timeout=f"{CONNECT_SECONDS}s"))
+            except (OSError, ValueError) as exc:  # no answer in time; an address Dask cannot parse
+                raise ClusterError(f"--scheduler {scheduler}: cannot connect to a Dask scheduler "
+                                   f"({exc})") from None
         with client.as_current():
             yield client
 
@@ -93,14 +113,17 @@ def fit(args, needed):
 
 def predict(args, res, scorer):
     """``pyglmm predict --scheduler``: writes one Parquet file per input file into ``args.out``."""
+    from ..engines.crossed.cluster.passes import cluster_failures, gather, wait_for_workers
     from ..engines.crossed.cluster.scoring import predict_dask
 
     files = files_of(args.data)
     start = time.perf_counter()
-    with connect(args.scheduler):
+    with connect(args.scheduler) as client, cluster_failures("scoring"):
+        wait_for_workers(client, "scoring")
         scores = predict_dask(res, read_files(files, scorer.columns), type=args.type,
                               new_levels=args.new_levels, partition_names=files)
-        scores.to_frame().to_parquet(args.out, write_index=False)
+        write = scores.to_frame().to_parquet(args.out, write_index=False, compute=False)
+        gather(client, [client.compute(write)], what="scoring")
     seconds = time.perf_counter() - start
     print(f"scored {len(files)} file(s) in {seconds:.3f} s -> {args.out}/ (one Parquet file per "
           "input file, in their sorted order)")

@@ -1,7 +1,9 @@
 """pyglmm fit / predict --scheduler: a directory of files on a Dask cluster (an in-process
-LocalCluster, reached by its address)."""
+LocalCluster, reached by its address); a cluster that cannot run the work is a one-line
+error."""
 
 import json
+import socket
 
 import numpy as np
 import pandas as pd
@@ -65,7 +67,112 @@ def test_errors_name_the_file(address, files, tmp_path, capsys):
     assert f"{folder / 'part2.csv'}: column 'x2' has 1 NaN or infinite value(s), first at row 17" in err
     assert main(["fit", str(tmp_path / "none*.pq"), "--formula", FORMULA, "--scheduler", address]) == 1
     assert "none*.pq: no CSV or Parquet (.parquet, .pq, .csv) files" in capsys.readouterr().err
-    assert main(["fit", str(folder), "--formula", FORMULA, "--scheduler", "local:x"]) == 1
-    assert "--scheduler local:N needs a positive number of workers, got 'x'" in capsys.readouterr().err
     assert main(["fit", str(folder / "part0.parquet"), "--formula", FORMULA, "--shuffle", "largest"]) == 1
     assert "--shuffle is for a fit on a Dask cluster (--scheduler)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value,message", [
+    ("local:0", "local:N needs a positive number of workers, got '0'"),
+    ("local:abc", "local:N needs a positive number of workers, got 'abc'"),
+    ("local:", "local:N needs a positive number of workers, got ''"),
+    ("", "needs a scheduler address (e.g. tcp://host:8786) or 'local[:N]'"),
+])
+def test_a_bad_scheduler_option_is_a_usage_error(files, value, message, capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["fit", str(files[1]), "--formula", FORMULA, "--scheduler", value])
+    assert caught.value.code == 2
+    assert f"argument --scheduler: {message}" in capsys.readouterr().err
+
+
+def closed_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def one_line_error(capsys, *argv):
+    assert main(list(argv)) == 1
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and captured.err.count("\n") == 1
+    return captured.err
+
+
+def test_a_scheduler_that_cannot_be_reached_is_a_one_line_error(files, monkeypatch, capsys):
+    from pyglmm.cli import cluster
+
+    monkeypatch.setattr(cluster, "CONNECT_SECONDS", 1)
+    folder = str(files[1])
+    port = closed_port()
+    err = one_line_error(capsys, "fit", folder, "--formula", FORMULA, "--scheduler",
+                         f"tcp://127.0.0.1:{port}")
+    assert err.startswith(f"pyglmm: error: --scheduler tcp://127.0.0.1:{port}: cannot connect to a "
+                          f"Dask scheduler (Timed out trying to connect to tcp://127.0.0.1:{port} "
+                          "after 1 s")
+    err = one_line_error(capsys, "fit", folder, "--formula", FORMULA, "--scheduler", "nohost")
+    assert err == ("pyglmm: error: --scheduler nohost: cannot connect to a Dask scheduler (missing "
+                   "port number in address 'nohost')\n")
+
+
+def test_a_cluster_without_workers_is_a_one_line_error(files, monkeypatch, capsys):
+    from pyglmm.engines.crossed.cluster import passes
+
+    monkeypatch.setattr(passes, "STALL_SECONDS", 1)
+    with distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as empty:
+        err = one_line_error(capsys, "fit", str(files[1]), "--formula", FORMULA, "--scheduler",
+                             empty.scheduler_address)
+        assert err == (f"pyglmm: error: the fit stopped: no worker joined the Dask cluster "
+                       f"(scheduler {empty.scheduler_address}) in 1 s: start its workers, or use a "
+                       "cluster that has some\n")
+
+
+def killed(*args):
+    """What a task on a worker that kept dying ends with, as Dask reports it."""
+    from types import SimpleNamespace
+
+    from distributed.scheduler import KilledWorker
+
+    raise KilledWorker("task-1", SimpleNamespace(address="tcp://10.0.0.9:4000", memory_limit=2**30), 3)
+
+
+def cancelled(*args):
+    """What every task ends with once the connection to the scheduler is lost."""
+    from concurrent.futures import CancelledError
+
+    raise CancelledError()
+
+
+@pytest.mark.parametrize("failure,message", [
+    (killed, "Dask gave up on its task 'task-1' after 4 worker(s) died running it (the last with a "
+             "memory limit of 1.00 GiB); most often a worker over its memory limit"),
+    (cancelled, "the Dask scheduler cancelled its tasks (most often the connection to the scheduler "
+                "was lost: is it still running?)"),
+])
+def test_workers_lost_or_the_scheduler_lost_are_one_line_errors(address, files, tmp_path, monkeypatch,
+                                                                 capsys, failure, message):
+    """The workers are threads of this process: a task that fails as Dask's lost workers
+    and lost scheduler make tasks fail (the real failures: tests/engines/crossed/
+    test_distributed.py) ends the command with one line."""
+    from pyglmm.engines.crossed.cluster import partition, scoring
+
+    folder, model = str(files[1]), str(tmp_path / "m.json")
+    assert main(["fit", folder, "--formula", FORMULA, "--scheduler", address, "--save", model]) == 0
+    capsys.readouterr()
+    with monkeypatch.context() as patch:
+        patch.setattr(partition, "summary", failure)
+        err = one_line_error(capsys, "fit", folder, "--formula", FORMULA, "--scheduler", address)
+        assert err.startswith(f"pyglmm: error: the fit stopped: {message}")
+    monkeypatch.setattr(scoring, "_score", failure)
+    err = one_line_error(capsys, "predict", model, folder, "--out", str(tmp_path / "scores"),
+                         "--scheduler", address)
+    assert err.startswith(f"pyglmm: error: scoring stopped: {message}")
+
+
+def test_a_bug_on_a_worker_is_not_hidden(address, files, monkeypatch):
+    from pyglmm.engines.crossed.cluster import partition
+
+    def bug(part):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(partition, "summary", bug)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["fit", str(files[1]), "--formula", FORMULA, "--scheduler", address])

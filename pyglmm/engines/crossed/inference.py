@@ -83,18 +83,29 @@ def _sandwich(d, sandwich_pass, A, sigma2, what):
     H, ZU, M0 = np.empty((p, p)), np.empty((Q, p)), np.empty((p, p))
     sandwich_pass(H, ZU, M0)
     M = M0 + sum(s2 * ZU[lv].T @ ZU[lv] for s2, lv in zip(sigma2, d.factor_slices()))
-    Hinv = checked_inverse(H, d.feature_names, what, **(_BESIDE_RANDOM if A.size else _AT_WEIGHTS))
+    return _from_sums(d, H, M, A.size, what)
+
+
+def _from_sums(d, H, M, smoothed, what):
+    Hinv = checked_inverse(H, d.feature_names, what, **(_BESIDE_RANDOM if smoothed else _AT_WEIGHTS))
     return Hinv @ M @ Hinv.T, Hinv
 
 
 def beta_covariance(d, fit, kern, nthreads, tol=1e-10, max_iter=1000):
     """Eq. (24) at the converged weights; returns ``(cov, note)``, ``note`` None
     unless backfitting the columns of X stopped short of ``tol`` (``d``: a Design
-    or its :class:`~pyglmm.engines.crossed.passes.RowPasses`)."""
+    or its :class:`~pyglmm.engines.crossed.passes.RowPasses`, which may compute the
+    sums where its rows are: ``RowPasses.covariance_sums``)."""
     rows = passes_of(d, kern, nthreads)
-    A, it, rel = smooth_columns(rows, fit, kern, nthreads, tol, max_iter)
-    cov, _ = _sandwich(rows.d, partial(rows.sandwich, A, fit.w0, 1.0 / fit.phi), A, fit.sigma2,
-                       "H = X'W(I - S)X of the standard errors (eq. 24)")
+    what = "H = X'W(I - S)X of the standard errors (eq. 24)"
+    sums = rows.covariance_sums(fit, tol, max_iter)
+    if sums is None:
+        A, it, rel = smooth_columns(rows, fit, kern, nthreads, tol, max_iter)
+        cov, _ = _sandwich(rows.d, partial(rows.sandwich, A, fit.w0, 1.0 / fit.phi), A,
+                           fit.sigma2, what)
+    else:
+        H, M, it, rel = sums
+        cov, _ = _from_sums(rows.d, H, M, True, what)
     note = None if rel <= tol else (f"backfitting the columns of X for the standard errors "
                                     f"stopped at {it} iterations (relative change {rel:.3g})")
     return 0.5 * (cov + cov.T), note

@@ -55,6 +55,12 @@ class RowPasses:
         and u_i = scale w0_i r_i: writes H, ZU and M0."""
         raise NotImplementedError
 
+    def covariance_sums(self, fit, tol, max_iter):
+        """(H, M, iterations, rel) of the standard errors (eq. 24) computed where the rows
+        are, or None (the default) for ``inference``'s smoother and sandwich pass over
+        :meth:`smooth_step` and :meth:`sandwich`."""
+        return None
+
     def initial_values(self, family):
         """(start of every sigma2_k and of phi, start of the first factor's effects)."""
         raise NotImplementedError

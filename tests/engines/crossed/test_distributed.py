@@ -80,11 +80,33 @@ def test_fit_equals_the_in_process_fit(clusters, workers, npartitions, shuffle):
     # (ids, Z'W[X, 1, z]: p + 3 = 6 numbers per level), X'WX, X'Wz, 4 scalars; never rows
     traffic = got.cluster["traffic"]
     assert traffic["stats"]["passes"] == got.iterations + 1
+    # each level of g0 in one worker thread's partitions (shuffled by it, or one thread):
+    # the standard errors' smoother keeps g0's fits there, and its passes and the sandwich
+    # pass move g1's 16 levels and p x p matrices only, never a table over g0's 20 levels
+    whole = shuffle == "largest" or workers == npartitions == 1
+    assert ("smoother" in traffic) == whole
+    if whole:
+        for kind in ("smoother", "sandwich"):
+            t = traffic[kind]
+            assert t["bytes_sent"] / t["passes"] <= 16 * 3 * 8 + 64
+            assert t["bytes_received"] / t["passes"] <= workers * (16 * 4 + 3 * 3 * 3) * 8 + 64
     per_pass = traffic["stats"]["bytes_received"] / traffic["stats"]["passes"]
     assert per_pass <= min(workers, npartitions) * (36 * 6 + 3 * 3 + 3 + 4) * 8
     assert f"{workers} worker(s), {workers} thread(s), {npartitions} partition(s)" in str(got)
     back = pyglmm.results.io.from_dict(json.loads(got.to_json(full=True)))  # kept in model files
     assert back.cluster == got.cluster and str(back) == str(got)
+
+
+def test_three_factors_equal_the_in_process_fit(clusters):
+    """A cross-sums pass sends only the other factors' rows of its table: with three
+    factors the middle one's pass reads levels on both sides of its own."""
+    X, y, groups = small_crossed(n=600, K=3)
+    df = pd.DataFrame({"x1": X[:, 0], "x2": X[:, 1], "y": y, **groups})
+    formula = FORMULA + " + (1|g2)"
+    want = pyglmm.glmm(formula, df, **FAST)
+    with clusters(2).as_current():
+        got = pyglmm.glmm(formula, dd.from_pandas(df, npartitions=3), **FAST)
+    assert_same_fit(got, want)
 
 
 def test_rows_sorted_by_a_factor_and_string_labels(clusters):
@@ -144,10 +166,12 @@ def test_worker_processes(clusters):
     assert_same_fit(got, want)
 
 
-def test_a_worker_killed_mid_fit_is_recovered_by_dask(clusters):
+@pytest.mark.parametrize("shuffle", [None, "largest"])
+def test_a_worker_killed_mid_fit_is_recovered_by_dask(clusters, shuffle):
     """Kill a worker process after the second outer iteration: Dask recomputes its
     partitions and weights from their lineage (the frame, the same inputs), so the fit
-    carries on to the same answer."""
+    carries on to the same answer (shuffled: with the standard errors' smoother on the
+    workers)."""
     df = binomial_frame()
     want = pyglmm.glmm(FORMULA, df, **FAST)
     client = clusters(2, processes=True)
@@ -160,7 +184,8 @@ def test_a_worker_killed_mid_fit_is_recovered_by_dask(clusters):
             killed.append(pid)
 
     with client.as_current():
-        got = pyglmm.glmm(FORMULA, dd.from_pandas(df, npartitions=4), callback=kill_one, **FAST)
+        got = pyglmm.glmm(FORMULA, dd.from_pandas(df, npartitions=4), callback=kill_one,
+                          shuffle=shuffle, **FAST)
     assert killed
     assert_same_fit(got, want)
 
@@ -360,7 +385,7 @@ def test_a_cluster_that_cannot_run_the_tasks_is_a_clear_error_not_a_hang(monkeyp
 
     with distributed.LocalCluster(n_workers=0, dashboard_address=":0") as cluster, \
             distributed.Client(cluster, set_as_default=False) as client:
-        with pytest.raises(RuntimeError, match=r"the fit stopped: for 1 s the Dask cluster has no "
+        with pytest.raises(pyglmm.ClusterError, match=r"the fit stopped: for 1 s the Dask cluster has no "
                                                r"worker; most often a worker over its memory limit"):
             gather(client, [client.submit(sum, [1, 2])], poll=0.2, stall=1)
     with distributed.LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cluster, \
@@ -369,14 +394,14 @@ def test_a_cluster_that_cannot_run_the_tasks_is_a_clear_error_not_a_hang(monkeyp
         workers = client.scheduler_info()["workers"]
         paused = {"workers": {a: {**w, "status": "paused", "memory_limit": 2**30} for a, w in workers.items()}}
         monkeypatch.setattr(client, "scheduler_info", lambda **kw: paused)  # as Dask reports it
-        with pytest.raises(RuntimeError, match=r"for 1 s the Dask cluster has had every worker paused "
+        with pytest.raises(pyglmm.ClusterError, match=r"for 1 s the Dask cluster has had every worker paused "
                                                r"at its memory limit \(1.00 GiB\); most often"):
             gather(client, [slow], poll=0.2, stall=1)
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
             distributed.LocalCluster(n_workers=1, processes=True, memory_limit="2GB",
                                      dashboard_address=":0") as cluster, \
             distributed.Client(cluster, set_as_default=False) as client:
-        with pytest.raises(RuntimeError, match=r"gave up on its task '_exit-.*' after 1 worker\(s\) "
+        with pytest.raises(pyglmm.ClusterError, match=r"gave up on its task '_exit-.*' after 1 worker\(s\) "
                                                r"died running it \(the last with a memory limit of "
                                                r"1.86 GiB\); most often a worker over its memory "
                                                r"limit: give the workers more memory") as caught:

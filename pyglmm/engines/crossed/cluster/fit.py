@@ -16,7 +16,9 @@ Data flow (the driver is this process; the rows never come to it):
    exactly as in process (:mod:`pyglmm.engines.crossed.schall`), through
    :class:`.passes.ClusterPasses`: per outer iteration one fused pass, per inner
    sweep one cross-sum pass per factor, each moving per-level vectors and p x p
-   matrices.
+   matrices.  When each level of the largest factor lies in one batch, the
+   standard errors' smoother keeps that factor's per-level fits on the workers
+   (``ClusterPasses.covariance_sums``).
 
 Per pass a worker thread returns tables over its partitions' levels only.  With rows
 spread over partitions at random, every partition holds most levels of a small
@@ -44,7 +46,8 @@ from ....exceptions import DataError, SingularMatrixError
 from ..api import _check_roles, _fit, _kernels, _options
 from ....families import get_family
 from . import partition as P
-from .passes import ClusterDesign, ClusterPasses, _value, gather
+from .passes import (ClusterDesign, ClusterPasses, _value, cluster_failures, gather,
+                     wait_for_workers)
 
 SHUFFLE = (None, "largest")
 
@@ -54,9 +57,22 @@ def glmm_dask(parsed, formula, ddf, family, *, weights, trials, offset, dispersi
               shuffle=None, partition_names=None):
     """:func:`pyglmm.glmm` on a dask DataFrame (see the module's docstring); runs on the
     default ``distributed.Client``.  ``partition_names`` (one per partition, e.g. the
-    files) name partitions in errors."""
+    files) name partitions in errors.  The ways the cluster can fail to run the fit
+    are a :class:`~pyglmm.exceptions.ClusterError` (:func:`.passes.cluster_failures`)."""
     start = time.perf_counter()
     client = _client()
+    with cluster_failures():
+        return _glmm_dask(client, start, parsed, formula, ddf, family, weights=weights,
+                          trials=trials, offset=offset, dispersion=dispersion, tol=tol,
+                          inner_tol=inner_tol, var_tol=var_tol, max_iter=max_iter,
+                          max_inner_iter=max_inner_iter, se=se, compare_naive=compare_naive,
+                          backend=backend, callback=callback, shuffle=shuffle,
+                          partition_names=partition_names)
+
+
+def _glmm_dask(client, start, parsed, formula, ddf, family, *, weights, trials, offset, dispersion,
+               tol, inner_tol, var_tol, max_iter, max_inner_iter, se, compare_naive, backend,
+               callback, shuffle, partition_names):
     named = {"weights": weights, "trials": trials, "offset": offset}
     for role, value in named.items():
         if value is not None and not isinstance(value, str):
@@ -115,14 +131,14 @@ def glmm_dask(parsed, formula, ddf, family, *, weights, trials, offset, dispersi
 
 
 def _read(client, ddf):
-    """Futures of the partitions of ``ddf``, read where Dask places them.  No task of a
+    """Futures of the partitions of ``ddf``, read where Dask places them (once the
+    cluster has a worker: :func:`.passes.wait_for_workers`).  No task of a
     fit is restricted to a worker: Dask keeps each task next to the data it reads (the
     partitions report their size, ``Partition.__sizeof__``), and recomputes lost data
     on any worker (distributed 2026.8 leaves a task restricted to a worker that died
     waiting for ever when no worker was alive at the time, as after the restart of the
     only worker over its memory limit)."""
-    if not client.nthreads():
-        raise ValueError("the Dask cluster has no workers")
+    wait_for_workers(client)
     return [client.compute(part) for part in ddf.to_delayed()]
 
 

@@ -165,10 +165,10 @@ def batch_sums(state):
     return state[1]
 
 
-def batch_cross_sums(parts, state, factor, table):
+def batch_cross_sums(parts, state, factor, others):
     """:func:`cross_sums` of a batch at its weights, added over the union of the
     partitions' levels of ``factor``: (global ids, sums)."""
-    outs = [cross_sums(part, w0, factor, table) for part, w0 in zip(parts, state[0])]
+    outs = [cross_sums(part, w0, factor, others) for part, w0 in zip(parts, state[0])]
     return level_sum(outs, [part.factor_ids(factor) for part in parts])
 
 
@@ -212,14 +212,19 @@ def stats(part, family, params, design):
     return (w0, (sc, G, h, S)) if design else (None, (sc,))
 
 
-def cross_sums(part, w0, factor, table):
-    """Kernel group_cross_sums of the global ``table`` (Q x m) at the weights ``w0``
-    over the partition's levels of ``factor``."""
+def cross_sums(part, w0, factor, others):
+    """Kernel group_cross_sums at the weights ``w0`` over the partition's levels of
+    ``factor``, of the global table without that factor's levels: ``others`` = (the
+    table's rows of the other factors, in order, (Q - q) x m; lo; hi), the factor's
+    levels being [lo, hi) (the kernel reads only the other factors' rows)."""
     d = part.d
-    lo, hi = int(d.offsets[factor]), int(d.offsets[factor + 1])
-    out = np.empty((hi - lo, table.shape[1]))
-    part.kern.group_cross_sums(d.codes, factor, lo, w0, 1.0,
-                               np.ascontiguousarray(table[part.ids]), out, 1)
+    a, z = int(d.offsets[factor]), int(d.offsets[factor + 1])
+    table, lo, hi = others
+    rows = np.zeros((part.ids.size, table.shape[1]))  # the factor's own rows stay 0, unread
+    rows[:a] = table[part.ids[:a]]  # the partition's levels of the factors before it ...
+    rows[z:] = table[part.ids[z:] - (hi - lo)]  # ... and after it
+    out = np.empty((z - a, table.shape[1]))
+    part.kern.group_cross_sums(d.codes, factor, a, w0, 1.0, rows, out, 1)
     return out
 
 
@@ -269,3 +274,106 @@ def deviance(part, family, beta, b):
     kern.linear_predictor(d.X, d.codes, beta, np.ascontiguousarray(b[part.ids]), d.offset, eta, 1,
                           d.xcat)
     return kern.irls_quantities(family, eta, d.y, d.prior, d.offset, mu, w, z, 1)
+
+
+# --- the standard errors' smoother with one factor's levels kept on the workers --------
+@dataclass
+class LocalBlock:
+    """A batch's share of the smoother of X's columns (``inference.smooth_columns``) for
+    the factor ``factor`` whose levels each lie in this batch only: over its levels
+    ``ids`` (global, sorted) the rows of s = Z'W0X, D, the row counts and the per-level
+    fits ``A``; ``num``, ``den`` the last step's change (as ``smooth_update``)."""
+
+    factor: int
+    ids: np.ndarray
+    s: np.ndarray
+    D: np.ndarray
+    counts: np.ndarray
+    A: np.ndarray
+    num: float = 0.0
+    den: float = 0.0
+
+
+def local_block(parts, state, factor, lo, hi, phi, inv_sigma2):
+    """The :class:`LocalBlock` of a batch from its last fused pass's sums (``state``, a
+    :func:`batch_stats` result): D = Z'w0 + phi / sigma2 as the driver forms it, A = 0."""
+    union, S = state[1][3], state[1][4]
+    keep = (union >= lo) & (union < hi)
+    p = S.shape[1] - 2
+    ids, counts = level_sum([part.d.counts[part.d.offsets[factor]:part.d.offsets[factor + 1]]
+                             for part in parts], [part.factor_ids(factor) for part in parts])
+    return LocalBlock(factor, ids, np.ascontiguousarray(S[keep, :p]), S[keep, p] + phi * inv_sigma2,
+                      counts, np.zeros((ids.size, p)))
+
+
+def _fits_at(part, skip, tables, block):
+    """The per-level fits A at the partition's levels (rows of a local table): the
+    block's factor's from ``block``, factor j's from ``tables[j]`` = (its rows, its
+    first global level); factor ``skip``'s (None: none) zero, which the kernels do not read."""
+    d = part.d
+    out = np.zeros((part.ids.size, block.A.shape[1]))
+    for j in range(len(d.offsets) - 1):
+        a, z = int(d.offsets[j]), int(d.offsets[j + 1])
+        if j == skip or a == z:
+            continue
+        if j == block.factor:
+            out[a:z] = block.A[np.searchsorted(block.ids, part.ids[a:z])]
+        else:
+            rows, first = tables[j]
+            out[a:z] = rows[part.ids[a:z] - first]
+    return out
+
+
+def block_cross_sums(parts, state, block, factor, tables):
+    """The group cross sums of A over the levels of ``factor`` at the batch's weights,
+    added over the union of the partitions' levels: (global ids, sums)."""
+    outs = []
+    for part, w0 in zip(parts, state[0]):
+        d = part.d
+        a, z = int(d.offsets[factor]), int(d.offsets[factor + 1])
+        out = np.empty((z - a, block.A.shape[1]))
+        part.kern.group_cross_sums(d.codes, factor, a, w0, 1.0, _fits_at(part, factor, tables, block),
+                                   out, 1)
+        outs.append(out)
+    return level_sum(outs, [part.factor_ids(factor) for part in parts])
+
+
+def block_step(parts, state, block, tables):
+    """The first half of ``smooth_update`` for the block's factor: (new fits, their
+    column sums, sum 1/D) with new = (s - cross sums) / D."""
+    _, sums = block_cross_sums(parts, state, block, block.factor, tables)
+    new = (block.s - sums) / block.D[:, None]
+    return new, new.sum(axis=0), np.sum(1.0 / block.D)
+
+
+def block_centre_sums(step):
+    return step[1], step[2]
+
+
+def block_finish(block, step, shift):
+    """The block with the step's fits (centred by ``shift`` along 1/D unless None) and
+    its change num, den."""
+    new = step[0] if shift is None else step[0] - np.outer(1.0 / block.D, shift)
+    num = float(block.counts @ np.sum((block.A - new) ** 2, axis=1))
+    den = float(block.counts @ np.sum(block.A ** 2, axis=1))
+    return LocalBlock(block.factor, block.ids, block.s, block.D, block.counts, new, num, den)
+
+
+def block_change(block):
+    return block.num, block.den
+
+
+def block_sandwich(parts, state, block, tables, scale):
+    """:func:`batch_sandwich` with the block's fits: (H, M0, global ids and ZU of the
+    other factors' levels, ZU'ZU of the block's levels, whole in this batch)."""
+    results = []
+    for part, w0 in zip(parts, state[0]):
+        d = part.d
+        H, ZU, M0 = np.empty((d.p, d.p)), np.empty((part.ids.size, d.p)), np.empty((d.p, d.p))
+        part.kern.sandwich_pass(d.X, d.codes, _fits_at(part, None, tables, block), w0, scale, EMPTY,
+                                H, ZU, M0, 1, d.xcat)
+        results.append((H, ZU, M0))
+    union, ZU = level_sum([r[1] for r in results], [part.ids for part in parts])
+    own = np.isin(union, block.ids)
+    return (_ordered_sum([r[0] for r in results]), _ordered_sum([r[2] for r in results]),
+            union[~own], ZU[~own], ZU[own].T @ ZU[own])

@@ -16,15 +16,18 @@ worker's data are recomputed from the input files and the same inputs, giving
 the same numbers.
 """
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ....data.design import Design
+from ....exceptions import ClusterError
 from ..degenerate import certificate_verdict, check_response_varies, exact_fit_error
 from ..kernels_numpy import club_sweeps, smooth_update
 from ..passes import RowPasses
+from ..schall import _relative
 from . import partition as P
 
 
@@ -85,40 +88,75 @@ _ADVICE = ("most often a worker over its memory limit: give the workers more mem
            "the workers' logs say more")
 
 
-def gather(client, futures, poll=2.0, stall=None):
-    """``client.gather(futures)``, or a clear error where Dask would wait for ever or
-    say little: when for ``stall`` seconds (``STALL_SECONDS``) the cluster has no worker
-    or every worker is paused (over 80% of its memory limit, with nothing it can spill),
-    and, with what to do, when Dask gave up on a task whose workers kept dying
-    (``KilledWorker``)."""
-    from distributed import TimeoutError as Waiting, wait
+@contextlib.contextmanager
+def cluster_failures(what="the fit"):
+    """While active, the ways a Dask cluster fails to run work reach the caller as a
+    :class:`~pyglmm.exceptions.ClusterError` saying what happened and what to do: Dask
+    gave up on a task whose workers kept dying (``KilledWorker``), the connection to the
+    scheduler was lost (Dask then cancels every task), or a call to the scheduler failed
+    or timed out.  Errors the tasks raise (a :class:`~pyglmm.exceptions.DataError`, a
+    file a worker cannot read) and bugs pass unchanged."""
+    from concurrent.futures import CancelledError
+
+    from distributed.comm import CommClosedError
     from distributed.scheduler import KilledWorker
+
+    try:
+        yield
+    except KilledWorker as exc:
+        limit = _limits({0: {"memory_limit": getattr(exc.last_worker, "memory_limit", 0)}})
+        raise ClusterError(f"{what} stopped: Dask gave up on its task {exc.task!r} after "
+                           f"{exc.allowed_failures + 1} worker(s) died running it (the last with a "
+                           f"memory limit of {limit}); " + _ADVICE) from exc
+    except CancelledError as exc:
+        raise ClusterError(f"{what} stopped: the Dask scheduler cancelled its tasks (most often the "
+                           "connection to the scheduler was lost: is it still running?)") from exc
+    except CommClosedError as exc:
+        raise ClusterError(f"{what} stopped: the connection to the Dask scheduler or a worker "
+                           f"closed ({exc})") from exc
+
+
+def gather(client, futures, poll=2.0, stall=None, what="the fit"):
+    """``client.gather(futures)``, or a clear :class:`~pyglmm.exceptions.ClusterError`
+    (saying that ``what`` stopped) where Dask would wait for ever or say little: when for
+    ``stall`` seconds (``STALL_SECONDS``) the cluster has no worker or every worker is
+    paused (over 80% of its memory limit, with nothing it can spill), and the failures
+    of :func:`cluster_failures`."""
+    from distributed import TimeoutError as Waiting, wait
 
     stall = STALL_SECONDS if stall is None else stall
     since = None
-    while True:
-        try:
-            with client.as_current():
-                wait(futures, timeout=poll)
-            break
-        except Waiting:
-            workers = client.scheduler_info().get("workers", {})
-            if workers and any(w.get("status") != "paused" for w in workers.values()):
-                since = None
-                continue
-            since = time.monotonic() if since is None else since
-            if time.monotonic() - since >= stall:
-                state = ("has no worker" if not workers else
-                         f"has had every worker paused at its memory limit ({_limits(workers)})")
-                raise RuntimeError(f"the fit stopped: for {stall:.0f} s the Dask cluster {state}; "
-                                   + _ADVICE) from None
-    try:
+    with cluster_failures(what):
+        while True:
+            try:
+                with client.as_current():
+                    wait(futures, timeout=poll)
+                break
+            except Waiting:
+                workers = client.scheduler_info().get("workers", {})
+                if workers and any(w.get("status") != "paused" for w in workers.values()):
+                    since = None
+                    continue
+                since = time.monotonic() if since is None else since
+                if time.monotonic() - since >= stall:
+                    state = ("has no worker" if not workers else
+                             f"has had every worker paused at its memory limit ({_limits(workers)})")
+                    raise ClusterError(f"{what} stopped: for {stall:.0f} s the Dask cluster {state}; "
+                                       + _ADVICE) from None
         return client.gather(futures)
-    except KilledWorker as exc:
-        limit = _limits({0: {"memory_limit": getattr(exc.last_worker, "memory_limit", 0)}})
-        raise RuntimeError(f"the fit stopped: Dask gave up on its task {exc.task!r} after "
-                           f"{exc.allowed_failures + 1} worker(s) died running it (the last with a "
-                           f"memory limit of {limit}); " + _ADVICE) from exc
+
+
+def wait_for_workers(client, what="the fit"):
+    """Return once the cluster has a worker; a :class:`~pyglmm.exceptions.ClusterError`
+    if none joins in ``STALL_SECONDS``."""
+    if client.nthreads():
+        return
+    try:
+        client.wait_for_workers(1, timeout=STALL_SECONDS)
+    except TimeoutError:
+        raise ClusterError(f"{what} stopped: no worker joined the Dask cluster (scheduler "
+                           f"{client.scheduler.address}) in {STALL_SECONDS:.0f} s: start its "
+                           "workers, or use a cluster that has some") from None
 
 
 def _limits(workers):
@@ -153,6 +191,16 @@ class ClusterPasses(RowPasses):
         self.batch_parts = [[parts[i] for i in positions] for positions in self.batches]
         self.w0 = None  # futures of the last design pass, one per batch
         self.traffic = Traffic()
+        self.whole = self._whole_factor()
+
+    def _whole_factor(self):
+        """The factor with the most levels if each of its levels lies in one batch only
+        (as after ``shuffle="largest"``), else None."""
+        big = int(np.argmax(self.d.n_levels))
+        seen = np.concatenate([np.unique(np.concatenate(
+            [self.ids[i][self.local_offsets[i][big]:self.local_offsets[i][big + 1]] for i in batch]))
+            for batch in self.batches])
+        return big if np.unique(seen).size == seen.size else None
 
     # --- mechanics ---------------------------------------------------------------
     def _put(self, value):
@@ -161,8 +209,9 @@ class ClusterPasses(RowPasses):
 
     def _run(self, fn, *args, states=None):
         """Futures of ``fn(batch's parts, [state], *args)``, one per batch (Dask runs it
-        where its partitions and state are)."""
-        states = [()] * len(self.batches) if states is None else [(st,) for st in states]
+        where its partitions and state are; a state may be a tuple of several)."""
+        states = [()] * len(self.batches) if states is None else [
+            st if isinstance(st, tuple) else (st,) for st in states]
         return [self.client.submit(fn, parts, *st, *args, pure=False)
                 for parts, st in zip(self.batch_parts, states)]
 
@@ -206,10 +255,15 @@ class ClusterPasses(RowPasses):
         return np.sum([s[0] for s in sums], axis=0)
 
     def _cross_sums(self, w0, factor, lo, table, out):
+        """The group cross sums of ``table`` over the levels [lo, lo + len(out)) of
+        ``factor``: only the other factors' rows of ``table`` are sent (with a small
+        factor and a large one, the large factor's pass sends the small one's rows)."""
         start = time.perf_counter()
-        futures = self._run(P.batch_cross_sums, factor, self._put(np.array(table)), states=w0)
+        hi = lo + out.shape[0]
+        others = np.concatenate([table[:lo], table[hi:]])
+        futures = self._run(P.batch_cross_sums, factor, self._put((others, lo, hi)), states=w0)
         out[:] = 0.0
-        for union, sums in self._gather("cross_sums", futures, start, table.nbytes):
+        for union, sums in self._gather("cross_sums", futures, start, others.nbytes):
             out[union - lo] += sums
 
     def backfit(self, c, beta, b, tol, max_iter):
@@ -237,6 +291,74 @@ class ClusterPasses(RowPasses):
             H += h
             ZU[union] += zu
             M0 += m
+
+    def covariance_sums(self, fit, tol, max_iter):
+        """See :meth:`RowPasses.covariance_sums`: when each level of the largest factor L
+        lies in one batch (``self.whole``), its part of the smoother (its per-level fits,
+        Z'W0X rows, D, counts) stays on the workers, and only the other factors' fits,
+        p-vectors and p x p matrices cross the network; the same steps, sums and stopping
+        rule as ``inference.smooth_columns`` and ``_sandwich``."""
+        L = self.whole
+        if L is None:
+            return None
+        d = self.d
+        lv = d.factor_slices()
+        s = fit.s0
+        D = fit.Wq0 + fit.phi * np.repeat(1.0 / fit.sigma2, d.n_levels)  # L's rows unused
+        A = np.zeros(s.shape)  # the other factors' fits
+        work = np.empty((int(d.n_levels.max()), d.p))
+        blocks = self._run(P.local_block, L, lv[L].start, lv[L].stop, fit.phi,
+                           1.0 / fit.sigma2[L], states=fit.w0)
+        rel, it = np.inf, 0
+        for it in range(1, max_iter + 1):
+            num = den = 0.0
+            for k in range(len(d.n_levels)):
+                start = time.perf_counter()
+                tables = {j: (A[lv[j]], lv[j].start) for j in range(len(lv)) if j not in (k, L)}
+                sent, tables = _nbytes(tables), self._put(tables)
+                if k == L:
+                    blocks, (dn, dd) = self._block_step(fit.w0, blocks, tables, start, sent)
+                else:
+                    new = work[: lv[k].stop - lv[k].start]
+                    new[:] = 0.0
+                    futures = self._run(P.block_cross_sums, k, tables,
+                                        states=list(zip(fit.w0, blocks)))
+                    for union, sums in self._gather("smoother", futures, start, sent):
+                        new[union - lv[k].start] += sums
+                    dn, dd = smooth_update(lv[k], new, s, D, d.counts, d.has_intercept, A)
+                num, den = num + dn, den + dd
+            rel = _relative(num, den)
+            if rel <= tol:
+                break
+        start = time.perf_counter()
+        tables = {j: (A[lv[j]], lv[j].start) for j in range(len(lv)) if j != L}
+        futures = self._run(P.block_sandwich, self._put(tables), 1.0 / fit.phi,
+                            states=list(zip(fit.w0, blocks)))
+        H, M0, ZU, own = (np.zeros((d.p, d.p)), np.zeros((d.p, d.p)), np.zeros(s.shape),
+                          np.zeros((d.p, d.p)))
+        for h, m, union, zu, zz in self._gather("sandwich", futures, start, _nbytes(tables)):
+            H += h
+            M0 += m
+            ZU[union] += zu
+            own += zz
+        M = M0 + sum(s2 * own if k == L else s2 * ZU[lv[k]].T @ ZU[lv[k]]
+                     for k, s2 in enumerate(fit.sigma2))
+        return H, M, it, rel
+
+    def _block_step(self, w0, blocks, tables, start, sent):
+        """The smoother's step for the factor kept on the workers: (new blocks, (num, den))."""
+        steps = self._run(P.block_step, tables, states=list(zip(w0, blocks)))
+        shift = None
+        if self.d.has_intercept:  # centred along 1/D: sum_g new_g = 0
+            sums = self._gather("smoother", [self.client.submit(P.block_centre_sums, st, pure=False)
+                                             for st in steps], start, sent)
+            shift = np.sum([c for c, _ in sums], axis=0) / np.sum([w for _, w in sums])
+            start, sent = time.perf_counter(), shift.nbytes
+        blocks = [self.client.submit(P.block_finish, bl, st, shift, pure=False)
+                  for bl, st in zip(blocks, steps)]
+        changes = self._gather("smoother", [self.client.submit(P.block_change, bl, pure=False)
+                                            for bl in blocks], start, sent)
+        return blocks, (sum(n for n, _ in changes), sum(m for _, m in changes))
 
     def initial_values(self, family):
         from ....families import POISSON
