@@ -56,7 +56,10 @@ def run(args):
 
     needed = required_columns(parse_formula(args.formula))
     present = column_names(args.data)
-    data = read_table(args.data, columns=needed) if set(needed) <= set(present) else pd.DataFrame(columns=present)
+    if set(needed) <= set(present):
+        data = read_table(args.data, columns=needed)
+    else:  # ridge_lmm names the missing column
+        data = pd.DataFrame(columns=present)
     if args.threads:
         _backend.set_num_threads(args.threads)
     res = ridge_lmm(args.formula, data, lam=args.lam, b=args.b, A=args.target,
