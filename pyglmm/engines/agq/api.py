@@ -71,7 +71,9 @@ def glmm_agq(formula, data, family="binomial", *, nagq=1, weights=None, trials=N
     effects' covariance (:mod:`pyglmm.engines.separation`), so those estimates
     have no finite value.  The iterates of the start and of Newton's method are
     watched (O(p) each) and a coefficient that keeps moving one way prompts an
-    exact check of that direction over the rows; once it holds, the fit is
+    exact check of that direction over the rows (and, at the end, a coefficient
+    that is huge on the scale of the linear predictor a check of each column
+    alone); once it holds, the fit is
     flagged: ``result.separation`` names the columns, a
     :class:`~pyglmm.SeparationWarning` says so, their standard errors are NaN
     and ``converged`` is False.  The fit then moves along that direction until
@@ -154,6 +156,7 @@ def glmm_agq(formula, data, family="binomial", *, nagq=1, weights=None, trials=N
         else:
             opt = _maximize(objective, x0, 1.0, tol, max_iter, callback,
                             watch.stage("Newton iterations"))
+            watch.final(opt.x, opt.iterations)
         timings["optimise"] = time.perf_counter() - t0
         return _result(formula, arrays, objective, opt, se, name, threads, start, timings,
                        weights, trials, offset, data, watch.found)

@@ -91,6 +91,17 @@ class SeparationWatch:
             return delta, np.full(len(x), True) if self.found.complete else delta != 0
         return watch
 
+    def final(self, x, iterations):
+        """After the fit, at its estimates ``x`` (starting with beta) after ``iterations``
+        Newton iterations: if nothing was found and a coefficient is huge, certify the
+        coefficients one by one (:meth:`pyglmm.engines.separation.SeparationMonitor.final`);
+        returns ``found``."""
+        if self.found is None:
+            monitor = SeparationMonitor(self.family, self.scale, self.names, self.certificate,
+                                        stage="Newton iterations (at the estimates)", stops=False)
+            self.found = monitor.final(np.asarray(x)[:len(self.names)], iterations)
+        return self.found
+
 
 def fit_notes(opt, failed, singular, group, separation=None):
     """Warn (ConvergenceWarning, SeparationWarning, SingularFitWarning) about the fit

@@ -104,6 +104,7 @@ def fit_federated(connections, formula, family="binomial", nagq=1, timeout=60.0,
     with Session(connections, formula, family, nagq, timeout, columns) as session:
         opt = maximize(session.evaluate, session.x0, bounded=session.bounded, tol=tol,
                        max_iter=max_iter, callback=reporter(callback), watch=session.watch())
+        session.check_estimates(opt)
         final = session.evaluate(opt.x, 2) + (session.evaluate.sums,)
     return FederatedResult.build(session, opt, final, transport, time.perf_counter() - start,
                                  session.separation)
@@ -158,6 +159,12 @@ class Session:
         """``watch(x, iteration)`` for the optimiser's iterates (None: the sites cannot
         certify separation)."""
         return None if self._watch is None else self._watch.stage("Newton iterations")
+
+    def check_estimates(self, opt):
+        """After the fit ``opt``: certify its coefficients one by one if the watch found
+        nothing and one is huge (:meth:`~pyglmm.engines.agq.reporting.SeparationWatch.final`)."""
+        if self._watch is not None:
+            self._watch.final(opt.x, opt.iterations)
 
     @property
     def separation(self):
