@@ -31,7 +31,8 @@ from ...results.base import sigma_of
 from ..agq.kernels_numpy import lambda_matrix
 from ..agq.model import LogCholesky, random_term
 from ..agq.optimize import maximize
-from ..agq.reporting import SINGULAR, SeparationWatch, beta_covariance, fit_notes, reporter
+from ..agq.reporting import (SINGULAR, SeparationWatch, beta_covariance, fit_notes, huge_sd,
+                              reporter)
 from ..agq.result import AGQResult
 from ..separation import verdict
 from .coordinator import Coordinator
@@ -187,8 +188,8 @@ class Session:
         self.coord.close()
 
 
-def _notes(session, opt, singular, group, separation):
-    notes = fit_notes(opt, 0, singular, group, separation)
+def _notes(session, opt, singular, group, separation, huge):
+    notes = fit_notes(opt, 0, singular, group, separation, huge)
     old = session.coord.version1_sites
     if old:  # (both federated families can separate)
         notes.append("separation by the fixed effects was not checked: site(s) "
@@ -277,6 +278,7 @@ class FederatedResult(AGQResult):
         lam = lambda_matrix(theta, param.q)
         terms = list(term.names)
         re_cov = {group: pd.DataFrame(lam @ lam.T, terms, terms)}
+        huge = huge_sd(fam.name, theta, param.q, terms)
         n = sum(c["rows"] for c in coord.counts.values())
         m = sum(c["clusters"] for c in coord.counts.values())
         history = pd.DataFrame([{k: v for k, v in row.items() if k != "fixed"}
@@ -289,10 +291,10 @@ class FederatedResult(AGQResult):
             re_cov=None if terms == ["(Intercept)"] else re_cov,
             loglik=float(loglik), n_obs=n, n_levels={group: m}, df_resid=0.0,
             pearson_chi2=sums["pearson"], deviance=sums["deviance"],
-            iterations=opt.iterations, converged=opt.converged and separation is None,
+            iterations=opt.iterations, converged=opt.converged and separation is None and not huge,
             singular=singular, separation=list(diverging),
             seconds=seconds, timings={}, backend="sites", threads=1,
-            warnings=_notes(session, opt, singular, group, separation),
+            warnings=_notes(session, opt, singular, group, separation, huge),
             coding=FixedCoding.from_dict(session.coding),
             nagq=session.nagq, history=history, rounds=coord.rounds,
             bytes_per_site={s: {"sent": coord.bytes_sent[s], "received": coord.bytes_received[s]}
