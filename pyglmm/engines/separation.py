@@ -42,6 +42,10 @@ MEAN_BOUNDS = {"binomial": (0.0, 1.0), "poisson": (0.0, None)}
 # under complete separation they grow; IRLS steps towards a finite estimate shrink faster
 # (measured 0.52 at most at the third step on the seed design).
 SLOW = 0.75
+# A coefficient this large on the scale of the linear predictor (|beta_j| times the root mean
+# square of its column) puts its rows' means within e^-10 of a bound or beyond e^10 in a regular
+# fit only rarely; one that still moves one way slowly is suspect however small its steps.
+HUGE = 10.0
 
 
 @dataclass
@@ -117,30 +121,68 @@ class SeparationMonitor:
         same_sign = np.all(np.sign(steps) == np.sign(steps[-1]), axis=0) & (last > 0)
         slow = np.all(np.abs(steps[1:]) >= SLOW * np.abs(steps[:-1]), axis=0)
         # a diverging coefficient moves by a fair share of its size (about 1/iteration
-        # when it grows linearly), and visibly on the scale of the linear predictor
-        moving = (last >= 0.02 * np.abs(beta)) & (last * self.scale >= 1e-3)
-        if not np.any(same_sign & slow & moving):
+        # when it grows linearly) or is huge already (it grew with the random effects'
+        # variance, as when the clusters separate the rows too, and then creeps alone:
+        # Li et al. setting 5 rep 13, b2 = -120 by steps of 1), and it moves visibly on
+        # the scale of the linear predictor
+        huge = np.abs(beta) * self.scale >= HUGE
+        moving = ((last >= 0.02 * np.abs(beta)) | huge) & (last * self.scale >= 1e-3)
+        suspect = same_sign & slow & moving
+        if not np.any(suspect):
             return None
-        found = self._certify(steps[-1], iteration)
+        found = (self._certify(steps[-1], iteration)
+                 or self._alone(self.betas[-1], suspect & huge, iteration))
         if found is None:
             self.next_check, self.wait = iteration + self.wait, 2 * self.wait
         return found
+
+    def final(self, beta, iteration):
+        """At the end of a fit (``beta`` after ``iteration`` iterations) with a huge
+        coefficient: certify each coefficient alone, in the direction of its sign; a
+        :class:`Separation` or None (no certificate when none is huge).
+
+        The fixed effects can reach a flat stretch of the likelihood together with the
+        random effects' variance (the clusters separate the rows) and stop there, a
+        separating coefficient among them that never crept where :meth:`check` sees it (Li
+        et al. setting 6 rep 94: b1 = -15 beside an intercept of -103 from beta = 0, while
+        the GLM start shows b1 diverge)."""
+        beta = np.asarray(beta, dtype=np.float64)
+        if self.bounds is None or not np.any(np.abs(beta) * self.scale >= HUGE):
+            return None
+        return self._alone(beta, beta != 0, iteration)
 
     def _certify(self, step, iteration):
         """Try the last step with its coordinates below 10% or 1% of the largest (on the
         scale of the columns) set to 0, then the step as it is."""
         size = np.abs(step) * self.scale
-        masks = [size >= share * size.max() for share in (0.1, 0.01, 0.0)]
+        masks = [(size >= share * size.max()) & (size > 0) for share in (0.1, 0.01, 0.0)]
         for i, main in enumerate(masks):
-            if any(np.array_equal(main, m) for m in masks[:i]):
-                continue
-            found = self.certificate(self.bounds, np.where(main, step, 0.0))
-            if found is not None:
-                names = [self.names[j] for j in self.shown if main[j]]  # the user's order
-                limits = " or ".join(f"{b:g}" for b in self.bounds if b is not None)
-                return Separation(names, *found, iteration, limits, self.stage, self.stops,
-                                  np.where(main, step, 0.0))
+            if not any(np.array_equal(main, m) for m in masks[:i]):
+                found = self._try(np.where(main, step, 0.0), iteration)
+                if found is not None:
+                    return found
         return None
+
+    def _alone(self, beta, which, iteration):
+        """Try each coordinate in ``which`` by itself in the direction of its sign, largest
+        first on the scale of the columns (a huge separating coefficient can creep beside
+        one that does not separate but follows it: Li et al. setting 5 rep 89, b2 with b1)."""
+        for j in np.argsort(-np.abs(beta) * self.scale):
+            if which[j]:
+                found = self._try(np.where(np.arange(len(beta)) == j, np.sign(beta), 0.0),
+                                  iteration)
+                if found is not None:
+                    return found
+        return None
+
+    def _try(self, delta, iteration):
+        """The certificate of ``delta`` as a :class:`Separation`, or None."""
+        found = self.certificate(self.bounds, delta)
+        if found is None:
+            return None
+        names = [self.names[j] for j in self.shown if delta[j] != 0]  # the user's order
+        limits = " or ".join(f"{b:g}" for b in self.bounds if b is not None)
+        return Separation(names, *found, iteration, limits, self.stage, self.stops, delta)
 
 
 def row_counts(t, y, bounds, keep=None):

@@ -15,7 +15,7 @@ from ...results.base import RowData, compact, sigma_of
 from .kernels_numpy import lambda_matrix, tri_index
 from .model import ClusterObjective, build_arrays, evaluate_clusters, gh_rule
 from .optimize import maximize
-from .reporting import SINGULAR, SeparationWatch, beta_covariance, fit_notes, reporter
+from .reporting import SINGULAR, SeparationWatch, beta_covariance, fit_notes, huge_sd, reporter
 from .result import AGQResult
 
 START_ITER = 25  # IRLS steps of the start's GLM fit
@@ -63,7 +63,12 @@ def glmm_agq(formula, data, family="binomial", *, nagq=1, weights=None, trials=N
     tried at 0 and kept there if that does not lower the log-likelihood (and
     freed again if :math:`10^{-3}` is better at convergence); a diagonal below
     :math:`10^{-4}` is a singular fit (lme4's ``isSingular``), reported in
-    ``result.singular`` with a :class:`~pyglmm.SingularFitWarning`.
+    ``result.singular`` with a :class:`~pyglmm.SingularFitWarning`.  A standard
+    deviation of 10 or more (binomial, poisson: on the scale of the linear
+    predictor) is a fit gone to infinity with the fixed effects, where the
+    quadrature is no longer accurate
+    (:func:`~pyglmm.engines.agq.reporting.huge_sd`): ``converged`` is False and a
+    :class:`~pyglmm.ConvergenceWarning` names the random effect.
 
     Separation (binomial, poisson): a direction :math:`\delta` of the fixed
     effects with :math:`x_i^\top\delta > 0` only on rows at the upper bound of the
@@ -72,7 +77,9 @@ def glmm_agq(formula, data, family="binomial", *, nagq=1, weights=None, trials=N
     effects' covariance (:mod:`pyglmm.engines.separation`), so those estimates
     have no finite value.  The iterates of the start and of Newton's method are
     watched (O(p) each) and a coefficient that keeps moving one way prompts an
-    exact check of that direction over the rows; once it holds, the fit is
+    exact check of that direction over the rows (and, at the end, a coefficient
+    that is huge on the scale of the linear predictor a check of each column
+    alone); once it holds, the fit is
     flagged: ``result.separation`` names the columns, a
     :class:`~pyglmm.SeparationWarning` says so, their standard errors are NaN
     and ``converged`` is False.  The fit then moves along that direction until
@@ -172,6 +179,7 @@ def glmm_agq(formula, data, family="binomial", *, nagq=1, weights=None, trials=N
         else:
             opt = _maximize(objective, x0, 1.0, tol, max_iter, callback,
                             watch.stage("Newton iterations"))
+            watch.final(opt.x, opt.iterations)
         timings["optimise"] = time.perf_counter() - t0
         return _result(formula, arrays, objective, units, opt, se, name, threads, start, timings,
                        weights, trials, offset, data, watch.found)
@@ -389,7 +397,8 @@ def _result(formula, arrays, objective, units, opt, se, name, threads, start, ti
     else:
         b_frame = pd.DataFrame(b, index=arrays.levels, columns=names)
         var_frame = pd.DataFrame(b_var, index=arrays.levels, columns=names)
-    notes = fit_notes(opt, failed, singular, arrays.group, separation)
+    huge = huge_sd(fam.name, theta, q, names)
+    notes = fit_notes(opt, failed, singular, arrays.group, separation, huge)
     y_given, index = data[arrays.response].to_numpy(), data.index
     given = {k: (data[v].to_numpy() if isinstance(v, str) else v)
              for k, v in (("trials", trials), ("weights", weights))}
@@ -406,7 +415,8 @@ def _result(formula, arrays, objective, units, opt, se, name, threads, start, ti
         loglik=units.loglik(float(loglik.sum())),
         n_obs=arrays.n, n_levels={arrays.group: arrays.m}, df_resid=0.0, pearson_chi2=pearson,
         deviance=float(deviance), iterations=opt.iterations,
-        converged=opt.converged and not failed and separation is None, singular=singular,
+        converged=opt.converged and not failed and separation is None and not huge,
+        singular=singular,
         separation=list(diverging), seconds=0.0, timings=timings, backend=name, threads=threads,
         warnings=notes, intercept=False, offset_name=offset if isinstance(offset, str) else None,
         has_offset=offset is not None, coding=arrays.coding, rows=rows, nagq=objective.nagq,

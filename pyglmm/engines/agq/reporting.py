@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 
 from ...exceptions import ConvergenceWarning, SeparationWarning, SingularFitWarning
-from ..separation import SeparationMonitor
-from .kernels_numpy import tri_index
+from ..separation import HUGE, SeparationMonitor
+from .kernels_numpy import lambda_matrix, tri_index
 
 logger = logging.getLogger("pyglmm")
 SINGULAR = 1e-4  # lme4's isSingular: a diagonal of Lambda (relative to sigma for gaussian) below this
@@ -92,18 +92,54 @@ class SeparationWatch:
             return delta, np.full(len(x), True) if self.found.complete else delta != 0
         return watch
 
+    def final(self, x, iterations):
+        """After the fit, at its estimates ``x`` (starting with beta) after ``iterations``
+        Newton iterations: if nothing was found and a coefficient is huge, certify the
+        coefficients one by one (:meth:`pyglmm.engines.separation.SeparationMonitor.final`);
+        returns ``found``."""
+        if self.found is None:
+            monitor = SeparationMonitor(self.family, self.scale, self.names, self.certificate,
+                                        stage="Newton iterations (at the estimates)", stops=False)
+            self.found = monitor.final(np.asarray(x)[:len(self.names)], iterations)
+        return self.found
 
-def fit_notes(opt, failed, singular, group, separation=None):
+
+def huge_sd(family, theta, q, names):
+    r"""The random effects, as (name, sd), whose standard deviation is at least
+    :data:`~pyglmm.engines.separation.HUGE` (binomial, poisson; per unit of the column).
+
+    Such a fit has gone to infinity: the clusters' effects with the fixed effects
+    separate the rows, and the likelihood rises towards its supremum as the fixed
+    effects and the sd grow together (Li et al. setting 5 rep 99, tests/fixtures: the
+    exact integral at the K = 1 estimates, sigma = 470, is -4.93 and rises to -4.83,
+    -4.80, -4.79 as they are doubled, 4- and 16-fold), while K-point quadrature, no
+    longer accurate there (its value is -2.58), can show a spurious maximum."""
+    if family == "gaussian":
+        return []
+    lam = lambda_matrix(theta, q)
+    sd = np.sqrt(np.einsum("ij,ij->i", lam, lam))
+    return [(name, float(s)) for name, s in zip(names, sd) if s >= HUGE]
+
+
+def fit_notes(opt, failed, singular, group, separation=None, huge=()):
     """Warn (ConvergenceWarning, SeparationWarning, SingularFitWarning) about the fit
     that :func:`pyglmm.engines.agq.optimize.maximize` returned as ``opt``, ``failed``
-    clusters whose mode search did not converge, a ``singular`` fit and a
-    :class:`~pyglmm.engines.separation.Separation`; return the notes for the result."""
+    clusters whose mode search did not converge, a ``singular`` fit, a
+    :class:`~pyglmm.engines.separation.Separation` and ``huge`` random-effect sds
+    (:func:`huge_sd`); return the notes for the result."""
     notes = []
     if not opt.converged and separation is None:  # separation says why
         notes.append(f"Newton's method did not converge in {opt.iterations} iterations (Newton "
                      f"decrement {opt.decrement:.3g})")
     if failed:
         notes.append(f"the mode search did not converge in {failed} cluster(s)")
+    for name, sd in huge:
+        notes.append(f"the standard deviation of the random effect {name!r} of {group!r} is "
+                     f"{sd:.3g} on the scale of the linear predictor: the clusters' effects "
+                     "separate the rows with the fixed effects, and the likelihood rises as "
+                     "those and the sd grow without bound (the quadrature is not accurate "
+                     "out there: the fit stopped at an artefact of it); the estimates have no "
+                     "finite value: drop the random effect or the separating columns")
     for note in notes:
         warnings.warn(note, ConvergenceWarning, stacklevel=4)
     extra = [(separation.describe(), SeparationWarning)] if separation is not None else []

@@ -31,7 +31,8 @@ from ...results.base import sigma_of
 from ..agq.kernels_numpy import lambda_matrix
 from ..agq.model import LogCholesky, random_term
 from ..agq.optimize import maximize
-from ..agq.reporting import SINGULAR, SeparationWatch, beta_covariance, fit_notes, reporter
+from ..agq.reporting import (SINGULAR, SeparationWatch, beta_covariance, fit_notes, huge_sd,
+                              reporter)
 from ..agq.result import AGQResult
 from ..separation import verdict
 from .coordinator import Coordinator
@@ -104,6 +105,7 @@ def fit_federated(connections, formula, family="binomial", nagq=1, timeout=60.0,
     with Session(connections, formula, family, nagq, timeout, columns) as session:
         opt = maximize(session.evaluate, session.x0, bounded=session.bounded, tol=tol,
                        max_iter=max_iter, callback=reporter(callback), watch=session.watch())
+        session.check_estimates(opt)
         final = session.evaluate(opt.x, 2) + (session.evaluate.sums,)
     return FederatedResult.build(session, opt, final, transport, time.perf_counter() - start,
                                  session.separation)
@@ -159,6 +161,12 @@ class Session:
         certify separation)."""
         return None if self._watch is None else self._watch.stage("Newton iterations")
 
+    def check_estimates(self, opt):
+        """After the fit ``opt``: certify its coefficients one by one if the watch found
+        nothing and one is huge (:meth:`~pyglmm.engines.agq.reporting.SeparationWatch.final`)."""
+        if self._watch is not None:
+            self._watch.final(opt.x, opt.iterations)
+
     @property
     def separation(self):
         """The :class:`~pyglmm.engines.separation.Separation` found, or None."""
@@ -180,8 +188,8 @@ class Session:
         self.coord.close()
 
 
-def _notes(session, opt, singular, group, separation):
-    notes = fit_notes(opt, 0, singular, group, separation)
+def _notes(session, opt, singular, group, separation, huge):
+    notes = fit_notes(opt, 0, singular, group, separation, huge)
     old = session.coord.version1_sites
     if old:  # (both federated families can separate)
         notes.append("separation by the fixed effects was not checked: site(s) "
@@ -213,16 +221,23 @@ def _check_events(coord, fam, trials):
 class _Rounds:
     """``evaluate(x, deriv)`` for the optimiser: one round per new point, always with
     the gradient and Hessian (the line search's value-only trials then cost no
-    second round when accepted), and the answers' conditional-fit sums."""
+    second round when accepted), and the answers' conditional-fit sums.
+
+    As the pooled fit, a value-only trial where a site cannot evaluate its
+    likelihood (NaN or infinite values, e.g. at a huge variance) counts as
+    ``-inf``, so the line search steps back; the derivatives and sums of such a
+    point are refused (naming the site and field) if the fit needs them."""
 
     def __init__(self, coord):
-        self.coord, self.key, self.value, self.sums = coord, None, None, None
+        self.coord, self.key, self.value, self.sums, self.nonfinite = coord, None, None, None, []
 
     def __call__(self, x, deriv):
         key = np.asarray(x, dtype=np.float64).tobytes()
         if key != self.key:
             self.value, self.key = self.coord.evaluate(x, 2), key
-            self.sums = dict(self.coord.sums)
+            self.sums, self.nonfinite = dict(self.coord.sums), list(self.coord.nonfinite)
+        if deriv >= 1:
+            self.coord.require_finite(self.nonfinite, np.asarray(x, dtype=np.float64))
         return self.value
 
 
@@ -263,6 +278,7 @@ class FederatedResult(AGQResult):
         lam = lambda_matrix(theta, param.q)
         terms = list(term.names)
         re_cov = {group: pd.DataFrame(lam @ lam.T, terms, terms)}
+        huge = huge_sd(fam.name, theta, param.q, terms)
         n = sum(c["rows"] for c in coord.counts.values())
         m = sum(c["clusters"] for c in coord.counts.values())
         history = pd.DataFrame([{k: v for k, v in row.items() if k != "fixed"}
@@ -275,10 +291,10 @@ class FederatedResult(AGQResult):
             re_cov=None if terms == ["(Intercept)"] else re_cov,
             loglik=float(loglik), n_obs=n, n_levels={group: m}, df_resid=0.0,
             pearson_chi2=sums["pearson"], deviance=sums["deviance"],
-            iterations=opt.iterations, converged=opt.converged and separation is None,
+            iterations=opt.iterations, converged=opt.converged and separation is None and not huge,
             singular=singular, separation=list(diverging),
             seconds=seconds, timings={}, backend="sites", threads=1,
-            warnings=_notes(session, opt, singular, group, separation),
+            warnings=_notes(session, opt, singular, group, separation, huge),
             coding=FixedCoding.from_dict(session.coding),
             nagq=session.nagq, history=history, rounds=coord.rounds,
             bytes_per_site={s: {"sent": coord.bytes_sent[s], "received": coord.bytes_received[s]}

@@ -13,6 +13,7 @@ from pyglmm import SeparationWarning
 from pyglmm.backends import kernels
 from pyglmm.engines.agq import glmm_agq
 from pyglmm.engines.agq.model import AGQArrays, ClusterObjective, build_arrays
+from pyglmm.engines.separation import SeparationMonitor
 from pyglmm.families import get_family
 
 M, N = 30, 20  # clusters, rows per cluster
@@ -191,3 +192,58 @@ def test_the_optimiser_pushes_along_a_certified_direction_and_fixes_coordinates(
     # with x2 left free its zero curvature never lets Newton converge: the iteration limit
     opt = maximize(evaluate, np.zeros(3), tol=1e-10, max_iter=20, watch=watch([True, False, False]))
     assert not opt.converged and opt.iterations == 20
+
+
+# --- the monitor's trigger on iterates (pyglmm.engines.separation) ----------------------------
+
+
+def monitored(betas, separating):
+    """Feed ``betas`` (iterates of 3 coefficients, unit column scale) to a monitor whose
+    certificate holds exactly for directions on the columns in ``separating``; the
+    directions it asked about and what it found."""
+    asked = []
+
+    def certificate(bounds, delta):
+        asked.append(np.flatnonzero(delta).tolist())
+        return (5, False) if asked[-1] and set(asked[-1]) <= separating else None
+    monitor = SeparationMonitor("binomial", np.ones(3), ["a", "b", "c"], certificate)
+    found = [monitor.check(beta, it) for it, beta in enumerate(betas)]
+    return asked, next((f for f in found if f is not None), None)
+
+
+def test_a_huge_coefficient_creeping_alone_is_certified():
+    """Li et al. setting 5 rep 13: b2 reached -120 with the variance and then moved alone by
+    steps of about 1 (1% of its size): the share-of-size rule alone never asked."""
+    betas = [[0.5, -120.0 - k, 3.0] for k in range(6)]
+    asked, found = monitored(betas, {1})
+    assert found is not None and found.columns == ["b"] and asked[0] == [1]
+    asked, found = monitored([[0.5, -8.0 - 0.1 * k, 3.0] for k in range(6)], {1})
+    assert asked == [] and found is None  # 1/80 of its size and not huge: a slow fit
+
+
+def test_a_huge_coefficient_that_converges_is_not_checked():
+    betas = [[0.5, -120.0 + 0.5 ** k, 3.0] for k in range(8)]  # steps halve: converging
+    assert monitored(betas, {1}) == ([], None)
+
+
+def test_a_huge_separating_coefficient_is_certified_beside_one_that_follows_it():
+    """Li et al. setting 5 rep 89: b1 (not separating) and b2 (separating) creep together."""
+    betas = [[160.0 + 0.3 * k, -340.0 - 0.5 * k, 3.0] for k in range(6)]
+    asked, found = monitored(betas, {1})
+    assert found is not None and found.columns == ["b"] and [0, 1] in asked and asked[-1] == [1]
+
+
+def test_the_final_check_tries_each_coefficient_once_one_is_huge():
+    """Li et al. setting 6 rep 94: b1 = -15 stopped beside an intercept of -103."""
+    def final(beta):
+        asked = []
+
+        def certificate(bounds, delta):
+            asked.append(delta.tolist())
+            return (2, False) if delta.tolist() == [0.0, -1.0, 0.0] else None
+        found = SeparationMonitor("binomial", np.ones(3), ["a", "b", "c"], certificate).final(
+            beta, 12)
+        return asked, found
+    asked, found = final([-103.0, -15.0, 2.0])
+    assert asked == [[-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]] and found.columns == ["b"]
+    assert final([-9.0, -8.0, 2.0]) == ([], None)  # nothing huge: no certificate

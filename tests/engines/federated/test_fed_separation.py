@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import pyglmm
@@ -70,6 +71,73 @@ def test_federated_and_pooled_fits_flag_the_same_columns(case):
     # does a fit with nothing left to estimate (complete separation: thousands of rounds
     # in Li et al.'s 2 x 30 setting before every coordinate was fixed)
     assert fed.rounds < 30
+
+
+LI_COLUMNS = ["b1", "b2", "b3", "c1", "c2", "c3", "u1", "u2", "u3"]
+LI_FORMULA = f"y ~ {' + '.join(LI_COLUMNS)} + (1|site)"
+
+
+@pytest.mark.parametrize("case, column", [("li5_rep13", "b2"), ("li5_rep89", "b2"),
+                                          ("li6_rep94", "b1")])
+def test_li_separation_beside_a_diverging_variance_is_flagged_by_both(case, column):
+    """Li et al. settings 5 and 6 (2 sites x 30 rows; tests/fixtures/README.md): every row
+    with the separating binary column at 1 has y = 0, so its coefficient has no finite
+    estimate, and the sites' intercepts separate the other rows too.  From beta = 0 the
+    federated fit first drives the fixed effects and sigma up together; then b2 creeps
+    alone by steps of 1 at -120 (rep 13) or beside b1 (rep 89), or b1 stops at -15 beside
+    an intercept of -103 (rep 94).  It reported "converged" with sigma in the hundreds
+    and no separation; the pooled fit, from the GLM start, flagged the column."""
+    df = pd.read_csv(Path(__file__).parents[2] / "fixtures" / f"sites_{case}.csv")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fed = fit_federated(in_process({f"site{s}": g for s, g in df.groupby("site")},
+                                       min_cluster_size=1), LI_FORMULA)
+        pooled = glmm_agq(LI_FORMULA, df)
+    messages = [str(w.message) for w in caught if w.category is SeparationWarning]
+    assert fed.separation == pooled.separation == [column]
+    assert len(messages) == 2 and all(f"separation by {column!r}" in m for m in messages)
+    assert not fed.converged and not pooled.converged
+    assert np.isnan(fed.se[column]) and np.isnan(pooled.se[column])
+    assert (df.y[df[column] == 1] == 0).all()  # the certificate's claim, on the rows
+
+
+def exact_loglik(df, beta, sigma):
+    """The random-intercept logit model's log-likelihood by the rectangle rule on a fine
+    grid of the standardised effect (the integrand is nearly a step at a huge sigma)."""
+    X = np.column_stack([np.ones(len(df)), df[LI_COLUMNS].to_numpy()])
+    u = np.linspace(-12.0, 12.0, 200001)
+    log_w = -0.5 * u**2 - 0.5 * np.log(2 * np.pi) + np.log(u[1] - u[0])
+    total = 0.0
+    for _, rows in df.groupby("site").groups.items():
+        eta = (X[rows] @ beta)[:, None] + sigma * u
+        sign = np.where(df.y.to_numpy()[rows] == 1, 1.0, -1.0)[:, None]
+        terms = -np.logaddexp(0.0, -sign * eta).sum(axis=0) + log_w
+        top = terms.max()
+        total += top + np.log(np.exp(terms - top).sum())
+    return total
+
+
+def test_li_huge_variance_is_not_reported_as_converged():
+    """Li et al. setting 5 rep 99 (tests/fixtures/README.md): no column separates the rows
+    alone, the sites' intercepts with the fixed effects do.  Both fits stop, "converged",
+    at the same point of the Laplace objective with sigma = 470 and an intercept in the
+    hundreds; the exact likelihood there is far below the Laplace value and rises as the
+    estimates are scaled up together, so they are no maximum: both say so."""
+    df = pd.read_csv(Path(__file__).parents[2] / "fixtures" / "sites_li5_rep99.csv")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fed = fit_federated(in_process({f"site{s}": g for s, g in df.groupby("site")},
+                                       min_cluster_size=1), LI_FORMULA)
+        pooled = glmm_agq(LI_FORMULA, df)
+    messages = [str(w.message) for w in caught if w.category is pyglmm.ConvergenceWarning]
+    assert len(messages) == 2
+    assert all("random effect '(Intercept)' of 'site'" in m for m in messages)
+    for res in (fed, pooled):
+        assert not res.converged and res.separation == [] and float(res.sigma.iloc[0]) > 100
+    assert fed.loglik == pytest.approx(pooled.loglik, abs=1e-8)  # the same point
+    beta, sigma = pooled.coef.to_numpy(), float(pooled.sigma.iloc[0])
+    along = [exact_loglik(df, k * beta, k * sigma) for k in (1, 2, 4)]
+    assert along[0] < along[1] < along[2] and along[0] < pooled.loglik - 1
 
 
 def test_local_processes_flag_separation_as_in_process(tmp_path):
