@@ -156,13 +156,19 @@ def load(path):
         raise DataError(f"{os.fspath(path)}: {exc}") from None
 
 
-def read_json(path, what):
+def read_json(path, what, strict=False):
     """The JSON document in the file ``path``, or :class:`~pyglmm.DataError` naming the
-    file and saying it is not ``what`` (not UTF-8, not JSON, nested too deeply)."""
+    file and saying it is not ``what`` (not UTF-8, not JSON, nested too deeply; with
+    ``strict``, a ``NaN`` or ``Infinity`` token, which :func:`dumps` never writes,
+    named by its field)."""
     with open(path, "rb") as fh:
         raw = fh.read()
     try:
-        return json.loads(raw.decode("utf-8"))
+        d = json.loads(raw.decode("utf-8"))
+        bad = _nonfinite_field(d) if strict else None
+        if bad is None:
+            return d
+        why = f"field {bad[0]!r} is {bad[1]!r}: strict JSON has no non-finite number (null stands for one)"
     except UnicodeDecodeError as exc:
         why = f"not UTF-8 text: {exc}"
     except ValueError as exc:  # JSONDecodeError, or an integer too long to convert
@@ -170,6 +176,19 @@ def read_json(path, what):
     except RecursionError:
         why = "JSON nested too deeply"
     raise DataError(f"{os.fspath(path)}: not {what} ({why})")
+
+
+def _nonfinite_field(obj, where=""):
+    """(dotted path, value) of the first non-finite float in ``obj`` (read by ``json``), or None."""
+    if isinstance(obj, float):
+        return None if math.isfinite(obj) else (where, obj)
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for key, value in items:
+        found = _nonfinite_field(value, f"{where}[{key}]" if isinstance(key, int) else
+                                 f"{where}.{key}" if where else key)
+        if found is not None:
+            return found
+    return None
 
 
 def from_dict(d):

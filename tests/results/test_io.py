@@ -2,6 +2,7 @@
 pickle and without running code; clear errors for newer or malformed files."""
 
 import json
+import re
 import pickle
 from pathlib import Path
 
@@ -174,3 +175,17 @@ def test_malformed_files_name_the_field(fitted, tmp_path, corrupt, message):
     path.write_text(json.dumps(d))
     with pytest.raises(ValueError, match="bad.json: model file: " + message):
         pyglmm.load(path)
+
+
+@pytest.mark.parametrize("text, field, value", [
+    ('{"a": {"b": [1, 2.5, NaN]}}', "a.b[2]", "nan"), ('[{"x": -Infinity}]', "[0].x", "-inf"),
+    ('{"se": {"x": Infinity}}', "se.x", "inf")])
+def test_strict_read_names_the_non_finite_field(tmp_path, text, field, value):
+    path = tmp_path / "d.json"
+    path.write_text(text)
+    assert json.dumps(io.read_json(path, "x")) == text  # (model files of version 3 hold them)
+    with pytest.raises(DataError, match=rf"d.json: not a fit \(field '{re.escape(field)}' is "
+                                        rf"{value}: strict JSON has no non-finite number"):
+        io.read_json(path, "a fit", strict=True)
+    path.write_text(io.dumps(json.loads(text)))  # what dumps writes: null
+    assert io.read_json(path, "a fit", strict=True) is not None

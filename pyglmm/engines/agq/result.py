@@ -7,6 +7,7 @@ import pandas as pd
 
 from ...data.coding import json_field
 from ...results.base import GLMMResult
+from ...results.io import table_from_json
 
 
 @dataclass(repr=False)  # GLMMResult's short repr
@@ -57,8 +58,4 @@ class AGQResult(GLMMResult):
 
     @classmethod
     def extra_from_dict(cls, d):
-        try:
-            history = pd.DataFrame(json_field(d, "history", dict))
-        except ValueError as exc:
-            raise ValueError(f"model file: field 'history' is not a table ({exc})") from None
-        return dict(nagq=json_field(d, "nagq", int), history=history)
+        return dict(nagq=json_field(d, "nagq", int), history=table_from_json(d, "history"))

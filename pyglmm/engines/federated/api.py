@@ -213,16 +213,23 @@ def _check_events(coord, fam, trials):
 class _Rounds:
     """``evaluate(x, deriv)`` for the optimiser: one round per new point, always with
     the gradient and Hessian (the line search's value-only trials then cost no
-    second round when accepted), and the answers' conditional-fit sums."""
+    second round when accepted), and the answers' conditional-fit sums.
+
+    As the pooled fit, a value-only trial where a site cannot evaluate its
+    likelihood (NaN or infinite values, e.g. at a huge variance) counts as
+    ``-inf``, so the line search steps back; the derivatives and sums of such a
+    point are refused (naming the site and field) if the fit needs them."""
 
     def __init__(self, coord):
-        self.coord, self.key, self.value, self.sums = coord, None, None, None
+        self.coord, self.key, self.value, self.sums, self.nonfinite = coord, None, None, None, []
 
     def __call__(self, x, deriv):
         key = np.asarray(x, dtype=np.float64).tobytes()
         if key != self.key:
             self.value, self.key = self.coord.evaluate(x, 2), key
-            self.sums = dict(self.coord.sums)
+            self.sums, self.nonfinite = dict(self.coord.sums), list(self.coord.nonfinite)
+        if deriv >= 1:
+            self.coord.require_finite(self.nonfinite, np.asarray(x, dtype=np.float64))
         return self.value
 
 

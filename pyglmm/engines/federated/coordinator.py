@@ -57,6 +57,7 @@ class Coordinator:
         self.column_squares = None
         self.version1_sites = []  # the sites that did not send it
         self.sums = {}  # the last evaluation's sums of the conditional deviance and Pearson statistic
+        self.nonfinite = []  # the last evaluation's (site, field) pairs with NaN or infinite values
         self._round = 0
 
     @property
@@ -156,7 +157,12 @@ class Coordinator:
 
     def evaluate(self, params, deriv):
         """One round: the sums over all sites of the log-likelihood and, for ``deriv``
-        >= 1 and 2, of its gradient and Hessian (None otherwise), at ``params``."""
+        >= 1 and 2, of its gradient and Hessian (None otherwise), at ``params``.
+
+        A site may send NaN or infinite values where it cannot evaluate its
+        likelihood (:mod:`~pyglmm.engines.federated.schema`): the log-likelihood
+        is then ``-inf`` and ``nonfinite`` lists the (site, field) pairs, for the
+        caller to refuse if it needs them (:meth:`require_finite`)."""
         d = self.nparams
         params = np.asarray(params, dtype=np.float64)
         if params.shape != (d,) or np.isnan(params).any() or (params == np.inf).any():
@@ -168,23 +174,47 @@ class Coordinator:
         grad = np.zeros(d) if deriv >= 1 else None
         hess = np.zeros((d, d)) if deriv == 2 else None
         sums = dict.fromkeys(FIT_SUMS, 0.0)
+        self.nonfinite = []
         for msg in answers:
             site = msg["site"]
             if schema.field(msg, "round", int, site) != self._round:
                 schema.fail(site, "round", f"{msg['round']} but round {self._round} was asked")
-            loglik += float(schema.unpack_array(schema.field(msg, "loglik", dict, site), "loglik", (), site))
-            if deriv >= 1:
-                grad += schema.unpack_array(schema.field(msg, "grad", dict, site), "grad", (d,), site)
-            if deriv == 2:
-                h = schema.unpack_array(schema.field(msg, "hess", dict, site), "hess", (d, d), site)
-                asym = np.abs(h - h.T).max()
-                if asym > SYMMETRY_TOL * max(np.abs(h).max(), 1.0):
-                    schema.fail(site, "hess", f"is not symmetric (largest |H - H'| = {asym:.3g})")
-                hess += h
-            for key in FIT_SUMS:
-                sums[key] += float(schema.unpack_array(schema.field(msg, key, dict, site), key, (), site))
+            values = {name: self._value(msg, name, shape) for name, shape in
+                      [("loglik", ()), ("grad", (d,)), ("hess", (d, d))][:deriv + 1]
+                      + [(key, ()) for key in FIT_SUMS]}
+            with np.errstate(invalid="ignore", over="ignore"):  # non-finite: noted in nonfinite
+                loglik += float(values["loglik"])
+                if deriv >= 1:
+                    grad += values["grad"]
+                if deriv == 2:
+                    h = values["hess"]
+                    asym = np.abs(h - h.T).max()
+                    if asym > SYMMETRY_TOL * max(np.abs(h).max(), 1.0):
+                        schema.fail(site, "hess", f"is not symmetric (largest |H - H'| = {asym:.3g})")
+                    hess += h
+                for key in FIT_SUMS:
+                    sums[key] += float(values[key])
         self.sums = sums
+        if not np.isfinite(loglik):
+            loglik = -np.inf
         return loglik, grad, hess
+
+    def _value(self, msg, name, shape):
+        """An array field of an evaluation, its (site, name) noted if not finite."""
+        site = msg["site"]
+        arr = schema.unpack_array(schema.field(msg, name, dict, site), name, shape, site,
+                                  finite=False)
+        if not np.isfinite(arr).all():
+            self.nonfinite.append((site, name))
+        return arr
+
+    def require_finite(self, nonfinite, params):
+        """Refuse, naming the first site and field, the values in ``nonfinite`` (pairs
+        as :attr:`nonfinite`) of an evaluation at ``params`` that the fit needs."""
+        if nonfinite:
+            site, name = nonfinite[0]
+            schema.fail(site, name, "has NaN or infinite values at a point where the fit needs it "
+                        f"(the site cannot evaluate its likelihood at parameters {params.tolist()})")
 
     def certify(self, delta):
         """One round: whether the fixed-effects direction ``delta`` separates the response

@@ -16,14 +16,16 @@ Each SuperNode is a site; its node config names it and its file::
 The run config (``flwr run ... --run-config``) gives ``formula``, ``family``,
 ``nagq``, ``weights``, ``trials``, ``offset`` (column names; empty: none),
 ``timeout`` (seconds per round), ``sites`` (how many SuperNodes to wait
-for) and ``json-out`` (where the ServerApp writes the fit's JSON).
+for) and ``json-out`` (where the ServerApp writes the fit's strict JSON,
+:meth:`~pyglmm.GLMMResult.to_json`: a non-finite number is ``null``).  A node's
+reply that is not a ``message`` of bytes is refused naming the site and field.
 :func:`pyglmm.engines.federated.flower_local.run_local` starts a SuperLink and
 one SuperNode per file on this machine and runs the fit (tests, benchmarks).
 """
 
-import json
 import time
 
+from . import schema
 from .model import ROLES
 from .schema import FederatedError
 
@@ -58,7 +60,6 @@ def _site(config, state):
     """This node's Site; a new ClientApp process rebuilds it by replaying the run's
     ``describe`` and ``setup`` requests, kept in the node's Flower state."""
     from ...data.readers import read_table
-    from . import schema
     from .site import DEFAULT_MIN_CLUSTER_SIZE, Site
 
     key = str(config["data-path"])
@@ -105,14 +106,10 @@ class FlowerConnection:
     def receive(self, timeout):
         if self.node_id not in self.pending["in"]:
             _exchange(self.grid, self.pending, timeout)
-        reply = self.pending["in"].pop(self.node_id, None)
-        if reply is None:
+        if self.node_id not in self.pending["in"]:
             raise FederatedError(f"site {self.name!r} (Flower node {self.node_id}) did not answer "
                                  f"within {timeout:g} s", site=self.name)
-        if isinstance(reply, str):
-            raise FederatedError(f"site {self.name!r} (Flower node {self.node_id}) failed: {reply}",
-                                 site=self.name)
-        return reply
+        return _answer(self.pending["in"].pop(self.node_id), self.name, self.node_id)
 
     def close(self):
         self.pending["out"].pop(self.node_id, None)
@@ -129,9 +126,25 @@ def _exchange(grid, pending, timeout):
     for reply in grid.send_and_receive(messages, timeout=timeout):
         node = reply.metadata.src_node_id
         if reply.has_error():
-            pending["in"][node] = f"{reply.error.reason} (code {reply.error.code})"
+            pending["in"][node] = FlowerFailure(f"{reply.error.reason} (code {reply.error.code})")
         else:
-            pending["in"][node] = reply.content[CONFIG]["message"]
+            record = reply.content.config_records.get(CONFIG)
+            pending["in"][node] = None if record is None else record.get("message")
+
+
+class FlowerFailure(str):
+    """The error a Flower node replied with instead of a message."""
+
+
+def _answer(reply, site, node):
+    """The bytes of a node's filed reply; :class:`FederatedError` naming the site (the
+    node's ``site-name`` or number) and the field if it failed or is malformed."""
+    if isinstance(reply, FlowerFailure):
+        raise FederatedError(f"site {site!r} (Flower node {node}) failed: {reply}", site=site)
+    if not isinstance(reply, bytes):
+        schema.fail(site, "message", f"the Flower reply (node {node}) must carry bytes in entry "
+                    f"'message' of record {CONFIG!r}, got {type(reply).__name__}")
+    return reply
 
 
 def connect(grid, timeout, sites=0):
@@ -146,12 +159,24 @@ def connect(grid, timeout, sites=0):
         time.sleep(0.5)
     pending = {"out": dict.fromkeys(nodes, HELLO), "in": {}}
     _exchange(grid, pending, timeout)
-    missing = [n for n in nodes if not isinstance(pending["in"].get(n), bytes)]
+    missing = [n for n in nodes if n not in pending["in"]]
     if missing:
         raise FederatedError(f"Flower node(s) {missing} did not say their site name within "
-                             f"{timeout:g} s: {[pending['in'].get(n) for n in missing]}")
-    names = {n: pending["in"].pop(n).decode("utf-8") for n in nodes}
+                             f"{timeout:g} s")
+    names = {n: _site_name(pending["in"].pop(n), n) for n in nodes}
     return [FlowerConnection(grid, n, names[n], pending) for n in nodes]
+
+
+def _site_name(reply, node):
+    """The site name a node sent in answer to :data:`HELLO`."""
+    raw = _answer(reply, f"node {node}", node)
+    try:
+        name = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        name = ""
+    if not name.strip():
+        schema.fail(f"node {node}", "site-name", f"must be non-empty UTF-8 text, got {raw[:40]!r}")
+    return name
 
 
 def _server_app():
@@ -170,8 +195,7 @@ def _server_app():
                             family=str(cfg.get("family", "binomial")), nagq=int(cfg.get("nagq", 1)),
                             timeout=timeout, transport="flower", **columns)
         if cfg.get("json-out"):
-            with open(str(cfg["json-out"]), "w") as fh:
-                json.dump(res.to_dict(), fh, indent=1)
+            res.to_json(str(cfg["json-out"]))  # strict JSON: a non-finite number is null
 
     return app
 

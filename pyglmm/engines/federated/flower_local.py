@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ...results.io import read_json
 from .schema import FederatedError
 
 APP_PYPROJECT = """\
@@ -72,7 +73,9 @@ def _toml(value):
 
 def run_local(sites, formula, family="binomial", nagq=1, timeout=120.0, wait=600.0, log=None,
               **columns):
-    """Fit on a local Flower deployment; the fit's JSON (a dict).
+    """Fit on a local Flower deployment; the fit's JSON (a dict), read strictly
+    (:func:`~pyglmm.results.io.read_json`: a ``NaN`` or ``Infinity`` token is refused,
+    naming its field).
 
     Parameters
     ----------
@@ -122,7 +125,7 @@ def run_local(sites, formula, family="binomial", nagq=1, timeout=120.0, wait=600
                         run_config], env=env, stdout=out, stderr=out, check=True, timeout=wait)
         if not result.exists():
             raise FederatedError("the Flower run ended without a result (see its log)")
-        return json.loads(result.read_text())
+        return read_json(result, "the Flower run's fit (strict JSON)", strict=True)
     finally:
         _stop(procs)
         shutil.rmtree(work, ignore_errors=True)

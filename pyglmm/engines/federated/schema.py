@@ -49,7 +49,13 @@ Answers (site -> coordinator); every answer names its ``site`` (str)
                  ``[d, d]``, present if deriv == 2), ``deviance`` and
                  ``pearson`` (float64 ``[]``: the conditional model's deviance and
                  Pearson statistic at the modes, summed over the site's rows),
-                 ``counts``.
+                 ``counts``.  These values may be NaN or infinite at a point
+                 where the site cannot evaluate its likelihood (an extreme trial
+                 point of the line search, e.g. a huge variance): the coordinator
+                 then takes the log-likelihood there as :math:`-\infty` (the
+                 optimiser steps back) and refuses the answer, naming the site and
+                 field, if it needs a non-finite value (a gradient or Hessian to
+                 step from, the fit's final sums).
 ``certificate``  (version 2) ``round`` (echoed), ``consistent`` (bool: every row
                  with :math:`t = x^\top\delta \ne 0` has its response at the
                  bound of the mean on its side), ``rows`` (int: how many rows
@@ -111,10 +117,11 @@ def pack_array(values):
             "data": base64.b64encode(arr.tobytes()).decode("ascii")}
 
 
-def unpack_array(field, name, shape, site=None, neginf=False):
+def unpack_array(field, name, shape, site=None, neginf=False, finite=True):
     """The array of an array field, checked to have ``shape`` (a tuple) and finite
-    values (or ``-inf``, if ``neginf``: a log-Cholesky parameter on the boundary);
-    :class:`FederatedError` naming ``site`` and ``name`` otherwise."""
+    values (or ``-inf``, if ``neginf``: a log-Cholesky parameter on the boundary;
+    any value if not ``finite``); :class:`FederatedError` naming ``site`` and
+    ``name`` otherwise."""
     if not isinstance(field, dict) or set(field) != {"dtype", "shape", "data"}:
         fail(site, name, "must be an array field with keys 'dtype', 'shape', 'data'")
     if field["dtype"] != "float64":
@@ -130,7 +137,7 @@ def unpack_array(field, name, shape, site=None, neginf=False):
         fail(site, name, f"'data' holds {len(raw)} bytes, shape {list(shape)} needs "
                          f"{8 * int(np.prod(shape, dtype=np.int64))}")
     arr = np.frombuffer(raw, dtype="<f8").reshape(shape).astype(np.float64)
-    if not (np.isfinite(arr) | (neginf & (arr == -np.inf))).all():
+    if finite and not (np.isfinite(arr) | (neginf & (arr == -np.inf))).all():
         fail(site, name, "has NaN or infinite values")
     return arr
 

@@ -113,7 +113,8 @@ class Site:
         deriv = schema.int_field(msg, "deriv", 0, 2)
         params = schema.unpack_array(schema.field(msg, "params", dict), "params", (self._nparams(),),
                                      neginf=True)
-        loglik, grad, hess = self._objective(params, deriv)
+        with np.errstate(over="ignore", invalid="ignore"):  # non-finite values are sent as such
+            loglik, grad, hess = self._objective(params, deriv)
         out = {"round": rnd, "loglik": schema.pack_array(loglik),
                **{k: schema.pack_array(v) for k, v in self._spec.fit_sums(self._objective, params).items()}}
         if deriv >= 1:

@@ -1,6 +1,7 @@
 """The AGQ engine through pyglmm.glmm: engine choice, results (ranef, summary,
 save/load, predict), singular fits, bad input, and the command line."""
 
+import dataclasses
 import json
 import warnings
 
@@ -113,6 +114,15 @@ def test_summary_save_load_and_predict(slope_fit, slopes, tmp_path):
     np.testing.assert_allclose(slope_fit.predict(slopes, type="response"), slope_fit.fittedvalues,
                                rtol=1e-12)
     np.testing.assert_array_equal(back.predict(slopes), slope_fit.predict(slopes))
+
+
+def test_history_round_trips_through_the_shared_table_reader(slope_fit, tmp_path):
+    """A non-finite entry of the history is written null and reads back NaN, in a float
+    column (as every engine's tables, :func:`pyglmm.results.io.table_from_json`)."""
+    history = slope_fit.history.head(1).assign(decrement=np.inf)
+    dataclasses.replace(slope_fit, history=history).save(tmp_path / "m.json")
+    back = pyglmm.load(tmp_path / "m.json").history
+    pd.testing.assert_frame_equal(back, history.replace(np.inf, np.nan), check_exact=True)
 
 
 def test_cli_fit_with_nagq(tmp_path, capsys):

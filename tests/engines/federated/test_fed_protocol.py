@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from pyglmm.engines.federated import schema
+from pyglmm.engines.federated.api import _Rounds
 from pyglmm.engines.federated.coordinator import Coordinator
 from pyglmm.engines.federated.schema import FederatedError
 from pyglmm.engines.federated.site import Site
@@ -180,7 +181,6 @@ def test_coordinator_sums_valid_answers():
 
 
 @pytest.mark.parametrize("answer, field, words", [
-    (evaluation("west", grad=schema.pack_array([1.0, np.inf])), "grad", "NaN or infinite"),
     (evaluation("west", hess=schema.pack_array(-np.eye(3))), "hess", r"shape \[3, 3\] but \[2, 2\]"),
     (evaluation("west", hess=schema.pack_array([[-1.0, 0.5], [0.0, -1.0]])), "hess", "not symmetric"),
     (evaluation("west", version=3), "version", "version 3 is not supported"),
@@ -188,7 +188,6 @@ def test_coordinator_sums_valid_answers():
     (evaluation("west", counts=dict(COUNTS, rows=21)), "counts", "differ from the counts"),
     (evaluation("west", site="elsewhere"), "site", "comes from site 'elsewhere'"),
     (evaluation("west", loglik=None), "loglik", "has type NoneType"),
-    (evaluation("west", deviance=schema.pack_array(np.nan)), "deviance", "NaN"),
     (schema.message("refusal", site="west", field="x", reason="no"), "x", "refused"),
     (b"\x80garbage", "(message)", "not a JSON object"),
 ])
@@ -197,6 +196,26 @@ def test_coordinator_rejects_a_bad_answer_naming_site_and_field(answer, field, w
         run_round(answer)
     assert err.value.site == "west" and err.value.field == field
     assert "'west'" in str(err.value)
+
+
+@pytest.mark.parametrize("field, value", [("loglik", -np.inf), ("loglik", np.nan),
+                                          ("grad", [1.0, np.inf]), ("hess", [[np.nan, 0], [0, -1]]),
+                                          ("deviance", np.nan)])
+def test_non_finite_values_reject_a_trial_point_and_are_refused_where_needed(field, value):
+    """A site that cannot evaluate its likelihood at a point (a line-search trial at a
+    huge variance) sends NaN or inf: as in the pooled fit, a value-only trial there is
+    worse than any point (-inf if the log-likelihood is not finite); the fit refuses
+    the point's derivatives and sums, naming the site and field."""
+    coord = Coordinator([Scripted("east", [evaluation("east")]),
+                         Scripted("west", [evaluation("west", **{field: schema.pack_array(value)})])])
+    coord.nparams, coord.counts = 2, {"east": COUNTS, "west": COUNTS}
+    rounds, x = _Rounds(coord), np.array([0.5, 800.0])
+    loglik = rounds(x, 0)[0]
+    assert loglik == (-np.inf if field == "loglik" else -7.0) and coord.rounds == 1
+    with pytest.raises(FederatedError, match=f"site 'west': field '{field}': has NaN or infinite "
+                       r"values at a point where the fit needs it .*\[0.5, 800.0\]") as err:
+        rounds(x, 2)
+    assert (err.value.site, err.value.field, coord.rounds) == ("west", field, 1)
 
 
 def test_a_site_that_fails_ends_the_fit_naming_it():
