@@ -206,7 +206,8 @@ def _notes(session, opt, singular, group, separation):
 
 def _unscaled(session, units):
     """The note (warned) that the optimiser worked in the data's units because a site
-    did not send its column maxima (schema version < 3)."""
+    did not send its column maxima (schema version < 3); none for a fit in the data's
+    units by design (``units`` None: the penalised path)."""
     old = session.coord.unscaled_sites
     if not old or units is None:
         return []
@@ -289,14 +290,14 @@ class FederatedResult(AGQResult):
         ``hess`` are in (default: the data's)."""
         fam, term, coord, param = session.family, session.term, session.coord, session.param
         p, names = session.p, session.names
-        units = units or ColumnScales(np.ones(p), np.ones(param.q))
+        scales = units or ColumnScales(np.ones(p), np.ones(param.q))
         working = param.theta(opt.x[p:])
-        theta = units.theta(working)
+        theta = scales.theta(working)
         loglik, _, hess, sums = final
         group = term.group
         singular = [group] if np.any(np.abs(theta[param.diagonal]) < SINGULAR) else []
         diverging = [] if separation is None else separation.columns
-        cov = units.cov(beta_covariance(hess, p, working, param.q, False, names, separation))
+        cov = scales.cov(beta_covariance(hess, p, working, param.q, False, names, separation))
         lam = lambda_matrix(theta, param.q)
         terms = list(term.names)
         re_cov = {group: pd.DataFrame(lam @ lam.T, terms, terms)}
@@ -306,7 +307,8 @@ class FederatedResult(AGQResult):
                                 for row in opt.history])
         res = cls(
             formula=session.formula, family=fam.name, link=fam.link, dispersion_mode="fixed",
-            coef=pd.Series(units.beta(opt.x[:p]), index=names, name="coef"), cov=cov, sigma=sigma_of(re_cov),
+            coef=pd.Series(scales.beta(opt.x[:p]), index=names, name="coef"), cov=cov,
+            sigma=sigma_of(re_cov),
             dispersion=1.0, b={}, b_var={}, offset_name=session.columns.get("offset"),
             has_offset=session.columns.get("offset") is not None,
             re_cov=None if terms == ["(Intercept)"] else re_cov,
