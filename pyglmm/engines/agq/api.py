@@ -64,8 +64,9 @@ def glmm_agq(formula, data, family="binomial", *, nagq=1, weights=None, trials=N
     freed again if :math:`10^{-3}` is better at convergence); a diagonal below
     :math:`10^{-4}` is a singular fit (lme4's ``isSingular``), reported in
     ``result.singular`` with a :class:`~pyglmm.SingularFitWarning`.  A standard
-    deviation of 10 or more (binomial, poisson: on the scale of the linear
-    predictor) is a fit gone to infinity with the fixed effects, where the
+    deviation that makes an effect of 10 or more on the linear predictor
+    (binomial, poisson; times the column's largest magnitude for a slope) is a
+    fit gone to infinity with the fixed effects, where the
     quadrature is no longer accurate
     (:func:`~pyglmm.engines.agq.reporting.huge_sd`): ``converged`` is False and a
     :class:`~pyglmm.ConvergenceWarning` names the random effect.
@@ -185,15 +186,61 @@ def glmm_agq(formula, data, family="binomial", *, nagq=1, weights=None, trials=N
                        weights, trials, offset, data, watch.found)
 
 
-class Units:
+class ColumnScales:
+    r"""The optimiser's units of the fixed effects and of :math:`\Lambda`: the
+    columns of :math:`X` and :math:`Z` divided by their largest magnitudes
+    :math:`d_j`, :math:`e_a` (1 for a column of zeros), so that Newton's method
+    sees a well-scaled Hessian: :math:`\beta_j = \beta'_j/d_j` and
+    :math:`\Lambda = E^{-1}\Lambda'` (rows divided by :math:`e_a`; still lower
+    triangular).  The federated coordinator (which holds no rows) builds it from
+    the sites' column maxima and maps its optimiser's parameters with
+    :meth:`params` and :meth:`chain`.
+
+    Parameters
+    ----------
+    x_max, z_max : array-like (p,), (q,)
+        The largest magnitude in each column of X and of Z over the rows of
+        positive weight.
+    """
+
+    def __init__(self, x_max, z_max):
+        self.x_scale, self.z_scale = _nonzero(x_max), _nonzero(z_max)
+        tri = tri_index(len(self.z_scale))
+        self.rows = np.array([a for a, _ in tri])  # theta's rows of Lambda
+        self.diagonal = np.array([a == b for a, b in tri])
+
+    def beta(self, beta):
+        return beta / self.x_scale
+
+    def theta(self, theta):
+        return theta / self.z_scale[self.rows]
+
+    def cov(self, cov):
+        """The covariance of :meth:`beta` from that of the working beta."""
+        return cov / np.outer(self.x_scale, self.x_scale)
+
+    def params(self, x):
+        r"""The optimiser's parameters :math:`(\beta', \rho')` (log-Cholesky,
+        :class:`~pyglmm.engines.agq.model.LogCholesky`) in the data's units: a log
+        diagonal less :math:`\log e_a`, an off-diagonal entry over :math:`e_a`."""
+        p, e = len(self.x_scale), self.z_scale[self.rows]
+        rho = np.asarray(x[p:], dtype=np.float64)
+        return np.r_[self.beta(np.asarray(x[:p], dtype=np.float64)),
+                     np.where(self.diagonal, rho - np.log(e), rho / e)]
+
+    def chain(self, g, h):
+        """The gradient and Hessian in the data's parameters -> in :meth:`params`' argument
+        (the map is diagonal and affine; None stays None)."""
+        jac = np.r_[1 / self.x_scale, np.where(self.diagonal, 1.0, 1 / self.z_scale[self.rows])]
+        return (None if g is None else g * jac), (None if h is None else h * np.outer(jac, jac))
+
+
+class Units(ColumnScales):
     r"""The units the optimiser works in, and the map of its estimates back.
 
     Every family: the columns of :math:`X` and :math:`Z` divided by their largest
-    magnitudes :math:`d_j`, :math:`e_a`, so that Newton's method sees a
-    well-scaled Hessian: :math:`\beta_j = \beta'_j/d_j` and
-    :math:`\Lambda = E^{-1}\Lambda'` (rows divided by :math:`e_a`; still
-    lower triangular).  Gaussian also: the response residualised on the weighted
-    least-squares fit without random effects and divided by its residual
+    magnitudes (:class:`ColumnScales`).  Gaussian also: the response residualised
+    on the weighted least-squares fit without random effects and divided by its residual
     standard deviation :math:`s`, :math:`y' = (y - o - X\hat\beta_0)/s`, with no
     offset and the prior weights divided by their largest, :math:`a' = a/k`; the
     fit then starts at :math:`\beta' = 0`, :math:`\Lambda' = I`,
@@ -211,7 +258,7 @@ class Units:
     """
 
     def __init__(self, arrays):
-        self.x_scale, self.z_scale = _column_scale(arrays.X), _column_scale(arrays.Z)
+        super().__init__(np.max(np.abs(arrays.X), axis=0), np.max(np.abs(arrays.Z), axis=0))
         X, Z = arrays.X / self.x_scale, arrays.Z / self.z_scale
         self.shift, self.scale, self.weight_scale = np.zeros(arrays.p), 1.0, 1.0
         y, weights, offset = arrays.y, arrays.weights, arrays.offset
@@ -235,19 +282,18 @@ class Units:
                                 "scale of the fixed-effect columns); rescale them")
             y, weights, offset = r / (self.scale / c), weights / k, np.zeros(arrays.n)
         self.jacobian = arrays.n * np.log(self.scale)
-        self.rows = np.array([a for a, _ in tri_index(arrays.q)])  # theta's rows of Lambda
         c = np.ascontiguousarray
         self.arrays = replace(arrays, X=c(X), Z=c(Z), y=c(y), weights=c(weights), offset=c(offset))
 
     def beta(self, beta):
-        return self.shift + self.scale * beta / self.x_scale
+        return self.shift + self.scale * super().beta(beta)
 
     def theta(self, theta):
-        return self.scale * theta / self.z_scale[self.rows]
+        return self.scale * super().theta(theta)
 
     def cov(self, cov):
         """The covariance of :meth:`beta` from that of the working beta."""
-        return cov * self.scale**2 / np.outer(self.x_scale, self.x_scale)
+        return super().cov(cov) * self.scale**2
 
     def dispersion(self, dispersion):
         return self.weight_scale * self.scale**2 * dispersion
@@ -260,9 +306,9 @@ class Units:
         return {**row, "loglik": self.loglik(row["loglik"])}
 
 
-def _column_scale(A):
-    """The largest magnitude in each column of ``A`` (1 for a column of zeros)."""
-    scale = np.max(np.abs(A), axis=0)
+def _nonzero(scale):
+    """Column scales: ``scale`` with 1 for a column of zeros."""
+    scale = np.asarray(scale, dtype=np.float64)
     return np.where(scale > 0, scale, 1.0)
 
 
@@ -397,7 +443,7 @@ def _result(formula, arrays, objective, units, opt, se, name, threads, start, ti
     else:
         b_frame = pd.DataFrame(b, index=arrays.levels, columns=names)
         var_frame = pd.DataFrame(b_var, index=arrays.levels, columns=names)
-    huge = huge_sd(fam.name, theta, q, names)
+    huge = huge_sd(fam.name, theta, q, names, units.z_scale)
     notes = fit_notes(opt, failed, singular, arrays.group, separation, huge)
     y_given, index = data[arrays.response].to_numpy(), data.index
     given = {k: (data[v].to_numpy() if isinstance(v, str) else v)

@@ -104,9 +104,11 @@ class SeparationWatch:
         return self.found
 
 
-def huge_sd(family, theta, q, names):
-    r"""The random effects, as (name, sd), whose standard deviation is at least
-    :data:`~pyglmm.engines.separation.HUGE` (binomial, poisson; per unit of the column).
+def huge_sd(family, theta, q, names, z_scale):
+    r"""The random effects, as (name, sd), whose standard deviation times the largest
+    magnitude of their column (``z_scale``: 1 for an intercept) is at least
+    :data:`~pyglmm.engines.separation.HUGE` (binomial, poisson): an effect of that size
+    on the linear predictor, whatever the column's units.
 
     Such a fit has gone to infinity: the clusters' effects with the fixed effects
     separate the rows, and the likelihood rises towards its supremum as the fixed
@@ -118,7 +120,7 @@ def huge_sd(family, theta, q, names):
         return []
     lam = lambda_matrix(theta, q)
     sd = np.sqrt(np.einsum("ij,ij->i", lam, lam))
-    return [(name, float(s)) for name, s in zip(names, sd) if s >= HUGE]
+    return [(name, float(s)) for name, s, e in zip(names, sd, z_scale) if s * e >= HUGE]
 
 
 def fit_notes(opt, failed, singular, group, separation=None, huge=()):
@@ -135,9 +137,9 @@ def fit_notes(opt, failed, singular, group, separation=None, huge=()):
         notes.append(f"the mode search did not converge in {failed} cluster(s)")
     for name, sd in huge:
         notes.append(f"the standard deviation of the random effect {name!r} of {group!r} is "
-                     f"{sd:.3g} on the scale of the linear predictor: the clusters' effects "
-                     "separate the rows with the fixed effects, and the likelihood rises as "
-                     "those and the sd grow without bound (the quadrature is not accurate "
+                     f"{sd:.3g}: the clusters' effects separate the rows with the fixed "
+                     "effects, and the likelihood rises as those and the sd grow without "
+                     "bound (the quadrature is not accurate "
                      "out there: the fit stopped at an artefact of it); the estimates have no "
                      "finite value: drop the random effect or the separating columns")
     for note in notes:

@@ -28,6 +28,7 @@ from ...data.validation import aliased_columns
 from ...exceptions import DataError, SingularMatrixError
 from ...families import get_family
 from ...results.base import sigma_of
+from ..agq.api import ColumnScales
 from ..agq.kernels_numpy import lambda_matrix
 from ..agq.model import LogCholesky, random_term
 from ..agq.optimize import maximize
@@ -103,25 +104,28 @@ def fit_federated(connections, formula, family="binomial", nagq=1, timeout=60.0,
     start = time.perf_counter()
     columns = {"weights": weights, "trials": trials, "offset": offset}
     with Session(connections, formula, family, nagq, timeout, columns) as session:
-        opt = maximize(session.evaluate, session.x0, bounded=session.bounded, tol=tol,
+        opt = maximize(session.working, session.x0, bounded=session.bounded, tol=tol,
                        max_iter=max_iter, callback=reporter(callback), watch=session.watch())
         session.check_estimates(opt)
-        final = session.evaluate(opt.x, 2) + (session.evaluate.sums,)
+        final = session.working(opt.x, 2) + (session.evaluate.sums,)
     return FederatedResult.build(session, opt, final, transport, time.perf_counter() - start,
-                                 session.separation)
+                                 session.separation, session.units)
 
 
 class Session:
     """A federated fit's set-up, as a context manager that tells the sites when it is
     over: the ``describe`` and ``setup`` rounds, the pooled checks (a response with
     a finite estimate, a full-rank fixed-effects design), the start (beta = 0,
-    Lambda = I) and ``evaluate(x, deriv)`` for the AGQ engine's optimiser.
+    Lambda = I) and ``evaluate(x, deriv)`` for the AGQ engine's optimiser, in the
+    data's units, and :meth:`working` in the pooled fit's units.
 
     Attributes
     ----------
     coord, coding (the merged coding, a dict), names, term (the random-effect
     term), family, nagq, param (:class:`~pyglmm.engines.agq.model.LogCholesky`),
-    p, x0, bounded (the log-diagonal coordinates), evaluate.
+    p, x0, bounded (the log-diagonal coordinates), evaluate, units (the pooled
+    fit's :class:`~pyglmm.engines.agq.api.ColumnScales` from the sites' column
+    maxima; 1 if a site does not send them).
     """
 
     def __init__(self, connections, formula, family, nagq, timeout, columns=None):
@@ -145,16 +149,26 @@ class Session:
         self.bounded = self.p + np.flatnonzero(self.param.diagonal)
         self.x0 = np.r_[np.zeros(self.p), self.param.rho(_identity(self.param.q))]
         self.evaluate = _Rounds(self.coord)
+        self.units = ColumnScales(*(self.coord.column_maxima or (np.ones(self.p),
+                                                                 np.ones(self.param.q))))
         self._watch = None
         if self.coord.column_squares is not None:
             n = sum(c["rows"] for c in self.coord.counts.values())
-            self._watch = SeparationWatch(self.family.name, self.coord.column_squares, n,
+            self._watch = SeparationWatch(self.family.name,
+                                          self.coord.column_squares / self.units.x_scale**2, n,
                                           self.names, self._certificate)
 
+    def working(self, x, deriv):
+        """``evaluate`` in the optimiser's units (:attr:`units`): the columns of X and Z
+        divided by their largest magnitudes over the pooled rows, as the pooled fit."""
+        loglik, grad, hess = self.evaluate(self.units.params(x), deriv)
+        return (loglik, *self.units.chain(grad, hess))
+
     def _certificate(self, bounds, delta):
-        """The sites' certificate of ``delta`` (each site uses its family's bounds)."""
+        """The sites' certificate of ``delta`` (in the optimiser's units; each site uses
+        its family's bounds)."""
         rows = sum(c["rows"] for c in self.coord.counts.values())
-        return verdict(*self.coord.certify(delta), rows)
+        return verdict(*self.coord.certify(self.units.beta(delta)), rows)
 
     def watch(self):
         """``watch(x, iteration)`` for the optimiser's iterates (None: the sites cannot
@@ -196,6 +210,19 @@ def _notes(session, opt, singular, group, separation, huge):
                      f"{', '.join(map(repr, old))} speak schema version 1 (no 'certify' request)")
         warnings.warn(notes[-1], UserWarning, stacklevel=4)
     return notes
+
+
+def _unscaled(session, units):
+    """The note (warned) that the optimiser worked in the data's units because a site
+    did not send its column maxima (schema version < 3); none for a fit in the data's
+    units by design (``units`` None: the penalised path)."""
+    old = session.coord.unscaled_sites
+    if not old or units is None:
+        return []
+    note = ("the optimiser worked in the data's units, not the pooled fit's column scales: "
+            f"site(s) {', '.join(map(repr, old))} do not send column maxima (schema version < 3)")
+    warnings.warn(note, UserWarning, stacklevel=4)
+    return [note]
 
 
 def _q_of(t):
@@ -263,29 +290,34 @@ class FederatedResult(AGQResult):
     engine = "federated"
 
     @classmethod
-    def build(cls, session, opt, final, transport, seconds, separation=None):
+    def build(cls, session, opt, final, transport, seconds, separation=None, units=None):
         """The result at the optimum ``opt`` (:class:`~pyglmm.engines.agq.optimize.Optimum`)
         of a :class:`Session`; ``final`` = (loglik, grad, hess, sums) there (``hess``
-        the one whose inverse is the covariance); ``separation`` what the watch found."""
+        the one whose inverse is the covariance); ``separation`` what the watch found;
+        ``units`` the :class:`~pyglmm.engines.agq.api.ColumnScales` that ``opt`` and
+        ``hess`` are in (default: the data's)."""
         fam, term, coord, param = session.family, session.term, session.coord, session.param
         p, names = session.p, session.names
-        theta = param.theta(opt.x[p:])
+        scales = units or ColumnScales(np.ones(p), np.ones(param.q))
+        working = param.theta(opt.x[p:])
+        theta = scales.theta(working)
         loglik, _, hess, sums = final
         group = term.group
         singular = [group] if np.any(np.abs(theta[param.diagonal]) < SINGULAR) else []
         diverging = [] if separation is None else separation.columns
-        cov = beta_covariance(hess, p, theta, param.q, False, names, separation)
+        cov = scales.cov(beta_covariance(hess, p, working, param.q, False, names, separation))
         lam = lambda_matrix(theta, param.q)
         terms = list(term.names)
         re_cov = {group: pd.DataFrame(lam @ lam.T, terms, terms)}
-        huge = huge_sd(fam.name, theta, param.q, terms)
+        huge = huge_sd(fam.name, theta, param.q, terms, scales.z_scale)
         n = sum(c["rows"] for c in coord.counts.values())
         m = sum(c["clusters"] for c in coord.counts.values())
         history = pd.DataFrame([{k: v for k, v in row.items() if k != "fixed"}
                                 for row in opt.history])
         res = cls(
             formula=session.formula, family=fam.name, link=fam.link, dispersion_mode="fixed",
-            coef=pd.Series(opt.x[:p], index=names, name="coef"), cov=cov, sigma=sigma_of(re_cov),
+            coef=pd.Series(scales.beta(opt.x[:p]), index=names, name="coef"), cov=cov,
+            sigma=sigma_of(re_cov),
             dispersion=1.0, b={}, b_var={}, offset_name=session.columns.get("offset"),
             has_offset=session.columns.get("offset") is not None,
             re_cov=None if terms == ["(Intercept)"] else re_cov,
@@ -294,7 +326,8 @@ class FederatedResult(AGQResult):
             iterations=opt.iterations, converged=opt.converged and separation is None and not huge,
             singular=singular, separation=list(diverging),
             seconds=seconds, timings={}, backend="sites", threads=1,
-            warnings=_notes(session, opt, singular, group, separation, huge),
+            warnings=(_notes(session, opt, singular, group, separation, huge)
+                      + _unscaled(session, units)),
             coding=FixedCoding.from_dict(session.coding),
             nagq=session.nagq, history=history, rounds=coord.rounds,
             bytes_per_site={s: {"sent": coord.bytes_sent[s], "received": coord.bytes_received[s]}

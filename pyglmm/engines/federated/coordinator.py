@@ -56,6 +56,10 @@ class Coordinator:
         # fixed-effect column squared; with it the sites answer 'certify'
         self.column_squares = None
         self.version1_sites = []  # the sites that did not send it
+        # version 3 (None if a site does not send them): the largest magnitude of each
+        # column of X and of Z over the rows of positive weight at every site
+        self.column_maxima = None
+        self.unscaled_sites = []  # the sites that did not send them
         self.sums = {}  # the last evaluation's sums of the conditional deviance and Pearson statistic
         self.nonfinite = []  # the last evaluation's (site, field) pairs with NaN or infinite values
         self._round = 0
@@ -136,10 +140,11 @@ class Coordinator:
 
     def setup(self, coding, nagq):
         """Round 2: send the merged coding and K; every site's number of parameters.
-        Sums ``column_squares`` if every site sends them."""
+        Sums ``column_squares`` and takes the maximum of ``x_max`` and ``z_max`` over
+        the sites (:attr:`column_maxima`) if every site sends them."""
         answers = self.broadcast(schema.message("setup", coding=coding, nagq=nagq), "ready")
         p = len(coding["names"])
-        squares = np.zeros(p)
+        squares, maxima = np.zeros(p), None
         for msg in answers:
             site = msg["site"]
             d = schema.int_field(msg, "nparams", 1, None, site)
@@ -151,9 +156,25 @@ class Coordinator:
                                                "column_squares", (p,), site)
             else:  # a version-1 site: no certificates
                 self.version1_sites.append(site)
+            if "x_max" in msg or "z_max" in msg:
+                q = int(round((np.sqrt(8 * (d - p) + 1) - 1) / 2))  # d = p + q(q+1)/2
+                here = [self._maximum(msg, name, n) for name, n in (("x_max", p), ("z_max", q))]
+                maxima = here if maxima is None else [np.maximum(a, b) for a, b in zip(maxima, here)]
+            else:  # an older site: the fit runs in the data's units
+                self.unscaled_sites.append(site)
         if not self.version1_sites:
             self.column_squares = squares
+        if not self.unscaled_sites:
+            self.column_maxima = maxima
         return self.nparams
+
+    def _maximum(self, msg, name, n):
+        """A ``ready`` answer's column maxima ``name``: ``n`` finite non-negative numbers."""
+        site = msg["site"]
+        arr = schema.unpack_array(schema.field(msg, name, dict, site), name, (n,), site)
+        if (arr < 0).any():
+            schema.fail(site, name, f"must be non-negative (column maxima), got {arr.tolist()}")
+        return arr
 
     def evaluate(self, params, deriv):
         """One round: the sums over all sites of the log-likelihood and, for ``deriv``

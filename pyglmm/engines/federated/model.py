@@ -91,7 +91,9 @@ class SiteModel:
     def objective(self, coding, nagq):
         """The AGQ engine's objective on this site's clusters, the fixed part coded by
         the merged ``coding`` (a dict): ``objective(params, deriv) -> (loglik, grad,
-        hess)`` summed over the site's clusters, in the optimiser's parameters."""
+        hess)`` summed over the site's clusters, in the optimiser's parameters.  As in
+        the pooled fit, the rows of prior weight 0 are dropped (they contribute
+        nothing; a cluster left without rows contributes a factor 1)."""
         try:
             coding = FixedCoding.from_dict(coding, where="coding")
         except ValueError as exc:
@@ -100,7 +102,7 @@ class SiteModel:
             schema.fail(None, "coding", f"is for the fixed part {coding.formula!r}, the site was "
                                         f"described {self.parsed.fixed!r}")
         arrays = build_arrays(self.formula, self.data, self.family, coding=coding,
-                              check_aliased=False, **self.columns)
+                              check_aliased=False, **self.columns).weighted()
         kern = _backend.kernels(_backend.backend(None, engine="agq"), engine="agq")
         return ClusterObjective(kern, arrays, nagq)
 

@@ -6,7 +6,8 @@ Every message is one UTF-8 JSON object (the bytes on the wire are exactly
     {"schema": "pyglmm-federated", "version": 1, "kind": "<kind>", ...}
 
 Versions: 2 adds the ``certify`` request, its ``certificate`` answer and an
-optional field of ``ready``; every other message is as in version 1 and is
+optional field of ``ready``; 3 adds two more optional fields of ``ready``
+(``x_max``, ``z_max``); every other message is as in version 1 and is
 stamped 1 (:data:`KIND_VERSION`), so that a version-2 coordinator serves
 version-1 sites (which ignore the extra fields; the coordinator then cannot
 check for separation and says so) and a version-1 coordinator version-2 sites.
@@ -42,7 +43,19 @@ Answers (site -> coordinator); every answer names its ``site`` (str)
 ``ready``        ``nparams`` (int d), ``counts``; from version 2 also
                  ``column_squares`` (float64 ``[p]``: the sum over the site's rows
                  of each fixed-effect column squared), whose presence says that
-                 the site answers ``certify``.
+                 the site answers ``certify``; from version 3 also ``x_max``
+                 and ``z_max`` (float64 ``[p]``, ``[q]``: the largest magnitude
+                 of each fixed-effect and random-effect column over the site's
+                 rows of positive weight, 0 if it has none).  Their maximum over
+                 the sites is the pooled fit's column scale: the optimiser works
+                 in those units (:class:`~pyglmm.engines.agq.api.ColumnScales`),
+                 as the pooled fit does; without them (an older site) it works
+                 in the data's units and the result says so.  Like the sums of
+                 squares these are per-column aggregates: a maximum releases the
+                 magnitude of the site's most extreme value in each column (an
+                 order statistic; not its sign, row or cluster), which for a
+                 dummy column only says whether the level occurs, as the coding
+                 already does.
 ``evaluation``   ``round`` (echoed), ``loglik`` (float64 ``[]``: the sum over the
                  site's clusters of the marginal log-likelihood, nats), ``grad``
                  (float64 ``[d]``, present if deriv >= 1), ``hess`` (float64
@@ -80,7 +93,7 @@ from ...data.levels import label_text
 from ...exceptions import DataError
 
 SCHEMA = "pyglmm-federated"
-VERSION = 2  # the newest version this module speaks (every version up to it is read)
+VERSION = 3  # the newest version this module speaks (every version up to it is read)
 MAX_NAGQ = 25
 REQUESTS = ("describe", "setup", "evaluate", "certify", "close")
 ANSWERS = ("description", "ready", "evaluation", "certificate", "refusal")

@@ -2,8 +2,9 @@
 
 A :class:`Site` never sends a row: it answers ``describe`` with its counts, the
 keyed hashes of its cluster labels and the categorical levels present,
-``evaluate`` with the sums over its clusters of the AGQ log-likelihood, its
-gradient and Hessian, and ``certify`` with two counts: whether a direction of
+``setup`` with its number of parameters and per-column aggregates (sums of
+squares, largest magnitudes), ``evaluate`` with the sums over its clusters of
+the AGQ log-likelihood, its gradient and Hessian, and ``certify`` with two counts: whether a direction of
 the fixed effects separates its rows' response, and on how many rows
 (:mod:`pyglmm.engines.federated.schema`).  It refuses, in
 a ``refusal`` answer naming the field or column, any request it cannot or will
@@ -97,10 +98,12 @@ class Site:
         coding = schema.field(msg, "coding", dict)
         nagq = schema.int_field(msg, "nagq", 1, schema.MAX_NAGQ)
         self._objective = self._spec.objective(coding, nagq)
-        arrays = self._objective.arrays
+        arrays = self._objective.arrays  # the rows of positive weight
+        magnitude = lambda a: schema.pack_array(np.max(np.abs(a), axis=0, initial=0.0))  # noqa: E731
         return schema.message("ready", site=self.name, nparams=self._nparams(),
                               counts=self._spec.counts,
-                              column_squares=schema.pack_array(np.einsum("ij,ij->j", arrays.X, arrays.X)))
+                              column_squares=schema.pack_array(np.einsum("ij,ij->j", arrays.X, arrays.X)),
+                              x_max=magnitude(arrays.X), z_max=magnitude(arrays.Z))
 
     def _nparams(self):
         arrays = self._objective.arrays

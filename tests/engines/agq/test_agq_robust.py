@@ -175,3 +175,20 @@ def test_poisson_counts_beyond_the_mean_cap_are_named():
             warnings.simplefilter("ignore")
             pyglmm.glmm("incidence ~ period + (1|herd)", cbpp.assign(incidence=cbpp.incidence * 1e50),
                         "poisson", nagq=1)
+
+
+def test_fit_is_equivariant_in_a_slope_binomial():
+    """t * 1e-3 as fixed effect and random slope: the slope's sd grows 1000-fold, which
+    is not a fit gone to infinity (the effect on the linear predictor is unchanged), so
+    the fit still converges without a warning and equals the fit on t."""
+    df = pd.read_csv(DATA / "agq_slopes_binomial.csv")
+    formula, k = "y ~ x + T + (T|g)", 1e-3
+    ref = pyglmm.glmm(formula, df.assign(T=df.t), nagq=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pyglmm.ConvergenceWarning)
+        res = pyglmm.glmm(formula, df.assign(T=df.t * k), nagq=1)
+    assert res.converged and ref.converged
+    assert res.sigma["g:T"] >= 10  # the sd per unit of T*k
+    unscale = np.array([1, 1, 1 / k])
+    np.testing.assert_allclose(res.coef, ref.coef * unscale, rtol=1e-8)
+    assert res.loglik == pytest.approx(ref.loglik, abs=1e-9)

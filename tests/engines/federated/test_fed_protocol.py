@@ -58,7 +58,7 @@ def test_encode_refuses_nan_and_decode_checks_the_common_fields():
     with pytest.raises(ValueError):
         schema.encode({"x": float("nan")})
     good = schema.message("refusal", site="s", field="f", reason="r")
-    for key, value, words in [("version", 3, "version 3 is not supported"),
+    for key, value, words in [("version", 4, "version 4 is not supported"),
                               ("schema", "other", "must be 'pyglmm-federated'"),
                               ("kind", "evaluate", "not one of")]:
         bad = schema.encode(dict(good, **{key: value}))
@@ -183,7 +183,7 @@ def test_coordinator_sums_valid_answers():
 @pytest.mark.parametrize("answer, field, words", [
     (evaluation("west", hess=schema.pack_array(-np.eye(3))), "hess", r"shape \[3, 3\] but \[2, 2\]"),
     (evaluation("west", hess=schema.pack_array([[-1.0, 0.5], [0.0, -1.0]])), "hess", "not symmetric"),
-    (evaluation("west", version=3), "version", "version 3 is not supported"),
+    (evaluation("west", version=4), "version", "version 4 is not supported"),
     (evaluation("west", round=7), "round", "7 but round 1 was asked"),
     (evaluation("west", counts=dict(COUNTS, rows=21)), "counts", "differ from the counts"),
     (evaluation("west", site="elsewhere"), "site", "comes from site 'elsewhere'"),
