@@ -38,7 +38,7 @@ class SiteModel:
     Attributes
     ----------
     parsed, family, group, labels (the distinct cluster labels), codes (each
-    row's cluster), cluster_sizes, counts (``{"rows", "clusters", "events"}``).
+    row's cluster), cluster_sizes (rows of positive weight), counts (``{"rows", "clusters", "events"}``).
     """
 
     def __init__(self, data, formula, family, weights=None, trials=None, offset=None):
@@ -62,10 +62,19 @@ class SiteModel:
         self.data, self.formula = data, formula
         self.group = self.parsed.groups[0]
         self.codes, self.labels = factorize(self.group, data[self.group])
-        self.cluster_sizes = np.bincount(self.codes, minlength=len(self.labels))
+        self.cluster_sizes = np.bincount(self.codes[self._weighted_rows()],
+                                         minlength=len(self.labels))
         y = self.response()
         self.counts = {"rows": int(len(data)), "clusters": int(len(self.labels)),
                        "events": _number(float(y.sum()))}
+
+    def _weighted_rows(self):
+        """The rows of positive prior weight (all without a weights column; a weight that
+        is not a positive number is refused when the objective is built)."""
+        weights = self.columns["weights"]
+        if weights is None:
+            return np.ones(len(self.data), dtype=bool)
+        return (pd.to_numeric(self.data[weights], errors="coerce") > 0).to_numpy(dtype=bool)
 
     def response(self):
         col = self.data[self.parsed.response]

@@ -11,7 +11,8 @@ a ``refusal`` answer naming the field or column, any request it cannot or will
 not serve: another schema version, a malformed field, a formula column it does
 not have, K outside [1, MAX_NAGQ], parameters that are NaN or infinite (but
 ``-inf`` for a log-Cholesky parameter on the boundary), and data with a cluster
-smaller than ``min_cluster_size`` rows.
+of fewer than ``min_cluster_size`` rows of positive prior weight (a cluster with
+none is dropped from the fit and sends nothing of its rows).
 """
 
 import logging
@@ -38,8 +39,9 @@ class Site:
     name : str
         How the site names itself in its answers (and errors name it).
     min_cluster_size : int, default 5
-        The site refuses to take part if any cluster has fewer rows: the
-        contribution of a tiny cluster is close to its rows' own likelihood.
+        The site refuses to take part if any cluster has fewer rows of positive
+        prior weight (but none): the contribution of a tiny cluster is close to
+        its rows' own likelihood.
     hash_key : bytes, optional
         A secret the sites share and the coordinator does not know, mixed into
         the hashes of the cluster labels (see :func:`schema.cluster_hash`).
@@ -79,13 +81,14 @@ class Site:
             schema.fail(None, "salt", "must be 64 lower-case hex digits")
         columns = {role: schema.field(msg, role, (str, type(None))) for role in model.ROLES}
         spec = model.SiteModel(self.data, formula, family, **columns)
-        small = spec.cluster_sizes < self.min_cluster_size
+        sizes = spec.cluster_sizes  # rows of positive weight; a cluster of none tells nothing
+        small = (sizes > 0) & (sizes < self.min_cluster_size)
         if small.any():
             schema.fail(
-                None, spec.group, f"{int(small.sum())} of the site's {spec.cluster_sizes.size} clusters "
+                None, spec.group, f"{int(small.sum())} of the site's {sizes.size} clusters "
                 f"(grouping factor {spec.group!r}) have fewer than {self.min_cluster_size} rows "
-                f"(smallest: {int(spec.cluster_sizes.min())} rows); the site does not take part "
-                "with clusters that small")
+                f"of positive weight (smallest: {int(sizes[small].min())} rows); the site does "
+                "not take part with clusters that small")
         self._spec, self._objective = spec, None
         hashes = sorted(schema.cluster_hash(label, bytes.fromhex(salt), self.hash_key)
                         for label in spec.labels)

@@ -121,6 +121,20 @@ def test_minimum_cluster_size_is_the_sites_choice():
     assert refusal["field"] == "patient" and "smallest: 3 rows" in refusal["reason"]
 
 
+def test_minimum_cluster_size_counts_rows_of_positive_weight():
+    """A cluster of 6 rows with 4 of weight 0 is a cluster of 2 rows; one whose rows
+    all weigh 0 is dropped from the fit and sends nothing of them."""
+    data = frame(0, [1, 2, 3], rows=6).assign(w=1.0)
+    data.loc[data.patient == 3, "w"] = 0.0
+    assert describe(Site(data, "s", min_cluster_size=5), weights="w")["kind"] == "description"
+    data.loc[data.index[:4], "w"] = 0.0  # patient 1: 2 rows of positive weight
+    refusal = describe(Site(data, "s", min_cluster_size=5), weights="w")
+    assert refusal["field"] == "patient"
+    assert "1 of the site's 3 clusters" in refusal["reason"]
+    assert "smallest: 2 rows" in refusal["reason"]
+    assert describe(Site(data, "s", min_cluster_size=2), weights="w")["kind"] == "description"
+
+
 def test_site_refuses_requests_out_of_order_and_bad_k():
     site = Site(frame(0, [1, 2]), "north")
     early = schema.decode(site.handle(schema.encode(schema.message(
