@@ -14,7 +14,9 @@ Gauss-Hermite with K = 2 and 5.  Printed per setting and method: the mean over
 the 10 coefficients of |bias|, of the empirical SE and of the coverage of 95%
 Wald intervals; sigma's mean; the share of singular (sigma = 0) fits; the number
 of fits flagged as (quasi-)separated (``result.separation``: some coefficient has
-no finite estimate; its SE is NaN, so its interval counts as not covering); Newton
+no finite estimate; its SE is NaN, so its interval counts as not covering); the
+number not converged (``result.converged`` False: separated, a random-effect sd
+gone to infinity, or the iteration limit); Newton
 rounds and seconds per fit (mean, in-process, including the protocol); and the
 paper's Table 2 (steps and seconds of its LA and GH code).
 """
@@ -75,6 +77,7 @@ def run(reps, seed, methods=(1, 2, 5)):
                              "seconds": time.perf_counter() - start, "rounds": res.rounds,
                              "sigma": float(res.sigma.iloc[0]), "singular": bool(res.singular),
                              "separated": bool(res.separation),
+                             "converged": bool(res.converged),
                              **{f"est_{k}": v for k, v in zip(NAMES, res.coef)},
                              **{f"cover_{k}": float(a <= b <= c) for k, a, b, c in
                                 zip(NAMES, lo, BETA, hi)}})
@@ -94,6 +97,7 @@ def summarise(fits):
                     "coverage": g[[f"cover_{k}" for k in NAMES]].to_numpy().mean(),
                     "mean sigma": g.sigma.mean(), "singular": g.singular.mean(),
                     "separated": int(g.separated.sum()),
+                    "not converged": int((~g.converged.astype(bool)).sum()),
                     "rounds": g.rounds.mean(), "seconds": g.seconds.mean(),
                     "paper steps": paper[0] if nagq == 1 else paper[2] if nagq == 2 else np.nan,
                     "paper s": paper[1] if nagq == 1 else paper[3] if nagq == 2 else np.nan})
