@@ -65,11 +65,11 @@ def glmm_agq(formula, data, family="binomial", *, nagq=1, weights=None, trials=N
     :math:`10^{-4}` is a singular fit (lme4's ``isSingular``), reported in
     ``result.singular`` with a :class:`~pyglmm.SingularFitWarning`.  A standard
     deviation that makes an effect of 10 or more on the linear predictor
-    (binomial, poisson; times the column's largest magnitude for a slope) is a
-    fit gone to infinity with the fixed effects, where the
-    quadrature is no longer accurate
-    (:func:`~pyglmm.engines.agq.reporting.huge_sd`): ``converged`` is False and a
-    :class:`~pyglmm.ConvergenceWarning` names the random effect.
+    (binomial, poisson; times the column's largest magnitude for a slope) is an
+    estimate the quadrature does not compute accurately, of a likelihood that may
+    have no finite maximum (:func:`~pyglmm.engines.agq.reporting.huge_sd`):
+    ``converged`` is False and a :class:`~pyglmm.ConvergenceWarning` names the
+    random effect.
 
     Separation (binomial, poisson): a direction :math:`\delta` of the fixed
     effects with :math:`x_i^\top\delta > 0` only on rows at the upper bound of the

@@ -110,12 +110,16 @@ def huge_sd(family, theta, q, names, z_scale):
     :data:`~pyglmm.engines.separation.HUGE` (binomial, poisson): an effect of that size
     on the linear predictor, whatever the column's units.
 
-    Such a fit has gone to infinity: the clusters' effects with the fixed effects
-    separate the rows, and the likelihood rises towards its supremum as the fixed
-    effects and the sd grow together (Li et al. setting 5 rep 99, tests/fixtures: the
-    exact integral at the K = 1 estimates, sigma = 470, is -4.93 and rises to -4.83,
-    -4.80, -4.79 as they are doubled, 4- and 16-fold), while K-point quadrature, no
-    longer accurate there (its value is -2.58), can show a spurious maximum."""
+    Such an estimate is not reliable: K-point quadrature is no longer accurate out
+    there, and the likelihood may have no finite maximum, the clusters' effects with
+    the fixed effects separating the rows.  Li et al.'s simulation has both cases
+    (seed 1).  Setting 5 rep 99 (tests/fixtures): the exact integral at the K = 1
+    estimates, sigma = 470, is -4.93 (the quadrature's value -2.58) and rises to
+    -4.83, -4.80, -4.79 as they are doubled, 4- and 16-fold, so K-point quadrature
+    showed a spurious maximum.  Setting 2 rep 73 (one site's 500 responses all 0, the
+    other's 95 % 1): sigma is 15.6, 7.1, 10.6 and 9.46 at K = 1, 2, 5 and 25 (glmer,
+    not converged: 12.7, 10.3, 9.34 at K = 1, 5, 25): the maximum looks finite, and
+    the fits at K = 1 and 5 are flagged for their inaccuracy alone."""
     if family == "gaussian":
         return []
     lam = lambda_matrix(theta, q)
@@ -137,11 +141,12 @@ def fit_notes(opt, failed, singular, group, separation=None, huge=()):
         notes.append(f"the mode search did not converge in {failed} cluster(s)")
     for name, sd in huge:
         notes.append(f"the standard deviation of the random effect {name!r} of {group!r} is "
-                     f"{sd:.3g}: the clusters' effects separate the rows with the fixed "
-                     "effects, and the likelihood rises as those and the sd grow without "
-                     "bound (the quadrature is not accurate "
-                     "out there: the fit stopped at an artefact of it); the estimates have no "
-                     "finite value: drop the random effect or the separating columns")
+                     f"{sd:.3g}: with an effect that large on the linear predictor the "
+                     "quadrature is not accurate, and the likelihood may have no finite "
+                     "maximum (the clusters' effects separating the rows with the fixed "
+                     "effects); the estimates are not reliable: compare a fit with more "
+                     "quadrature points (nagq), or drop the random effect or the separating "
+                     "columns")
     for note in notes:
         warnings.warn(note, ConvergenceWarning, stacklevel=4)
     extra = [(separation.describe(), SeparationWarning)] if separation is not None else []

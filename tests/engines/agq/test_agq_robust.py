@@ -179,7 +179,7 @@ def test_poisson_counts_beyond_the_mean_cap_are_named():
 
 def test_fit_is_equivariant_in_a_slope_binomial():
     """t * 1e-3 as fixed effect and random slope: the slope's sd grows 1000-fold, which
-    is not a fit gone to infinity (the effect on the linear predictor is unchanged), so
+    is not a huge effect (its effect on the linear predictor is unchanged), so
     the fit still converges without a warning and equals the fit on t."""
     df = pd.read_csv(DATA / "agq_slopes_binomial.csv")
     formula, k = "y ~ x + T + (T|g)", 1e-3
