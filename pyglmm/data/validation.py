@@ -85,18 +85,19 @@ def check_finite(name, arr, index=None, columns=None, role=None):
 HUGE = float(np.sqrt(np.finfo(np.float64).max))  # ~1.34e154: larger values' squares overflow
 
 
-def check_magnitude(name, arr, index=None, role=None):
-    """Raise if a value of the 1-D ``arr`` is so large (beyond ``HUGE``) that its square
-    overflows double precision, which sums of squares, variances and curvatures need.
+def check_magnitude(name, arr, index=None, role=None, limit=HUGE, why="overflow when squared"):
+    """Raise if a value of the 1-D ``arr`` is so large (beyond ``limit``: by default
+    ``HUGE``, whose square overflows double precision, which sums of squares,
+    variances and curvatures need) that the computation ``why`` names overflows.
     ``name`` with spaces names a product of columns (``weights times trials``)."""
     subject = name if role is None and " " in name else _column(name, role)
     for start in range(0, arr.shape[0], CHUNK):
-        big = np.abs(arr[start:start + CHUNK]) > HUGE
+        big = np.abs(arr[start:start + CHUNK]) > limit
         if big.any():
             row = start + np.flatnonzero(big)[0]
             raise DataError(f"{subject} has a value too large for double precision "
                             f"({arr[row]:.3g} at {_row_label(index, row)}): values beyond "
-                            f"{HUGE:.3g} overflow when squared; rescale it")
+                            f"{limit:.3g} {why}; rescale it")
 
 
 def check_values(name, arr, index=None, role=None):

@@ -146,7 +146,7 @@ def summarise(data, formula, cluster, order=3, min_size=5):
         :func:`cluster_statistics`.
     """
     from ...data.coding import FixedCoding
-    from ...data.validation import check_column_roles
+    from ...data.validation import check_column_roles, check_magnitude
 
     order = check_order(order)
     if isinstance(min_size, bool) or not isinstance(min_size, (int, np.integer)) or min_size < 1:
@@ -159,6 +159,10 @@ def summarise(data, formula, cluster, order=3, min_size=5):
                          "(the random intercept varies around it)")
     X = coding.matrix(data)[:, 1:]
     columns = coding.names[1:]
+    limit = float((np.finfo(np.float64).max / max(len(data), 1)) ** (1 / order))
+    for j, name in enumerate(columns):  # the moments sum products of up to `order` values
+        check_magnitude(name, X[:, j], data.index, limit=limit,
+                        why=f"overflow in the sums of the moments of order {order}")
     y = _binary_response(data[response], response)
     labels, codes = _clusters(data[cluster], cluster)
     stats = cluster_statistics(X, y, codes, order)

@@ -83,6 +83,20 @@ def test_non_binary_response_names_the_column_and_row(data):
         site_summary(df, FORMULA, "cluster", order=2)
 
 
+@pytest.mark.parametrize("order, value", [(3, 1e110), (4, 1e90)])
+def test_covariate_whose_moments_overflow_is_named(data, order, value):
+    """A value whose order-K moments overflow is refused naming the column and row (it
+    used to reach the message as NaN, refused later at the coordinator); one just
+    inside the limit still gives finite moments."""
+    df = data.copy()
+    df.loc[7, "x1"] = value
+    with pytest.raises(DataError, match=rf"column 'x1'.*row 7.*moments of order {order}"):
+        site_summary(df, FORMULA, "cluster", order=order)
+    df.loc[7, "x1"] = 1e70
+    stats = site_summary(df, FORMULA, "cluster", order=order)
+    assert all(np.isfinite(c["moments"]).all() for c in stats["clusters"])
+
+
 def test_missing_columns_and_other_random_terms_are_named(data):
     with pytest.raises(DataError, match="grouping factor 'ward'"):
         site_summary(data, FORMULA, "ward", order=2)
