@@ -8,8 +8,8 @@ import pandas as pd
 
 from ..exceptions import DataError, SingularMatrixError
 from ..families import GAUSSIAN
-from .validation import (aliased_columns, check_finite, check_magnitude, check_numeric, check_values,
-                         check_weights, factorize)
+from .validation import (aliased_columns, check_finite, check_numeric, check_values, check_weights,
+                         factorize, prior_weights)
 
 EMPTY = np.empty(0)
 # Rows are reordered by the factor with the most levels when its per-level
@@ -154,7 +154,6 @@ def build_design(X, y, groups, family, *, feature_names, response_name, kern, nt
     y = check_numeric(response_name, y)
     _check_length(response_name, y, n)
     check_values(response_name, y, index, role="response")
-    prior = EMPTY
     if trials is not None and family.name != "binomial":
         raise DataError(f"trials are for the binomial family, not {family.name}")
     if trials is not None:
@@ -166,10 +165,8 @@ def build_design(X, y, groups, family, *, feature_names, response_name, kern, nt
         _check_length("weights", weights, n)
         check_weights("weights", weights, index, whole=whole)
     y = family.check_response(y, trials, response_name, index)
-    if weights is not None or trials is not None:
-        prior = (weights if weights is not None else 1.0) * (trials if trials is not None else 1.0)
-        prior = np.ascontiguousarray(prior, dtype=np.float64)
-        check_magnitude("weights times trials", prior, index)
+    prior = prior_weights(weights, trials, index)
+    prior = EMPTY if prior is None else prior
     if offset is not None:
         offset = check_numeric("offset", offset)
         _check_length("offset", offset, n)

@@ -107,6 +107,18 @@ def check_values(name, arr, index=None, role=None):
     check_magnitude(name, arr, index, role=role)
 
 
+def prior_weights(weights, trials, index=None):
+    """The prior weight of each row, ``weights`` times binomial ``trials`` (either may
+    be None; both None: None), as float64, refused where the product overflows when
+    squared (:func:`check_magnitude`)."""
+    if weights is None and trials is None:
+        return None
+    prior = (weights if weights is not None else 1.0) * (trials if trials is not None else 1.0)
+    prior = np.ascontiguousarray(prior, dtype=np.float64)
+    check_magnitude("weights times trials", prior, index)
+    return prior
+
+
 def named_column(data, role, name, index=None, whole=True):
     """The column ``name`` that the user gave as ``role`` (weights, trials, offset),
     as float64, checked with errors that name it by its role (``whole``: see

@@ -21,8 +21,8 @@ import pandas as pd
 
 from ...data.coding import FixedCoding
 from ...data.formula import parse_fixed, parse_formula
-from ...data.validation import (aliased_columns, check_column_roles, check_magnitude, check_numeric,
-                                check_values, factorize, role_values)
+from ...data.validation import (aliased_columns, check_column_roles, check_numeric, check_values,
+                                factorize, prior_weights, role_values)
 from ...exceptions import DataError, SingularMatrixError
 from ..separation import row_counts, verdict
 from .kernels_numpy import lambda_matrix, tri_index
@@ -163,12 +163,8 @@ def build_arrays(formula, data, family, *, weights=None, trials=None, offset=Non
     y = check_numeric(parsed.response, data[parsed.response].to_numpy(), role="response")
     check_values(parsed.response, y, index, role="response")
     y = family.check_response(y, extra["trials"], parsed.response, index)
-    prior = np.ones(len(y))
-    if extra["weights"] is not None:
-        prior = prior * extra["weights"]
-    if extra["trials"] is not None:
-        prior = prior * extra["trials"]
-        check_magnitude("weights times trials", prior, index)
+    prior = prior_weights(extra["weights"], extra["trials"], index)
+    prior = np.ones(len(y)) if prior is None else prior
     codes, levels = factorize(term.group, data[term.group])
     order = np.argsort(codes, kind="stable")
     coding = coding or FixedCoding.from_data(parsed.fixed, data)
@@ -180,7 +176,8 @@ def build_arrays(formula, data, family, *, weights=None, trials=None, offset=Non
         col = check_numeric(name, data[name].to_numpy(), role="random slope")
         check_values(name, col, index, role="random slope")
         Z[:, j] = col
-    weighted = X[prior[order] > 0]  # rows of weight 0 do not inform the fit
+    positive = prior[order] > 0
+    weighted = X if positive.all() else X[positive]  # rows of weight 0 do not inform the fit
     problems = aliased_columns(weighted.T @ weighted, list(coding.names)) if check_aliased else []
     if problems:
         where = "" if len(weighted) == len(X) else " over the rows of positive weight"
