@@ -52,6 +52,7 @@ from .passes import (ClusterDesign, ClusterPasses, _value, cluster_failures, gat
 SHUFFLE = (None, "largest")
 
 
+@cluster_failures()
 def glmm_dask(parsed, formula, ddf, family, *, weights, trials, offset, dispersion, tol,
               inner_tol, var_tol, max_iter, max_inner_iter, se, compare_naive, backend, callback,
               shuffle=None, partition_names=None):
@@ -61,18 +62,6 @@ def glmm_dask(parsed, formula, ddf, family, *, weights, trials, offset, dispersi
     are a :class:`~pyglmm.exceptions.ClusterError` (:func:`.passes.cluster_failures`)."""
     start = time.perf_counter()
     client = _client()
-    with cluster_failures():
-        return _glmm_dask(client, start, parsed, formula, ddf, family, weights=weights,
-                          trials=trials, offset=offset, dispersion=dispersion, tol=tol,
-                          inner_tol=inner_tol, var_tol=var_tol, max_iter=max_iter,
-                          max_inner_iter=max_inner_iter, se=se, compare_naive=compare_naive,
-                          backend=backend, callback=callback, shuffle=shuffle,
-                          partition_names=partition_names)
-
-
-def _glmm_dask(client, start, parsed, formula, ddf, family, *, weights, trials, offset, dispersion,
-               tol, inner_tol, var_tol, max_iter, max_inner_iter, se, compare_naive, backend,
-               callback, shuffle, partition_names):
     named = {"weights": weights, "trials": trials, "offset": offset}
     for role, value in named.items():
         if value is not None and not isinstance(value, str):

@@ -17,6 +17,7 @@ the same numbers.
 """
 
 import contextlib
+import functools
 import time
 from dataclasses import dataclass, field
 
@@ -191,9 +192,9 @@ class ClusterPasses(RowPasses):
         self.batch_parts = [[parts[i] for i in positions] for positions in self.batches]
         self.w0 = None  # futures of the last design pass, one per batch
         self.traffic = Traffic()
-        self.whole = self._whole_factor()
 
-    def _whole_factor(self):
+    @functools.cached_property
+    def whole(self):
         """The factor with the most levels if each of its levels lies in one batch only
         (as after ``shuffle="largest"``), else None."""
         big = int(np.argmax(self.d.n_levels))
