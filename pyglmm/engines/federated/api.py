@@ -36,7 +36,7 @@ from ..agq.reporting import (SINGULAR, SeparationWatch, beta_covariance, fit_not
                               reporter)
 from ..agq.result import AGQResult
 from ..separation import verdict
-from .coordinator import Coordinator
+from .coordinator import Coordinator, q_of
 from .model import FAMILIES
 
 log = logging.getLogger("pyglmm")
@@ -145,7 +145,7 @@ class Session:
             raise
         self.names = list(self.coding["names"])
         self.p = len(self.names)
-        self.param = LogCholesky(_q_of(d - self.p))
+        self.param = LogCholesky(q_of(d - self.p))
         self.bounded = self.p + np.flatnonzero(self.param.diagonal)
         self.x0 = np.r_[np.zeros(self.p), self.param.rho(_identity(self.param.q))]
         self.evaluate = _Rounds(self.coord)
@@ -223,14 +223,6 @@ def _unscaled(session, units):
             f"site(s) {', '.join(map(repr, old))} do not send column maxima (schema version < 3)")
     warnings.warn(note, UserWarning, stacklevel=4)
     return [note]
-
-
-def _q_of(t):
-    q = int(round((np.sqrt(8 * t + 1) - 1) / 2))
-    if q < 1 or q * (q + 1) // 2 != t:
-        raise ValueError(f"the sites' parameter count implies {t} covariance parameters, which "
-                         "is no q(q+1)/2")
-    return q
 
 
 def _identity(q):

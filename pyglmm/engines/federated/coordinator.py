@@ -20,6 +20,15 @@ FIT_SUMS = ("deviance", "pearson")  # conditional fit at the modes, summed over 
 SYMMETRY_TOL = 1e-10  # |H - H'| <= tol * max|H|: the kernel's Hessian is symmetric to rounding
 
 
+def q_of(t):
+    """The size q of the random effects from their t = q(q+1)/2 covariance parameters."""
+    q = int(round((np.sqrt(8 * t + 1) - 1) / 2))
+    if q < 1 or q * (q + 1) // 2 != t:
+        raise ValueError(f"the sites' parameter count implies {t} covariance parameters, which "
+                         "is no q(q+1)/2")
+    return q
+
+
 class Coordinator:
     """Rounds of requests over a list of site connections.
 
@@ -157,7 +166,10 @@ class Coordinator:
             else:  # a version-1 site: no certificates
                 self.version1_sites.append(site)
             if "x_max" in msg or "z_max" in msg:
-                q = int(round((np.sqrt(8 * (d - p) + 1) - 1) / 2))  # d = p + q(q+1)/2
+                try:
+                    q = q_of(d - p)
+                except ValueError as exc:
+                    schema.fail(site, "nparams", str(exc))
                 here = [self._maximum(msg, name, n) for name, n in (("x_max", p), ("z_max", q))]
                 maxima = here if maxima is None else [np.maximum(a, b) for a, b in zip(maxima, here)]
             else:  # an older site: the fit runs in the data's units

@@ -12,7 +12,7 @@ import pandas as pd
 from ... import backends as _backend
 from ...data.coding import CodedTerm, FixedCoding, levels_from_json
 from ...data.formula import parse_formula, required_columns
-from ...data.validation import factorize
+from ...data.validation import factorize, role_values
 from ...exceptions import DataError
 from ...families import get_family
 from ..agq.kernels_numpy import lambda_matrix
@@ -69,12 +69,13 @@ class SiteModel:
                        "events": _number(float(y.sum()))}
 
     def _weighted_rows(self):
-        """The rows of positive prior weight (all without a weights column; a weight that
-        is not a positive number is refused when the objective is built)."""
-        weights = self.columns["weights"]
-        if weights is None:
-            return np.ones(len(self.data), dtype=bool)
-        return (pd.to_numeric(self.data[weights], errors="coerce") > 0).to_numpy(dtype=bool)
+        """The rows of positive prior weight (all without a weights column), the weights
+        checked as the objective's (:func:`~pyglmm.data.validation.role_values`)."""
+        try:
+            weights = role_values(self.data, "weights", self.columns["weights"])
+        except DataError as exc:
+            schema.fail(None, "data", str(exc))
+        return np.ones(len(self.data), dtype=bool) if weights is None else weights > 0
 
     def response(self):
         col = self.data[self.parsed.response]
