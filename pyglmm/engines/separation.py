@@ -45,7 +45,7 @@ SLOW = 0.75
 # A coefficient this large on the scale of the linear predictor (|beta_j| times the root mean
 # square of its column) puts its rows' means within e^-10 of a bound or beyond e^10 in a regular
 # fit only rarely; one that still moves one way slowly is suspect however small its steps.
-HUGE = 10.0
+HUGE_EFFECT = 10.0
 
 
 @dataclass
@@ -125,7 +125,7 @@ class SeparationMonitor:
         # variance, as when the clusters separate the rows too, and then creeps alone:
         # Li et al. setting 5 rep 13, b2 = -120 by steps of 1), and it moves visibly on
         # the scale of the linear predictor
-        huge = np.abs(beta) * self.scale >= HUGE
+        huge = np.abs(beta) * self.scale >= HUGE_EFFECT
         moving = ((last >= 0.02 * np.abs(beta)) | huge) & (last * self.scale >= 1e-3)
         suspect = same_sign & slow & moving
         if not np.any(suspect):
@@ -147,7 +147,7 @@ class SeparationMonitor:
         et al. setting 6 rep 94: b1 = -15 beside an intercept of -103 from beta = 0, while
         the GLM start shows b1 diverge)."""
         beta = np.asarray(beta, dtype=np.float64)
-        if self.bounds is None or not np.any(np.abs(beta) * self.scale >= HUGE):
+        if self.bounds is None or not np.any(np.abs(beta) * self.scale >= HUGE_EFFECT):
             return None
         return self._alone(beta, beta != 0, iteration)
 

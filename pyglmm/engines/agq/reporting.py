@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ...exceptions import ConvergenceWarning, SeparationWarning, SingularFitWarning
-from ..separation import HUGE, SeparationMonitor
+from ..separation import HUGE_EFFECT, SeparationMonitor
 from .kernels_numpy import lambda_matrix, tri_index
 
 logger = logging.getLogger("pyglmm")
@@ -107,7 +107,7 @@ class SeparationWatch:
 def huge_sd(family, theta, q, names, z_scale):
     r"""The random effects, as (name, sd), whose standard deviation times the largest
     magnitude of their column (``z_scale``: 1 for an intercept) is at least
-    :data:`~pyglmm.engines.separation.HUGE` (binomial, poisson): an effect of that size
+    :data:`~pyglmm.engines.separation.HUGE_EFFECT` (binomial, poisson): an effect of that size
     on the linear predictor, whatever the column's units.
 
     Such an estimate is not reliable: K-point quadrature is no longer accurate out
@@ -124,7 +124,7 @@ def huge_sd(family, theta, q, names, z_scale):
         return []
     lam = lambda_matrix(theta, q)
     sd = np.sqrt(np.einsum("ij,ij->i", lam, lam))
-    return [(name, float(s)) for name, s, e in zip(names, sd, z_scale) if s * e >= HUGE]
+    return [(name, float(s)) for name, s, e in zip(names, sd, z_scale) if s * e >= HUGE_EFFECT]
 
 
 def fit_notes(opt, failed, singular, group, separation=None, huge=()):
